@@ -1,0 +1,442 @@
+"""`pstore build`: inputs -> per-gene arrays -> atomic publish into the store, parallel over genes with Dask."""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import shutil
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from functools import lru_cache
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import zarr
+from tqdm.auto import tqdm
+
+from . import __version__, schemas
+from .encode import base_codes, dosage_onehot_delta, haplotype_carriers, onehot
+from .inputs import (
+    Expression,
+    Gene,
+    InputError,
+    Reference,
+    VariantSource,
+    check_vcf_file,
+    match_samples,
+    read_expression,
+    read_gtf_genes,
+    read_sample_map,
+    select_genes,
+    strip_version,
+)
+from .store import complete_gene_ids, create_array, gene_path, publish, staging_path, write_array
+
+N_FOLDS = 3
+N_GROUPS = 10  # the method's people are cut into 10 disjoint test sets; folds 0-2 use the first three
+FINGERPRINT_BYTES = 8 << 20
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    """Everything `pstore build` was asked to do."""
+
+    store: Path
+    fasta: Path
+    vcf: Path
+    gtf: Path
+    expression: Path
+    tissue: str
+    genes: tuple[str, ...] = ()
+    window: int = 49_152
+    seed: int = 0
+    sample_map: Path | None = None
+    skip_ref_mismatch: bool = False
+    workers: int = 1
+    scheduler: str | None = None
+    force: bool = False
+    progress: bool = True
+    command_line: str = ""
+
+
+@dataclass(frozen=True)
+class GeneTask:
+    """One gene's work, small enough to ship to a Dask worker."""
+
+    gene: Gene
+    fasta_contig: str
+    vcf_contig: str
+    targets: np.ndarray
+    samples: tuple[str, ...]
+    store: Path
+    fasta: Path
+    vcf: Path
+    window: int
+    skip_ref_mismatch: bool
+
+
+@dataclass
+class BuildReport:
+    """What a build did: people matched and left out, genes built and skipped, what the VCF held."""
+
+    store: Path
+    n_people: int
+    samples: dict
+    built: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+# --- people: order and splits --------------------------------------------------------------------------
+
+
+def store_order(people: Sequence[str], seed: int) -> np.ndarray:
+    """People in a seeded random order, so that the people sharing a chunk are a random set."""
+    rng = np.random.default_rng([seed, 1])
+    return np.asarray(sorted(people), dtype=object)[rng.permutation(len(people))]
+
+
+def people_splits(people: np.ndarray, seed: int) -> np.ndarray:
+    """(folds, people) split codes: 10 seeded groups; fold k tests group k, tunes on group k+1, trains on the rest."""
+    rng = np.random.default_rng([seed, 2])
+    ranked = np.empty(len(people), dtype=np.int64)
+    ranked[np.argsort(people, kind="stable")] = rng.permutation(len(people))
+    group = ranked * N_GROUPS // max(len(people), 1)
+    splits = np.full((N_FOLDS, len(people)), schemas.SPLIT_CODES["train"], dtype=np.int8)
+    for fold in range(N_FOLDS):
+        splits[fold, group == fold] = schemas.SPLIT_CODES["test"]
+        splits[fold, group == (fold + 1) % N_GROUPS] = schemas.SPLIT_CODES["tune"]
+    return splits
+
+
+# --- planning ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The people of the store (in store order) and one task per requested gene."""
+
+    people: np.ndarray
+    samples_report: dict
+    tasks: list[GeneTask]
+
+
+def plan_build(config: BuildConfig) -> Plan:
+    """Read and cross-check the inputs; fail early, before anything is written."""
+    reference = Reference(config.fasta)
+    check_vcf_file(config.vcf)
+    vcf = VariantSource(config.vcf)
+    expression = read_expression(config.expression)
+    mapping = read_sample_map(config.sample_map) if config.sample_map else None
+    matched = match_samples(expression, vcf.samples, config.vcf, mapping)
+    if len(matched) < N_GROUPS:
+        raise InputError(f"only {len(matched)} people have both genotypes (VCF {config.vcf}) and expression (BED {config.expression}); 3 folds of 80/10/10 need at least {N_GROUPS}")
+    people = store_order(list(matched), config.seed)
+    gtf = read_gtf_genes(config.gtf)
+    requested = config.genes or _expression_genes(expression, gtf)
+    genes = select_genes(gtf, requested, config.gtf)
+    columns = [matched[p] for p in people]
+    tasks = [_gene_task(config, gene, reference, vcf, expression, columns, people) for gene in genes]
+    report = {
+        "vcf_samples": len(vcf.samples),
+        "expression_samples": len(expression.samples),
+        "matched": len(people),
+        "vcf_only": sorted(set(vcf.samples) - set(matched))[:20],
+        "n_vcf_only": len(set(vcf.samples) - set(matched)),
+        "expression_only": sorted(set(expression.samples) - set(matched.values()))[:20],
+        "n_expression_only": len(set(expression.samples) - set(matched.values())),
+    }
+    return Plan(people, report, tasks)
+
+
+def _expression_genes(expression: Expression, gtf) -> list[str]:
+    """All genes of the expression BED that the GTF knows (the default gene list)."""
+    known = {strip_version(g) for g in gtf.index}
+    return [gene for gene in expression.gene_rows if strip_version(gene) in known]
+
+
+def _gene_task(config: BuildConfig, gene: Gene, reference: Reference, vcf: VariantSource, expression: Expression,
+               columns: list[str], people: np.ndarray) -> GeneTask:
+    """Resolve a gene's contig names and targets, and check its window fits its contig."""
+    what = f"gene {gene.gene_id} in GTF {config.gtf}"
+    fasta_contig = reference.contig(gene.contig, what)
+    length = reference.lengths[fasta_contig]
+    if config.window > length:
+        raise InputError(f"--window {config.window} is wider than contig {fasta_contig} ({length} bp, FASTA {config.fasta}) of gene {gene.gene_id}; use a smaller --window or drop the gene")
+    return GeneTask(
+        gene=gene,
+        fasta_contig=fasta_contig,
+        vcf_contig=vcf.contig(gene.contig, what),
+        targets=expression.targets(gene.gene_id, columns),
+        samples=tuple(people),
+        store=config.store,
+        fasta=config.fasta,
+        vcf=config.vcf,
+        window=config.window,
+        skip_ref_mismatch=config.skip_ref_mismatch,
+    )
+
+
+# --- one gene ------------------------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=4)
+def _reference(path: Path) -> Reference:
+    """One open FASTA per worker process."""
+    return Reference(path)
+
+
+@lru_cache(maxsize=4)
+def _variants(path: Path, samples: tuple[str, ...]) -> VariantSource:
+    """One open VCF per worker process and people list."""
+    return VariantSource(path, samples)
+
+
+def build_gene(task: GeneTask) -> dict[str, int]:
+    """Encode one gene and publish it into the store; returns its counts."""
+    gene, width = task.gene, task.window
+    start, stop = gene.window(width)
+    reference = _reference(task.fasta)
+    reference_onehot = onehot(reference.fetch(task.fasta_contig, start, stop))
+    variants = _variants(task.vcf, task.samples).window(
+        task.vcf_contig, start, stop, reference, task.fasta_contig, task.skip_ref_mismatch
+    )
+    offsets = variants.position.astype(np.int64) - 1 - start
+    carriers = haplotype_carriers(variants.call_genotype, offsets)
+    alt_codes = base_codes(variants.allele[:, 1]) if len(offsets) else np.zeros(0, np.int8)
+    counts = {**variants.counts, "variants": len(offsets), "nan_targets": int(np.isnan(task.targets).sum())}
+
+    staging = staging_path(task.store, gene.gene_id)
+    group = zarr.open_group(str(staging), mode="w")
+    spec = schemas.GENE.array
+    write_array(group, spec("reference_onehot"), reference_onehot)
+    write_array(group, spec("target"), task.targets.astype(np.float32))
+    write_array(group, spec("variant_position"), variants.position)
+    write_array(group, spec("variant_allele"), variants.allele)
+    write_array(group, spec("variant_id"), variants.variant_id)
+    write_array(group, spec("variant_maf"), _maf(variants.call_genotype))
+    write_array(group, spec("call_genotype"), variants.call_genotype)
+    delta = create_array(group, spec("dosage_onehot_delta"), (len(task.samples), width, 4))
+    for first in range(0, len(task.samples), schemas.PEOPLE_PER_CHUNK):
+        block = slice(first, first + schemas.PEOPLE_PER_CHUNK)
+        delta[block] = dosage_onehot_delta(reference_onehot, offsets, alt_codes, carriers[:, block])
+    group.attrs.update(
+        gene_id=gene.gene_id, gene_name=gene.gene_name, gene_type=gene.gene_type, contig=task.fasta_contig,
+        strand=gene.strand, tss=gene.tss, window_start=start, window_stop=stop, counts=counts,
+    )
+    group.attrs["complete"] = True  # written last: the gene counts only once everything above is on disk
+    publish(staging, gene_path(task.store, gene.gene_id))
+    return counts
+
+
+def _maf(call_genotype: np.ndarray) -> np.ndarray:
+    """Minor-allele frequency per row among called alleles (NaN where nobody is called)."""
+    called = (call_genotype >= 0).sum(axis=(1, 2))
+    alt = (call_genotype == 1).sum(axis=(1, 2))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        frequency = alt / called
+    return np.minimum(frequency, 1 - frequency).astype(np.float32)
+
+
+# --- the store as a whole ------------------------------------------------------------------------------
+
+
+def check_store_path(path: Path) -> None:
+    """The store path must be a directory we can create or write, and not some other file or folder."""
+    if path.exists() and not path.is_dir():
+        raise InputError(f"store {path}: is a file; give a directory path such as {path}.zarr")
+    parent = path if path.exists() else path.parent
+    while not parent.exists():
+        parent = parent.parent
+    try:
+        descriptor, probe = tempfile.mkstemp(dir=parent, prefix=".pstore-write-test")
+        os.close(descriptor)
+        os.unlink(probe)
+    except OSError as error:
+        raise InputError(f"store {path}: cannot write in {parent} ({error.strerror}); choose another --store") from None
+    if path.is_dir() and any(path.iterdir()) and not (path / "zarr.json").is_file():
+        raise InputError(f"store {path}: exists and is not a Zarr store; choose a new path or empty it")
+
+
+@contextmanager
+def store_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on the store directory for the whole build (released even on kill -9)."""
+    path.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(descriptor)
+        raise InputError(f"store {path}: another pstore build is writing it; wait for that build or stop it") from None
+    try:
+        yield
+    finally:
+        os.close(descriptor)
+
+
+def fingerprint(path: Path) -> dict:
+    """Path, size and sha256 (of the whole file, or of its size, first and last 8 MiB when larger than 64 MiB)."""
+    size = path.stat().st_size
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        if size <= 8 * FINGERPRINT_BYTES:
+            method = "sha256"
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        else:
+            method = "sha256(size, first 8 MiB, last 8 MiB)"
+            digest.update(str(size).encode() + handle.read(FINGERPRINT_BYTES))
+            handle.seek(size - FINGERPRINT_BYTES)
+            digest.update(handle.read())
+    return {"path": str(path.resolve()), "size": size, "checksum": digest.hexdigest(), "checksum_method": method}
+
+
+def _inputs(config: BuildConfig) -> dict:
+    """Fingerprints of every input file, by role."""
+    roles = {"fasta": config.fasta, "vcf": config.vcf, "gtf": config.gtf, "expression": config.expression}
+    if config.sample_map:
+        roles["sample_map"] = config.sample_map
+    return {role: fingerprint(path) for role, path in roles.items()}
+
+
+def prepare_root(config: BuildConfig, plan: Plan) -> None:
+    """Create the root (people, splits, attributes) or check an existing one was built from the same inputs."""
+    root_meta = config.store / "zarr.json"
+    inputs = _inputs(config)
+    if root_meta.is_file():
+        root = zarr.open_group(str(config.store), mode="r")
+        if schemas.FORMAT_ATTRIBUTE in root.attrs:
+            _check_same_build(config, plan, root, inputs)
+            return
+        if complete_gene_ids(config.store):
+            raise InputError(f"store {config.store}: has genes but no root attributes; rebuild it with --force")
+    _empty(config.store)  # a new store, or a root whose creation was interrupted: start it again
+    root = zarr.open_group(str(config.store), mode="w")
+    write_array(root, schemas.ROOT.array("sample_id"), plan.people.astype(str))
+    write_array(root, schemas.ROOT.array("sample_split"), people_splits(plan.people, config.seed))
+    root.create_group(schemas.GENES_GROUP, attributes={"description": "One group per gene, named by gene_id."})
+    root.attrs.update(
+        tissue=config.tissue, window=config.window, bases=schemas.BASES, split_codes=schemas.SPLIT_CODES,
+        seed=config.seed, samples=plan.samples_report,
+        provenance={
+            "inputs": inputs, "tool": f"performer-store {__version__}", "command_line": config.command_line,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "python": sys.version.split()[0], "zarr": zarr.__version__,
+        },
+    )
+    root.attrs[schemas.FORMAT_ATTRIBUTE] = schemas.FORMAT_VERSION  # written last: marks the root complete
+
+
+def _check_same_build(config: BuildConfig, plan: Plan, root: zarr.Group, inputs: dict) -> None:
+    """An existing store only takes more genes when it was built from the same inputs and settings."""
+    from .store import check_format
+
+    check_format(root, config.store)
+    recorded = root.attrs["provenance"]["inputs"]
+    for role, now in inputs.items():
+        before = recorded.get(role, {})
+        if before.get("checksum") != now["checksum"]:
+            raise InputError(
+                f"store {config.store}: was built from another {role} ({before.get('path', 'none')}); "
+                f"use --force to rebuild it from {now['path']}, or choose another --store"
+            )
+    for key, value in (("window", config.window), ("tissue", config.tissue), ("seed", config.seed)):
+        if root.attrs[key] != value:
+            raise InputError(f"store {config.store}: was built with {key} {root.attrs[key]!r}, not {value!r}; use --force or another --store")
+    if list(root["sample_id"][:]) != list(plan.people):
+        raise InputError(f"store {config.store}: holds other people than these inputs give; use --force or another --store")
+
+
+def write_gene_index(store: Path) -> None:
+    """Rewrite the root gene index from the complete gene groups on disk."""
+    groups = [zarr.open_group(str(gene_path(store, g)), mode="r") for g in complete_gene_ids(store)]
+    attrs = [dict(g.attrs) for g in groups]
+    columns = {
+        "gene_id": [a["gene_id"] for a in attrs],
+        "gene_name": [a["gene_name"] for a in attrs],
+        "gene_type": [a["gene_type"] for a in attrs],
+        "gene_contig": [a["contig"] for a in attrs],
+        "gene_strand": [a["strand"] for a in attrs],
+        "gene_tss": [a["tss"] for a in attrs],
+        "gene_window_start": [a["window_start"] for a in attrs],
+        "gene_window_stop": [a["window_stop"] for a in attrs],
+        "gene_n_variants": [g["variant_position"].shape[0] for g in groups],
+    }
+    root = zarr.open_group(str(store), mode="r+")
+    for name, values in columns.items():
+        spec = schemas.ROOT.array(name)
+        if name in root:
+            del root[name]
+        write_array(root, spec, np.asarray(values, dtype=str if spec.dtype == "str" else spec.dtype))
+
+
+def run_tasks(tasks: list[GeneTask], config: BuildConfig) -> Iterator[tuple[GeneTask, dict]]:
+    """Run gene tasks in this process, on a local Dask cluster, or on the cluster at --scheduler."""
+    if config.scheduler is None and config.workers <= 1:
+        for task in tasks:
+            yield task, build_gene(task)
+        return
+    from distributed import Client, LocalCluster, as_completed
+
+    cluster = None if config.scheduler else LocalCluster(
+        n_workers=config.workers, threads_per_worker=1, processes=True, dashboard_address=None
+    )
+    with Client(config.scheduler or cluster) as client:
+        futures = {client.submit(build_gene, task, key=f"build-{task.gene.gene_id}-{i}", pure=False): task for i, task in enumerate(tasks)}
+        try:
+            for future in as_completed(futures):
+                yield futures[future], future.result()
+        finally:
+            client.cancel(list(futures))
+            if cluster is not None:
+                cluster.close()
+
+
+def build_store(config: BuildConfig) -> BuildReport:
+    """Build (or complete) a store: plan, create the root, encode missing genes, rewrite the gene index."""
+    started = time.perf_counter()
+    check_store_path(config.store)
+    plan = plan_build(config)
+    if config.force:
+        _check_removable(config.store)
+    with store_lock(config.store):
+        if config.force:
+            _empty(config.store)
+        prepare_root(config, plan)
+        shutil.rmtree(config.store / schemas.STAGING_DIR, ignore_errors=True)  # leftovers of a killed build
+        done = set(complete_gene_ids(config.store))
+        todo = [t for t in plan.tasks if t.gene.gene_id not in done]
+        report = BuildReport(config.store, len(plan.people), plan.samples_report,
+                             skipped=[t.gene.gene_id for t in plan.tasks if t.gene.gene_id in done])
+        bar = tqdm(total=len(todo), desc="genes", unit="gene", disable=not config.progress, file=sys.stderr)
+        for task, counts in run_tasks(todo, config):
+            report.built.append(task.gene.gene_id)
+            for key, value in counts.items():
+                report.counts[key] = report.counts.get(key, 0) + value
+            bar.update()
+        bar.close()
+        write_gene_index(config.store)
+        shutil.rmtree(config.store / schemas.STAGING_DIR, ignore_errors=True)
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def _check_removable(path: Path) -> None:
+    """--force deletes a store's contents: refuse anything that is not a store."""
+    if path.is_dir() and any(path.iterdir()):
+        root_meta = path / "zarr.json"
+        if not root_meta.is_file() or schemas.FORMAT_ATTRIBUTE not in root_meta.read_text():
+            raise InputError(f"store {path}: --force would delete it, but it is not a performer-store store; remove it yourself")
+
+
+def _empty(path: Path) -> None:
+    """Delete everything inside a directory (the directory itself stays: it holds the lock)."""
+    for entry in path.iterdir():
+        shutil.rmtree(entry) if entry.is_dir() else entry.unlink()

@@ -1,0 +1,141 @@
+"""The `pstore` command: thin click wrappers, each calling one library function."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+
+import click
+
+from . import __version__
+from .inputs import InputError
+
+PathArg = click.Path(path_type=Path)
+ExistingFile = click.Path(path_type=Path, exists=True, dir_okay=False)
+
+
+class Group(click.Group):
+    """A click group that turns InputError into a one-line 'Error: ...' and exit status 1."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except InputError as error:
+            raise click.ClickException(str(error)) from None
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="pstore")
+def main() -> None:
+    """performer-store: personal-genome sequence stores and the Performer method.
+
+    Typical use: `pstore simulate demo/` (a GTEx-like cohort), then `pstore build` (the Zarr store),
+    then `pstore info STORE`.
+    """
+
+
+@main.command()
+@click.argument("out_dir", type=PathArg)
+@click.option("--demo", is_flag=True, help="The demo cohort: 670 people, 24 genes, multi-allelic sites and indels included.")
+@click.option("--individuals", type=click.IntRange(min=10), default=670, show_default=True, help="Diploid people in the VCF (GTEx Whole Blood size).")
+@click.option("--genes", "n_genes", type=click.IntRange(min=1), default=24, show_default=True, help="Genes (one 49,152-bp window each).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed; the same seed gives identical files.")
+@click.option("--multiallelic", is_flag=True, help="Add a few multi-allelic sites.")
+@click.option("--indels", is_flag=True, help="Add a few indels and symbolic alleles (the build skips and counts them).")
+@click.option("--reference", type=ExistingFile, help="Take windows from this real FASTA (plain or gzip) instead of synthetic contigs.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def simulate(out_dir: Path, demo: bool, individuals: int, n_genes: int, seed: int, multiallelic: bool,
+             indels: bool, reference: Path | None, quiet: bool) -> None:
+    """Simulate a GTEx-like cohort with known causal variants into OUT_DIR.
+
+    Coalescent genotypes (msprime, stdpopsim OutOfAfrica_2T12, 87% EUR / 13% AFR), a reference with
+    planted JASPAR motifs, causal SNVs with per-gene heritability 0-0.6, and every file `pstore build`
+    reads: reference.fa, genotypes.vcf.gz, annotation.gtf.gz, expression.bed.gz (+ truth tables).
+    """
+    from .simulate import simulate_cohort
+
+    files = simulate_cohort(
+        out_dir, individuals=individuals, genes=n_genes, seed=seed, multiallelic=multiallelic or demo,
+        indels=indels or demo, reference=reference, progress=not quiet,
+    )
+    stats = files.summary
+    click.echo(f"wrote {out_dir}: {stats['individuals']} people, {stats['genes']} genes, "
+               f"{stats['snvs_per_window']:.0f} SNVs per 49,152 bp window, "
+               f"{100 * stats['fraction_maf_below_1pct']:.0f}% with MAF < 1%")
+
+
+@main.command()
+@click.option("--store", required=True, type=PathArg, help="Zarr store directory to create or complete (e.g. whole_blood.zarr).")
+@click.option("--fasta", required=True, type=PathArg, help="Reference FASTA (plain or bgzipped, .fai made if missing).")
+@click.option("--vcf", required=True, type=PathArg, help="Multi-sample VCF/BCF, bgzipped and indexed (.tbi/.csi).")
+@click.option("--gtf", required=True, type=PathArg, help="GENCODE-style GTF with gene records (plain or gzip).")
+@click.option("--expression", required=True, type=PathArg, help="GTEx-style normalized expression BED: #chr start end gene_id sample...")
+@click.option("--tissue", required=True, help="Tissue name recorded in the store (e.g. whole_blood).")
+@click.option("--gene", "gene_ids", multiple=True, help="Gene ID or name to build (repeatable). Default: every gene of the BED found in the GTF.")
+@click.option("--genes", "genes_file", type=PathArg, help="File with one gene ID per line.")
+@click.option("--window", type=click.IntRange(min=128), default=49_152, show_default=True, help="Window length in bp, centred on the TSS.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the people order and the 3 train/tune/test folds.")
+@click.option("--sample-map", type=PathArg, help="TSV: expression sample ID, VCF sample ID (default: same IDs, or GTEx sample -> participant).")
+@click.option("--skip-ref-mismatch", is_flag=True, help="Skip and count VCF records whose REF disagrees with the FASTA instead of stopping.")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Local Dask worker processes (1 = build in this process).")
+@click.option("--scheduler", help="Address of a running dask.distributed scheduler to build on (store path must be shared).")
+@click.option("--force", is_flag=True, help="Delete the store's contents and build it from scratch.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def build(store: Path, fasta: Path, vcf: Path, gtf: Path, expression: Path, tissue: str, gene_ids: tuple[str, ...],
+          genes_file: Path | None, window: int, seed: int, sample_map: Path | None, skip_ref_mismatch: bool,
+          workers: int, scheduler: str | None, force: bool, quiet: bool) -> None:
+    """Build a store: per gene, every person's dosage one-hot, target, and the window's variant table.
+
+    Re-running on an existing store adds missing genes and skips complete ones; a killed build resumes.
+    """
+    from .build import BuildConfig, build_store
+    from .inputs import require_file
+
+    genes = list(gene_ids)
+    if genes_file is not None:
+        require_file(genes_file, "gene list")
+        genes += [line.strip() for line in genes_file.read_text().splitlines() if line.strip() and not line.startswith("#")]
+    config = BuildConfig(
+        store=store, fasta=fasta, vcf=vcf, gtf=gtf, expression=expression, tissue=tissue, genes=tuple(genes),
+        window=window, seed=seed, sample_map=sample_map, skip_ref_mismatch=skip_ref_mismatch, workers=workers,
+        scheduler=scheduler, force=force, progress=not quiet, command_line=shlex.join(sys.argv),
+    )
+    report = build_store(config)
+    samples = report.samples
+    click.echo(f"{report.store}: {report.n_people} people ({samples['n_vcf_only']} in the VCF only and "
+               f"{samples['n_expression_only']} in the expression BED only were left out); built "
+               f"{len(report.built)} genes, {len(report.skipped)} already complete, in {report.seconds:.1f} s")
+    if report.built:
+        counts = report.counts
+        click.echo(f"variants: {counts['variants']} SNV rows; left out {counts['indel_alleles']} indel and "
+                   f"{counts['symbolic_alleles']} symbolic alleles, {counts['ref_mismatch_skipped']} REF mismatches; "
+                   f"{counts['multiallelic_sites']} multi-allelic sites split; {counts['nan_targets']} NaN targets")
+
+
+@main.command()
+@click.argument("store", type=PathArg)
+def info(store: Path) -> None:
+    """People, genes, variants per gene, size on disk and compression of a store."""
+    from .validate import describe_store
+
+    summary, table = describe_store(store)
+    for key, value in summary.items():
+        click.echo(f"{key:>36}: {value}")
+    click.echo("")
+    click.echo(table.to_string(index=False))
+
+
+@main.command()
+@click.argument("store", type=PathArg)
+@click.option("--deep", is_flag=True, help="Also recompute every dosage one-hot from the variant table and compare.")
+def validate(store: Path, deep: bool) -> None:
+    """Check a store against the schema; print each problem and exit 1 if there are any."""
+    from .validate import validate_store
+
+    problems = validate_store(store, deep=deep)
+    for problem in problems:
+        click.echo(problem)
+    if problems:
+        raise click.ClickException(f"store {store}: {len(problems)} problems")
+    click.echo(f"{store}: valid")

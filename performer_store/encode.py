@@ -1,0 +1,80 @@
+"""One-hot and dosage encodings: the one place that owns the base order, N handling and overlap rules.
+
+A person's dosage one-hot is the mean of the one-hots of their two consensus sequences (haplotype 1 takes
+the first GT allele, haplotype 2 the second, regardless of phase). It equals the reference one-hot plus,
+for every haplotype carrying an ALT base, 0.5 x (one-hot of ALT - reference row); that is how it is built.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .schemas import BASES
+
+N_VALUE = 0.25
+
+
+def _onehot_table() -> np.ndarray:
+    """Lookup table from ASCII byte to one-hot row: ACGT (either case) to a unit row, anything else N."""
+    table = np.full((256, 4), N_VALUE, dtype=np.float16)
+    for i, base in enumerate(BASES):
+        row = np.eye(4, dtype=np.float16)[i]
+        table[ord(base)] = row
+        table[ord(base.lower())] = row
+    return table
+
+
+_ONEHOT = _onehot_table()
+_CODE = np.full(256, 4, dtype=np.int8)
+for _i, _b in enumerate(BASES):
+    _CODE[ord(_b)] = _CODE[ord(_b.lower())] = _i
+
+
+def onehot(sequence: bytes | str) -> np.ndarray:
+    """One-hot (length x 4, float16, ACGT) of a sequence; N and other IUPAC letters are 0.25 everywhere."""
+    raw = sequence.encode() if isinstance(sequence, str) else sequence
+    return _ONEHOT[np.frombuffer(raw, dtype=np.uint8)]
+
+
+def base_codes(bases: np.ndarray) -> np.ndarray:
+    """Codes 0-3 for A, C, G, T (either case) and 4 for anything else, from an array of 1-char strings."""
+    raw = np.asarray(bases, dtype="S1").view(np.uint8)
+    return _CODE[raw]
+
+
+def haplotype_carriers(call_genotype: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """Which haplotypes take each row's ALT: calls equal to 1, where at one position the first row wins.
+
+    Rows sharing a position (a split multi-allelic site, or duplicate records) can both claim one haplotype;
+    like `bcftools consensus`, the first applied record wins and later overlapping ones are skipped.
+
+    call_genotype: (variants, samples, ploidy) int8, rows sorted by offset; returns the same shape, bool.
+    """
+    carries = call_genotype == 1
+    if len(offsets) < 2 or np.all(np.diff(offsets) > 0):
+        return carries
+    starts = np.flatnonzero(np.r_[True, np.diff(offsets) != 0])
+    running = np.cumsum(carries, axis=0, dtype=np.int16)
+    before_group = np.concatenate([np.zeros_like(running[:1]), running[starts[1:] - 1]])
+    group = np.repeat(np.arange(len(starts)), np.diff(np.r_[starts, len(offsets)]))
+    return carries & (running - before_group[group] == 1)
+
+
+def dosage_onehot_delta(
+    reference: np.ndarray, offsets: np.ndarray, alt_codes: np.ndarray, carriers: np.ndarray
+) -> np.ndarray:
+    """Dosage one-hot minus the reference one-hot, per person.
+
+    reference: (window, 4) float16; offsets: (variants,) 0-based positions in the window, sorted;
+    alt_codes: (variants,) 0-3; carriers: (variants, samples, ploidy) bool from `haplotype_carriers`.
+    Returns (samples, window, 4) float16; every value is a multiple of 1/8, so float16 is exact.
+    """
+    n_samples = carriers.shape[1]
+    delta = np.zeros((n_samples, reference.shape[0], 4), dtype=np.float16)
+    if len(offsets) == 0:
+        return delta
+    change = np.eye(4, dtype=np.float32)[alt_codes] - reference[offsets].astype(np.float32)
+    per_row = 0.5 * carriers.sum(axis=2, dtype=np.float32).T[:, :, None] * change[None]
+    unique_offsets, first_rows = np.unique(offsets, return_index=True)
+    delta[:, unique_offsets, :] = np.add.reduceat(per_row, first_rows, axis=1)
+    return delta

@@ -1,0 +1,476 @@
+"""Readers of the build's inputs: FASTA, VCF/BCF, GENCODE GTF and GTEx-style expression BED.
+
+This module owns coordinates (0-based half-open everywhere except VCF POS) and contig names (`chr1` vs `1`).
+Every problem with an input raises `InputError` with one line naming the file, the record and the fix.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import re
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+BGZF_EOF = bytes.fromhex("1f8b08040000000000ff0600424302001b0003000000000000000000")
+VCF_INDEX_SUFFIXES = (".tbi", ".csi")
+MISSING_EXPRESSION = {"", "na", "nan", "n/a", "."}
+
+
+class InputError(ValueError):
+    """A problem with the user's input, worded as one line that names the file, the record and the fix."""
+
+
+@dataclass(frozen=True)
+class Gene:
+    """A gene from the GTF, with its TSS 0-based on the forward strand."""
+
+    gene_id: str
+    gene_name: str
+    gene_type: str
+    contig: str
+    strand: str
+    tss: int
+
+    def window(self, width: int) -> tuple[int, int]:
+        """The 0-based half-open window of `width` bp with the TSS at index width // 2."""
+        start = self.tss - width // 2
+        return start, start + width
+
+
+def strip_version(gene_id: str) -> str:
+    """ENSG00000123456.7 -> ENSG00000123456 (GENCODE version suffixes differ between releases)."""
+    return gene_id.split(".", 1)[0]
+
+
+def contig_alias(name: str, available: Iterable[str]) -> str | None:
+    """The name under which `available` holds contig `name`: itself, with/without `chr`, or M<->MT."""
+    names = set(available)
+    bare = name[3:] if name.startswith("chr") else name
+    for candidate in (name, bare, "chr" + bare, *(("MT", "chrM") if bare in ("M", "MT") else ())):
+        if candidate in names:
+            return candidate
+    return None
+
+
+def open_text(path: Path):
+    """Open a plain or gzip/bgzip text file for reading."""
+    with open(path, "rb") as handle:
+        magic = handle.read(2)
+    return gzip.open(path, "rt") if magic == b"\x1f\x8b" else open(path, "rt")
+
+
+def require_file(path: Path, what: str) -> Path:
+    """Check an input file exists and is readable."""
+    if not path.is_file():
+        raise InputError(f"{what} {path}: no such file; check the path")
+    if not os.access(path, os.R_OK):
+        raise InputError(f"{what} {path}: not readable; check its permissions")
+    return path
+
+
+# --- GTF -----------------------------------------------------------------------------------------------
+
+_ATTRIBUTE = {key: re.compile(rf'{key} "([^"]*)"') for key in ("gene_id", "gene_name", "gene_type")}
+
+
+def read_gtf_genes(path: Path) -> pd.DataFrame:
+    """Gene records of a GENCODE-style GTF: gene_id, gene_name, gene_type, contig, strand, tss (0-based)."""
+    require_file(path, "GTF")
+    rows = []
+    with open_text(path) as handle:
+        for line_number, line in enumerate(handle, 1):
+            if line.startswith("#"):
+                continue
+            fields = line.rstrip("\n").split("\t")
+            if len(fields) != 9:
+                raise InputError(f"GTF {path} line {line_number}: expected 9 tab-separated fields, found {len(fields)}")
+            if fields[2] != "gene":
+                continue
+            rows.append(_gtf_gene(path, line_number, fields))
+    if not rows:
+        raise InputError(f"GTF {path}: no 'gene' records; give a GENCODE-style GTF with gene lines")
+    genes = pd.DataFrame(rows, columns=["gene_id", "gene_name", "gene_type", "contig", "strand", "tss"])
+    duplicated = genes["gene_id"][genes["gene_id"].duplicated()]
+    if len(duplicated):
+        raise InputError(f"GTF {path}: gene_id {duplicated.iloc[0]} occurs twice; give each gene once")
+    return genes.set_index("gene_id", drop=False)
+
+
+def _gtf_gene(path: Path, line_number: int, fields: list[str]) -> tuple:
+    """One gene row from the fields of a GTF gene line."""
+    values = {}
+    for key, pattern in _ATTRIBUTE.items():
+        match = pattern.search(fields[8])
+        values[key] = match.group(1) if match else ""
+    if not values["gene_id"]:
+        raise InputError(f"GTF {path} line {line_number}: gene record without gene_id")
+    strand = fields[6]
+    if strand not in "+-" or len(strand) != 1:
+        raise InputError(f"GTF {path} line {line_number}: strand {strand!r} is not '+' or '-'")
+    try:
+        start, end = int(fields[3]), int(fields[4])
+    except ValueError:
+        raise InputError(f"GTF {path} line {line_number}: start/end {fields[3]!r}/{fields[4]!r} are not integers") from None
+    tss = start - 1 if strand == "+" else end - 1
+    return values["gene_id"], values["gene_name"] or values["gene_id"], values["gene_type"], fields[0], strand, tss
+
+
+def select_genes(gtf: pd.DataFrame, requested: Sequence[str], gtf_path: Path) -> list[Gene]:
+    """Genes by ID (exact, else ignoring the version suffix) or by unique gene name, in request order."""
+    by_bare = {strip_version(g): g for g in gtf.index}
+    by_name = gtf.groupby("gene_name")["gene_id"].agg(list).to_dict()
+    genes, seen = [], set()
+    for query in requested:
+        gene_id = query if query in gtf.index else by_bare.get(strip_version(query))
+        if gene_id is None and len(by_name.get(query, [])) == 1:
+            gene_id = by_name[query][0]
+        if gene_id is None:
+            raise InputError(f"gene {query} is not in GTF {gtf_path}; check the ID or use the GTF the expression was quantified with")
+        if gene_id not in seen:
+            seen.add(gene_id)
+            row = gtf.loc[gene_id]
+            genes.append(Gene(gene_id, row.gene_name, row.gene_type, row.contig, row.strand, int(row.tss)))
+    return genes
+
+
+# --- FASTA ---------------------------------------------------------------------------------------------
+
+
+class Reference:
+    """A FASTA read through pyfaidx; windows beyond a contig edge are padded with N."""
+
+    def __init__(self, path: Path):
+        import pyfaidx
+
+        self.path = require_file(path, "FASTA")
+        try:
+            self._fasta = pyfaidx.Fasta(str(path), as_raw=True, sequence_always_upper=True, rebuild=False)
+        except Exception as error:  # pyfaidx raises several types for unreadable or unindexable files
+            raise InputError(f"FASTA {path}: cannot be read or indexed ({error}); give an uncompressed or bgzipped FASTA with a writable directory or a .fai index") from None
+
+    @cached_property
+    def lengths(self) -> dict[str, int]:
+        """Contig name -> length."""
+        return {name: len(record) for name, record in self._fasta.records.items()}
+
+    def contig(self, name: str, what: str) -> str:
+        """This FASTA's name for a contig named `name` by another input, or a clear error."""
+        found = contig_alias(name, self.lengths)
+        if found is None:
+            shown = ", ".join(list(self.lengths)[:8])
+            raise InputError(f"FASTA {self.path}: has no contig {name!r} ({what}); it has {shown}; use a FASTA of the same genome build")
+        return found
+
+    def fetch(self, contig: str, start: int, stop: int) -> bytes:
+        """Bases [start, stop) of a contig (0-based), uppercase, with N beyond either edge."""
+        length = self.lengths[contig]
+        inner = self._fasta[contig][max(start, 0) : min(stop, length)] if start < length and stop > 0 else ""
+        left, right = max(0, -start), max(0, stop - max(length, start))
+        return b"N" * left + inner.encode() + b"N" * right
+
+
+# --- expression BED ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Expression:
+    """A GTEx-style normalized expression BED: genes x samples values, and where each gene's row is."""
+
+    path: Path
+    samples: tuple[str, ...]
+    gene_rows: Mapping[str, int]
+    values: pd.DataFrame
+
+    def gene_row(self, gene_id: str) -> str | None:
+        """This BED's ID for a GTF gene ID (exact, else ignoring version suffixes)."""
+        if gene_id in self.gene_rows:
+            return gene_id
+        bare = strip_version(gene_id)
+        matches = [g for g in self.gene_rows if strip_version(g) == bare]
+        return matches[0] if len(matches) == 1 else None
+
+    def targets(self, gene_id: str, samples: Sequence[str]) -> np.ndarray:
+        """float32 values of one gene for the given expression sample columns; non-numeric cells raise."""
+        row_id = self.gene_row(gene_id)
+        if row_id is None:
+            raise InputError(f"expression BED {self.path}: no row for gene {gene_id}; drop the gene or give a BED that has it")
+        raw = self.values.loc[row_id, list(samples)]
+        numbers = pd.to_numeric(raw, errors="coerce")
+        bad = numbers.isna() & ~raw.str.strip().str.lower().isin(MISSING_EXPRESSION)
+        if bad.any():
+            column = bad.index[bad.argmax()]
+            raise InputError(
+                f"expression BED {self.path} line {self.gene_rows[row_id]}: value {raw[column]!r} of sample {column} "
+                f"(gene {row_id}) is not a number; fix the value or write NA"
+            )
+        return numbers.to_numpy(dtype=np.float32)
+
+
+def read_expression(path: Path) -> Expression:
+    """Read a `#chr start end gene_id sample...` BED (plain or bgzipped) as text, checked later per gene."""
+    require_file(path, "expression BED")
+    try:
+        with open_text(path) as handle:
+            header = handle.readline().rstrip("\n").split("\t")
+            values = pd.read_csv(handle, sep="\t", header=None, dtype=str, keep_default_na=False)
+    except (OSError, EOFError, UnicodeDecodeError, pd.errors.ParserError) as error:
+        raise InputError(f"expression BED {path}: cannot be read ({error}); give a tab-separated, plain or bgzipped BED") from None
+    if len(header) < 5 or header[3] != "gene_id" or not header[0].startswith("#"):
+        raise InputError(f"expression BED {path} line 1: header must be '#chr start end gene_id' then one column per sample")
+    samples = header[4:]
+    duplicate = pd.Index(samples)[pd.Index(samples).duplicated()]
+    if len(duplicate):
+        raise InputError(f"expression BED {path} line 1: sample {duplicate[0]} appears twice; give each sample one column")
+    if values.shape[1] != len(header):
+        raise InputError(f"expression BED {path}: rows have {values.shape[1]} columns but the header has {len(header)}")
+    values.columns = header
+    gene_ids = values["gene_id"]
+    duplicated = gene_ids[gene_ids.duplicated()]
+    if len(duplicated):
+        raise InputError(f"expression BED {path} line {duplicated.index[0] + 2}: gene {duplicated.iloc[0]} has a second row")
+    rows = {gene: i + 2 for i, gene in enumerate(gene_ids)}
+    return Expression(path, tuple(samples), rows, values.set_index("gene_id")[samples])
+
+
+def gtex_participant(sample_id: str) -> str:
+    """GTEx sample ID GTEX-XXXXX-0005-SM-ABCDE -> participant GTEX-XXXXX (others unchanged)."""
+    parts = sample_id.split("-")
+    return "-".join(parts[:2]) if sample_id.startswith("GTEX-") and len(parts) > 2 else sample_id
+
+
+def read_sample_map(path: Path) -> dict[str, str]:
+    """Two-column TSV: expression sample ID, VCF sample ID (a header line is allowed)."""
+    require_file(path, "sample map")
+    mapping = {}
+    with open_text(path) as handle:
+        for line_number, line in enumerate(handle, 1):
+            fields = line.rstrip("\n").split("\t")
+            if line_number == 1 and fields[0].lower() in {"expression", "expression_sample", "sample"}:
+                continue
+            if len(fields) != 2:
+                raise InputError(f"sample map {path} line {line_number}: expected 2 tab-separated columns (expression sample, VCF sample)")
+            mapping[fields[0]] = fields[1]
+    return mapping
+
+
+def match_samples(
+    expression: Expression, vcf_samples: Sequence[str], vcf_path: Path, mapping: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """VCF sample -> expression column, via the mapping, exact IDs, or GTEx sample-to-participant IDs."""
+    in_vcf = set(vcf_samples)
+    matched: dict[str, str] = {}
+    for column in expression.samples:
+        person = mapping.get(column) if mapping is not None else column if column in in_vcf else gtex_participant(column)
+        if person not in in_vcf:
+            continue
+        if person in matched:
+            raise InputError(
+                f"expression BED {expression.path}: columns {matched[person]} and {column} both map to VCF sample "
+                f"{person}; keep one column per person or give --sample-map"
+            )
+        matched[person] = column
+    if not matched:
+        raise InputError(
+            f"no sample of expression BED {expression.path} (e.g. {expression.samples[0]}) is in VCF {vcf_path} "
+            f"(e.g. {vcf_samples[0] if vcf_samples else 'none'}); give --sample-map EXPRESSION_ID<TAB>VCF_ID"
+        )
+    return matched
+
+
+# --- VCF / BCF -----------------------------------------------------------------------------------------
+
+
+def check_vcf_file(path: Path) -> None:
+    """A VCF/BCF must be bgzipped, end with the BGZF EOF block and have an up-to-date .tbi/.csi index."""
+    require_file(path, "VCF")
+    with open(path, "rb") as handle:
+        head = handle.read(4)
+        handle.seek(max(0, os.path.getsize(path) - len(BGZF_EOF)))
+        tail = handle.read()
+    if head[:2] != b"\x1f\x8b":
+        raise InputError(f"VCF {path}: not bgzip-compressed; sort, compress and index it: `bcftools sort -Oz -o {path}.gz {path} && bcftools index -t {path}.gz`")
+    if tail != BGZF_EOF:
+        raise InputError(f"VCF {path}: truncated (no BGZF end-of-file block); copy or download it again")
+    index = next((Path(str(path) + s) for s in VCF_INDEX_SUFFIXES if Path(str(path) + s).is_file()), None)
+    if index is None:
+        unsorted = _first_unsorted_record(path)
+        problem = f"not sorted ({unsorted})" if unsorted else f"no index ({path}.tbi or .csi)"
+        raise InputError(
+            f"VCF {path}: {problem}; sort and index it: `bcftools sort -Oz -o sorted.vcf.gz {path} "
+            f"&& bcftools index -t sorted.vcf.gz`"
+        )
+    if index.stat().st_mtime < path.stat().st_mtime - 1:
+        raise InputError(f"VCF {path}: index {index} is older than the file; re-index with `bcftools index -f -t {path}`")
+
+
+def _first_unsorted_record(path: Path, limit: int = 100_000) -> str | None:
+    """The first record (of the first `limit`) that comes before its predecessor, for a clear error."""
+    seen_contigs: set[str] = set()
+    previous = ("", 0)
+    with gzip.open(path, "rt") as handle:
+        for line_number, line in enumerate(handle, 1):
+            if line.startswith("#"):
+                continue
+            if line_number > limit:
+                return None
+            contig, pos = line.split("\t", 2)[:2]
+            if contig != previous[0]:
+                if contig in seen_contigs:
+                    return f"line {line_number}: contig {contig} appears again after {previous[0]}"
+                seen_contigs.add(contig)
+            elif int(pos) < previous[1]:
+                return f"line {line_number}: {contig}:{pos} comes after {contig}:{previous[1]}"
+            previous = (contig, int(pos))
+    return None
+
+
+def vcf_header_samples(path: Path) -> list[str] | None:
+    """Sample names from a text VCF's #CHROM line (None for BCF), read without htslib to name duplicates."""
+    with gzip.open(path, "rt", errors="replace") as handle:
+        for line in handle:
+            if line.startswith("#CHROM"):
+                return line.rstrip("\n").split("\t")[9:]
+            if not line.startswith("##"):
+                return None
+    return None
+
+
+@dataclass(frozen=True)
+class WindowVariants:
+    """The SNV rows of one window (multi-allelic sites split per ALT) and what was left out."""
+
+    position: np.ndarray  # (variants,) int32, 1-based
+    allele: np.ndarray  # (variants, 2) str, REF and ALT
+    variant_id: np.ndarray  # (variants,) str
+    call_genotype: np.ndarray  # (variants, samples, 2) int8: 1 this ALT, 0 other, -1 missing, -2 no 2nd call
+    counts: Mapping[str, int]
+
+
+SNV_BASES = frozenset("ACGT")
+
+
+class VariantSource:
+    """A bgzipped, indexed VCF/BCF read with cyvcf2, restricted to chosen samples in a chosen order."""
+
+    def __init__(self, path: Path, samples: Sequence[str] | None = None):
+        from cyvcf2 import VCF
+
+        check_vcf_file(path)
+        self.path = path
+        if path.suffix != ".bcf":
+            header = pd.Index(vcf_header_samples(path) or [])
+            if header.duplicated().any():
+                raise InputError(f"VCF {path}: sample {header[header.duplicated()][0]} appears twice in the header; rename or drop one (`bcftools reheader`)")
+        try:
+            self._vcf = VCF(str(path), samples=list(samples) if samples is not None else None, lazy=True, threads=1)
+        except Exception as error:  # cyvcf2 raises bare Exception for any header problem
+            raise InputError(f"VCF {path}: cannot read the header ({error}); the file is corrupt: check it with `bcftools view -h {path}`") from None
+        self.samples = list(self._vcf.samples)
+        order = samples if samples is not None else self.samples
+        position = {s: i for i, s in enumerate(self.samples)}
+        self._order = np.array([position[s] for s in order], dtype=np.int64)
+
+    @cached_property
+    def contigs(self) -> list[str]:
+        """Contig names the VCF knows (header ##contig lines and the index)."""
+        return list(dict.fromkeys([*self._vcf.seqnames]))
+
+    def contig(self, name: str, what: str) -> str:
+        """This VCF's name for a contig named `name` elsewhere, or a clear error."""
+        found = contig_alias(name, self.contigs)
+        if found is None:
+            shown = ", ".join(self.contigs[:8]) or "none"
+            raise InputError(
+                f"VCF {self.path}: has no contig {name!r} ({what}); it has {shown}; rename contigs with "
+                f"`bcftools annotate --rename-chrs` or use a VCF of the same genome build"
+            )
+        return found
+
+    def window(self, contig: str, start: int, stop: int, reference: Reference, ref_contig: str,
+               skip_ref_mismatch: bool) -> WindowVariants:
+        """SNV rows with POS in [start, stop) (0-based), REF checked against the FASTA (`ref_contig`)."""
+        counts = dict.fromkeys(("records", "snv_alleles", "indel_alleles", "symbolic_alleles", "multiallelic_sites",
+                                "ref_mismatch_skipped", "missing_calls"), 0)
+        rows: list[tuple[int, str, str, str, np.ndarray]] = []
+        last = (-1, "")
+        for record in self._records(contig, max(start, 0), stop):
+            if record.POS - 1 < start or record.POS - 1 >= stop:
+                continue  # a deletion starting before the window overlaps it; SNVs only count inside
+            where = f"{record.CHROM}:{record.POS} {record.REF}>{','.join(record.ALT)}"
+            if record.POS < last[0]:
+                raise InputError(f"VCF {self.path}: record {where} comes after {last[1]}; the file is not sorted: `bcftools sort`, then re-index")
+            last = (record.POS, where)
+            counts["records"] += 1
+            if not self._ref_matches(record, reference, ref_contig, where, skip_ref_mismatch):
+                counts["ref_mismatch_skipped"] += 1
+                continue
+            rows.extend(self._snv_rows(record, counts))
+        return self._table(rows, counts, len(self._order))
+
+    def _records(self, contig: str, start: int, stop: int):
+        """cyvcf2 records of a region, with htslib errors turned into InputError naming the region."""
+        region = f"{contig}:{start + 1}-{stop}"
+        iterator = iter(self._vcf(region))
+        while True:
+            try:
+                record = next(iterator)
+            except StopIteration:
+                return
+            except Exception as error:  # cyvcf2 raises bare Exception on corrupt records
+                raise InputError(f"VCF {self.path}: corrupt record in region {region} ({error}); check it with `bcftools view {self.path} {region}`") from None
+            yield record
+
+    def _ref_matches(self, record, reference: Reference, ref_contig: str, where: str, skip: bool) -> bool:
+        """True when REF equals the FASTA (N/IUPAC in the FASTA accepts any REF); else raise or skip."""
+        ref = record.REF.upper()
+        fasta = reference.fetch(ref_contig, record.POS - 1, record.POS - 1 + len(ref)).decode()
+        if all(f == r or f not in SNV_BASES for f, r in zip(fasta, ref)):
+            return True
+        if skip:
+            return False
+        raise InputError(
+            f"VCF {self.path}: record {where} has REF {ref} but FASTA {reference.path} has {fasta}; use the FASTA "
+            f"the VCF was called against, or pass --skip-ref-mismatch"
+        )
+
+    def _snv_rows(self, record, counts: dict[str, int]) -> list[tuple[int, str, str, str, np.ndarray]]:
+        """One row per SNV ALT of a record, its calls re-coded for that ALT; other ALTs are counted."""
+        gt = record.genotype.array()[self._order, :-1]
+        if gt.shape[1] > 2:
+            raise InputError(f"VCF {self.path}: record {record.CHROM}:{record.POS} has ploidy {gt.shape[1]}; only diploid/haploid calls are supported")
+        if gt.shape[1] == 1:
+            gt = np.pad(gt, ((0, 0), (0, 1)), constant_values=-2)  # haploid: no second call, as bcftools consensus
+        counts["missing_calls"] += int((gt[:, 0] == -1).sum())
+        counts["multiallelic_sites"] += len(record.ALT) > 1
+        rows = []
+        ref = record.REF.upper()
+        for allele_index, alt in enumerate(record.ALT, 1):
+            alt = alt.upper()
+            if alt.startswith("<") or alt in ("*", ".") or "[" in alt or "]" in alt:
+                counts["symbolic_alleles"] += 1
+            elif len(ref) != 1 or len(alt) != 1 or ref not in SNV_BASES or alt not in SNV_BASES:
+                counts["indel_alleles"] += 1
+            else:
+                counts["snv_alleles"] += 1
+                calls = np.where(gt < 0, gt, gt == allele_index).astype(np.int8)
+                rows.append((record.POS, ref, alt, record.ID or ".", calls))
+        return rows
+
+    @staticmethod
+    def _table(rows: list, counts: dict[str, int], n_samples: int) -> WindowVariants:
+        """Stack rows into arrays, sorted by position (stable: VCF order within a position)."""
+        rows.sort(key=lambda row: row[0])
+        n = len(rows)
+        return WindowVariants(
+            position=np.array([r[0] for r in rows], dtype=np.int32),
+            allele=np.array([[r[1], r[2]] for r in rows], dtype=str).reshape(n, 2),
+            variant_id=np.array([r[3] for r in rows], dtype=str),
+            call_genotype=np.stack([r[4] for r in rows]) if rows else np.zeros((0, n_samples, 2), np.int8),
+            counts=counts,
+        )

@@ -1,0 +1,211 @@
+"""The store layout, declared once: arrays, dimensions, dtypes, chunking, attributes, format version.
+
+The writer (`build`), the readers (`store`, later `loader`) and `validate` all take names, dims, dtypes
+and chunk shapes from here; `docs/store.md` is generated from it (`python -m performer_store.schemas`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import numpy as np
+
+FORMAT_VERSION = 1
+FORMAT_ATTRIBUTE = "performer_store_format"
+GENES_GROUP = "genes"
+STAGING_DIR = ".pstore-staging"
+BASES = "ACGT"
+SPLIT_CODES = {"train": 0, "tune": 1, "test": 2}
+PEOPLE_PER_CHUNK = 32
+
+DIMENSIONS: Mapping[str, str] = {
+    "samples": "people in the store, in the store's seeded random order (`sample_id`)",
+    "folds": "cross-validation folds of the people split",
+    "genes": "genes whose group is complete, sorted by gene_id",
+    "window": "positions of a gene's window, 0-based from `gene_window_start` (forward strand)",
+    "bases": "one-hot channels in the order A, C, G, T",
+    "variants": "bi-allelic SNV rows of a gene's window (multi-allelic sites split per ALT), sorted by position",
+    "alleles": "REF then ALT",
+    "ploidy": "the two genotype calls of a person, in VCF GT order (unphased)",
+}
+
+
+@dataclass(frozen=True)
+class ArraySpec:
+    """One Zarr array of the layout: name, dims, dtype, chunking rule, and what it means."""
+
+    name: str
+    dims: tuple[str, ...]
+    dtype: str
+    description: str
+    chunks: Mapping[str, int] = field(default_factory=dict)
+
+    def chunk_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        """Chunk shape for an array of this shape: named dims get their rule, the others one chunk."""
+        return tuple(max(1, min(self.chunks.get(d, n), n)) for d, n in zip(self.dims, shape))
+
+    @property
+    def numpy_dtype(self) -> np.dtype:
+        """The numpy dtype readers get back (variable-length strings read as numpy StringDType)."""
+        return np.dtypes.StringDType() if self.dtype == "str" else np.dtype(self.dtype)
+
+    def fill_value(self) -> Any:
+        """Fill value of unwritten chunks."""
+        return "" if self.dtype == "str" else 0
+
+
+@dataclass(frozen=True)
+class GroupSpec:
+    """One Zarr group of the layout: its path pattern, arrays and required attributes."""
+
+    path: str
+    description: str
+    arrays: tuple[ArraySpec, ...]
+    attributes: Mapping[str, str]
+
+    def array(self, name: str) -> ArraySpec:
+        """The spec of one array of this group, by name."""
+        for spec in self.arrays:
+            if spec.name == name:
+                return spec
+        raise KeyError(f"{name!r} is not an array of {self.path or 'the root'}")
+
+
+ROOT = GroupSpec(
+    path="",
+    description="The store: people, their splits, the gene index and the provenance of the build.",
+    arrays=(
+        ArraySpec("sample_id", ("samples",), "str", "Person ID as in the VCF header, in store order."),
+        ArraySpec(
+            "sample_split",
+            ("folds", "samples"),
+            "int8",
+            "Split of each person per fold: 0 train, 1 tune, 2 test (test sets of folds are disjoint).",
+        ),
+        ArraySpec("gene_id", ("genes",), "str", "GENCODE gene ID as in the GTF (version suffix kept)."),
+        ArraySpec("gene_name", ("genes",), "str", "Gene name from the GTF."),
+        ArraySpec("gene_type", ("genes",), "str", "Gene type from the GTF (protein_coding, lncRNA, ...)."),
+        ArraySpec("gene_contig", ("genes",), "str", "Contig name as in the FASTA."),
+        ArraySpec("gene_strand", ("genes",), "str", "'+' or '-'."),
+        ArraySpec(
+            "gene_tss",
+            ("genes",),
+            "int64",
+            "TSS, 0-based: GTF start - 1 for '+' genes, GTF end - 1 for '-' genes.",
+        ),
+        ArraySpec(
+            "gene_window_start",
+            ("genes",),
+            "int64",
+            "Window start, 0-based inclusive (= gene_tss - window // 2; may be < 0 at a contig edge).",
+        ),
+        ArraySpec("gene_window_stop", ("genes",), "int64", "Window stop, 0-based exclusive."),
+        ArraySpec("gene_n_variants", ("genes",), "int32", "Number of SNV rows in the gene's variant table."),
+    ),
+    attributes={
+        FORMAT_ATTRIBUTE: "Store format version; readers refuse another version.",
+        "tissue": "Tissue of the expression targets.",
+        "window": "Window length in bp.",
+        "bases": "One-hot channel order (ACGT).",
+        "split_codes": "Meaning of the sample_split values.",
+        "seed": "Seed of the people order and of the splits.",
+        "samples": "How people were matched: counts of VCF-only and expression-only people left out.",
+        "provenance": "Input files (path, size, checksum), tool version, command line, time.",
+    },
+)
+
+GENE = GroupSpec(
+    path=f"{GENES_GROUP}/{{gene_id}}",
+    description=(
+        "One gene, published atomically (built in a staging directory, then renamed into place) with "
+        "`complete: true` among its attributes. dosage one-hot = reference_onehot + dosage_onehot_delta."
+    ),
+    arrays=(
+        ArraySpec(
+            "reference_onehot",
+            ("window", "bases"),
+            "float16",
+            "Reference one-hot of the window; N, other IUPAC codes and positions beyond a contig edge are "
+            "0.25 in all four channels.",
+        ),
+        ArraySpec(
+            "dosage_onehot_delta",
+            ("samples", "window", "bases"),
+            "float16",
+            "Dosage one-hot minus reference_onehot, per person: the mean of the one-hots of the person's two "
+            "consensus sequences (SNVs only) minus the reference; add reference_onehot to get the dosage "
+            "one-hot. Stored as a difference because it is ~99.9% zeros (about 600 B per person-window).",
+            chunks={"samples": PEOPLE_PER_CHUNK},
+        ),
+        ArraySpec(
+            "target",
+            ("samples",),
+            "float32",
+            "Normalized expression of the gene per person (NaN = no value; never used for training).",
+        ),
+        ArraySpec("variant_position", ("variants",), "int32", "VCF POS, 1-based."),
+        ArraySpec("variant_allele", ("variants", "alleles"), "str", "REF and ALT base."),
+        ArraySpec("variant_id", ("variants",), "str", "VCF ID column ('.' when absent)."),
+        ArraySpec(
+            "variant_maf",
+            ("variants",),
+            "float32",
+            "Minor-allele frequency of the ALT allele among called alleles of the store's people.",
+        ),
+        ArraySpec(
+            "call_genotype",
+            ("variants", "samples", "ploidy"),
+            "int8",
+            "Genotype calls split per ALT (as bcftools norm -m-): 1 = this ALT, 0 = REF or another ALT, "
+            "-1 = missing, -2 = no second call (haploid; that haplotype keeps the reference, as in bcftools "
+            "consensus). Dosage = number of 1s.",
+        ),
+    ),
+    attributes={
+        "complete": "true once every array is written; a gene without it is not part of the store.",
+        "gene_id": "GENCODE gene ID.",
+        "gene_name": "Gene name.",
+        "gene_type": "Gene type.",
+        "contig": "Contig name as in the FASTA.",
+        "strand": "'+' or '-'.",
+        "tss": "TSS, 0-based.",
+        "window_start": "Window start, 0-based inclusive.",
+        "window_stop": "Window stop, 0-based exclusive.",
+        "counts": "What the build left out or found: indels, symbolic alleles, REF mismatches skipped, "
+        "multi-allelic sites, missing calls, NaN targets.",
+    },
+)
+
+GROUPS: tuple[GroupSpec, ...] = (ROOT, GENE)
+
+
+def to_markdown() -> str:
+    """The layout as the Markdown of docs/store.md."""
+    lines = [
+        "# Store layout",
+        "",
+        "<!-- generated by `python -m performer_store.schemas`; a test checks it matches schemas.py -->",
+        "",
+        f"Format version **{FORMAT_VERSION}** (root attribute `{FORMAT_ATTRIBUTE}`). Zarr v3, one directory "
+        "per store. Intervals are 0-based half-open unless an array says otherwise.",
+        "",
+        "## Dimensions",
+        "",
+        "| dimension | meaning |",
+        "|---|---|",
+        *(f"| `{name}` | {text} |" for name, text in DIMENSIONS.items()),
+    ]
+    for group in GROUPS:
+        lines += ["", f"## `{group.path or '/'}`", "", group.description, "", "| array | dims | dtype | chunks | meaning |"]
+        lines.append("|---|---|---|---|---|")
+        for spec in group.arrays:
+            chunks = ", ".join(f"{d}: {n}" for d, n in spec.chunks.items()) or "whole"
+            lines.append(f"| `{spec.name}` | {', '.join(spec.dims)} | {spec.dtype} | {chunks} | {spec.description} |")
+        lines += ["", "| attribute | meaning |", "|---|---|"]
+        lines += [f"| `{name}` | {text} |" for name, text in group.attributes.items()]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    print(to_markdown(), end="")

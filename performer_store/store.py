@@ -1,0 +1,172 @@
+"""Open, create and read stores: typed access by schema name, atomic publishing of gene groups.
+
+A gene group is written under `<store>/.pstore-staging/` and renamed into `<store>/genes/<gene_id>` only
+after its last array and its `complete: true` attribute are on disk, so a reader (or a re-run after a
+kill) never mistakes a half-written gene for a complete one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import zarr
+from zarr.codecs import ZstdCodec
+
+from . import schemas
+from .inputs import InputError
+
+COMPRESSOR = ZstdCodec(level=3)
+
+
+def create_array(group: zarr.Group, spec: schemas.ArraySpec, shape: tuple[int, ...]) -> zarr.Array:
+    """An empty array of the layout, chunked by its rule, zstd-compressed, with dims and description."""
+    if len(shape) != len(spec.dims):
+        raise AssertionError(f"{spec.name}: shape {shape} does not match dims {spec.dims}")
+    return group.create_array(
+        spec.name,
+        shape=shape,
+        chunks=spec.chunk_shape(shape),
+        dtype=str if spec.dtype == "str" else spec.dtype,
+        compressors=COMPRESSOR,
+        fill_value=spec.fill_value(),
+        dimension_names=spec.dims,
+        attributes={"description": spec.description},
+        config={"write_empty_chunks": True},  # skips a slow all-fill check; zero chunks compress to bytes
+    )
+
+
+def write_array(group: zarr.Group, spec: schemas.ArraySpec, data: np.ndarray) -> zarr.Array:
+    """Create an array of the layout and write all of it."""
+    array = create_array(group, spec, data.shape)
+    if data.size:
+        array[...] = data
+    return array
+
+
+def gene_path(store: Path, gene_id: str) -> Path:
+    """Directory of a gene's group."""
+    return store / schemas.GENES_GROUP / gene_id
+
+
+def staging_path(store: Path, gene_id: str) -> Path:
+    """A fresh staging directory for a gene (unique, inside the store so the rename stays on one filesystem)."""
+    return store / schemas.STAGING_DIR / f"{gene_id}.{uuid.uuid4().hex}"
+
+
+def publish(staging: Path, final: Path) -> None:
+    """Move a finished group into place atomically, replacing an older version of it."""
+    if final.exists():
+        retired = staging.parent / f"retired.{uuid.uuid4().hex}"
+        os.rename(final, retired)
+        os.rename(staging, final)
+        shutil.rmtree(retired)
+    else:
+        os.rename(staging, final)
+
+
+def is_complete(group_dir: Path) -> bool:
+    """True when a gene group's metadata says it was finished."""
+    try:
+        meta = json.loads((group_dir / "zarr.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return meta.get("attributes", {}).get("complete") is True
+
+
+def complete_gene_ids(store: Path) -> list[str]:
+    """IDs of the complete gene groups on disk, sorted."""
+    genes_dir = store / schemas.GENES_GROUP
+    if not genes_dir.is_dir():
+        return []
+    return sorted(d.name for d in genes_dir.iterdir() if d.is_dir() and is_complete(d))
+
+
+def check_format(root: zarr.Group, path: Path) -> None:
+    """Refuse a store of another format version, saying what to do."""
+    found = root.attrs.get(schemas.FORMAT_ATTRIBUTE)
+    if found is None:
+        raise InputError(f"store {path}: not a performer-store store (no {schemas.FORMAT_ATTRIBUTE} attribute); build one with `pstore build`")
+    if found != schemas.FORMAT_VERSION:
+        raise InputError(
+            f"store {path}: format version {found}, this pstore reads version {schemas.FORMAT_VERSION}; rebuild it with "
+            f"`pstore build --force` or use the performer-store release that wrote it"
+        )
+
+
+def directory_size(path: Path) -> int:
+    """Bytes of all files under a directory."""
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+@dataclass
+class Store:
+    """A store opened for reading: people, splits, gene index and per-gene arrays by schema name."""
+
+    path: Path
+
+    def __post_init__(self) -> None:
+        self.path = Path(self.path)
+        if not (self.path / "zarr.json").is_file():
+            raise InputError(f"store {self.path}: not a Zarr store (no zarr.json); build one with `pstore build`")
+        self.root = zarr.open_group(str(self.path), mode="r")
+        check_format(self.root, self.path)
+
+    @property
+    def attrs(self) -> dict[str, Any]:
+        """Root attributes: tissue, window, seed, provenance, ..."""
+        return dict(self.root.attrs)
+
+    @property
+    def window(self) -> int:
+        """Window length in bp."""
+        return int(self.root.attrs["window"])
+
+    @cached_property
+    def sample_id(self) -> np.ndarray:
+        """Person IDs in store order."""
+        return self.root["sample_id"][:]
+
+    def split(self, fold: int) -> np.ndarray:
+        """Split codes of every person for one fold (0 train, 1 tune, 2 test)."""
+        splits = self.root["sample_split"]
+        if not 0 <= fold < splits.shape[0]:
+            raise InputError(f"store {self.path}: fold {fold} does not exist; folds are 0-{splits.shape[0] - 1}")
+        return splits[fold]
+
+    @cached_property
+    def genes(self) -> pd.DataFrame:
+        """The gene index (one row per complete gene, indexed by gene_id)."""
+        columns = [spec.name for spec in schemas.ROOT.arrays if spec.dims == ("genes",)]
+        if "gene_id" not in self.root:
+            return pd.DataFrame(columns=columns).set_index("gene_id", drop=False)
+        frame = pd.DataFrame({name: self.root[name][:] for name in columns})
+        return frame.astype({c: object for c in columns if frame[c].dtype.kind == "T"}).set_index("gene_id", drop=False)
+
+    def gene(self, gene_id: str) -> zarr.Group:
+        """A complete gene's group."""
+        directory = gene_path(self.path, gene_id)
+        if not is_complete(directory):
+            known = ", ".join(self.genes.index[:5])
+            raise InputError(f"store {self.path}: no complete gene {gene_id} (genes include {known}); run `pstore build` for it")
+        return zarr.open_group(str(directory), mode="r")
+
+    def dosage_onehot(self, gene_id: str, samples: slice | np.ndarray = slice(None)) -> np.ndarray:
+        """Dosage one-hots (people x window x 4, float16) of chosen people: reference + stored difference."""
+        group = self.gene(gene_id)
+        return group["reference_onehot"][:][None] + group["dosage_onehot_delta"].get_orthogonal_selection((samples, slice(None), slice(None)))
+
+    def dosage_onehot_dask(self, gene_id: str):
+        """The same as a lazy dask array over the stored chunks, for whole-gene or cross-gene work."""
+        import dask.array as da
+
+        group = self.gene(gene_id)
+        return group["reference_onehot"][:][None] + da.from_zarr(group["dosage_onehot_delta"])

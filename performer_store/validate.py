@@ -1,0 +1,134 @@
+"""`pstore validate` and `pstore info`: check a store against `schemas`, and describe it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import zarr
+
+from . import schemas
+from .encode import base_codes, dosage_onehot_delta, haplotype_carriers
+from .inputs import InputError
+from .store import Store, complete_gene_ids, directory_size, is_complete
+
+
+def _check_arrays(group: zarr.Group, spec: schemas.GroupSpec, sizes: dict[str, int], where: str) -> list[str]:
+    """Presence, dtype, dimension names and sizes of a group's arrays; fills `sizes` with dims first seen."""
+    problems = []
+    for array_spec in spec.arrays:
+        if array_spec.name not in group:
+            problems.append(f"{where}: array {array_spec.name} is missing")
+            continue
+        array = group[array_spec.name]
+        if array.dtype != array_spec.numpy_dtype:
+            problems.append(f"{where}/{array_spec.name}: dtype {array.dtype}, expected {array_spec.dtype}")
+        dims = tuple(array.metadata.dimension_names or ())
+        if dims != array_spec.dims:
+            problems.append(f"{where}/{array_spec.name}: dimension names {dims}, expected {array_spec.dims}")
+            continue
+        for dim, size in zip(dims, array.shape):
+            expected = sizes.setdefault(dim, size)
+            if size != expected:
+                problems.append(f"{where}/{array_spec.name}: {dim} has size {size}, expected {expected}")
+    missing = [name for name in spec.attributes if name not in group.attrs]
+    problems += [f"{where}: attribute {name} is missing" for name in missing]
+    return problems
+
+
+def _check_splits(splits: np.ndarray) -> list[str]:
+    """Split codes are known, every fold has train/tune/test people, and test sets are disjoint."""
+    problems = []
+    codes = set(schemas.SPLIT_CODES.values())
+    if not set(np.unique(splits)) <= codes:
+        problems.append(f"sample_split: values {sorted(set(np.unique(splits)) - codes)} are not split codes {sorted(codes)}")
+    test = splits == schemas.SPLIT_CODES["test"]
+    if (test.sum(axis=0) > 1).any():
+        problems.append("sample_split: a person is in the test set of more than one fold")
+    for fold, row in enumerate(splits):
+        for name, code in schemas.SPLIT_CODES.items():
+            if not (row == code).any():
+                problems.append(f"sample_split: fold {fold} has no {name} people")
+    return problems
+
+
+def _check_gene_values(group: zarr.Group, where: str, deep: bool) -> list[str]:
+    """Value rules of a gene: positions inside the window and sorted, calls coded, one-hot rows sum to one."""
+    problems = []
+    attrs = group.attrs
+    position = group["variant_position"][:].astype(np.int64)
+    start, stop = attrs["window_start"], attrs["window_stop"]
+    if len(position) and (position.min() <= start or position.max() > stop or (np.diff(position) < 0).any()):
+        problems.append(f"{where}/variant_position: positions must be sorted and inside ({start}, {stop}] (1-based)")
+    calls = group["call_genotype"][:]
+    if not set(np.unique(calls)) <= {-2, -1, 0, 1}:
+        problems.append(f"{where}/call_genotype: values other than -2, -1, 0, 1")
+    reference = group["reference_onehot"][:]
+    if not np.allclose(reference.astype(np.float32).sum(axis=1), 1.0):
+        problems.append(f"{where}/reference_onehot: rows do not sum to 1")
+    if deep and not problems:
+        carriers = haplotype_carriers(calls, position - 1 - start)
+        alt = base_codes(group["variant_allele"][:, 1]) if len(position) else np.zeros(0, np.int8)
+        delta = group["dosage_onehot_delta"]
+        for first in range(0, delta.shape[0], schemas.PEOPLE_PER_CHUNK):
+            block = slice(first, first + schemas.PEOPLE_PER_CHUNK)
+            expected = dosage_onehot_delta(reference, position - 1 - start, alt, carriers[:, block])
+            if not np.array_equal(delta[block], expected):
+                problems.append(f"{where}/dosage_onehot_delta: people {first}-{first + expected.shape[0] - 1} differ from the variant table")
+                break
+    return problems
+
+
+def validate_store(path: Path, deep: bool = False) -> list[str]:
+    """Everything wrong with a store, one line each (empty when it is valid)."""
+    store = Store(path)
+    sizes: dict[str, int] = {"window": store.window, "bases": 4, "alleles": 2, "ploidy": 2}
+    problems = _check_arrays(store.root, schemas.ROOT, sizes, "/")
+    if "sample_split" in store.root:
+        problems += _check_splits(store.root["sample_split"][:])
+    on_disk = set(complete_gene_ids(store.path))
+    indexed = set(store.genes.index)
+    if on_disk != indexed:
+        problems.append(f"gene index lists {len(indexed)} genes but {len(on_disk)} are complete on disk; run `pstore build` again to refresh it")
+    genes_dir = store.path / schemas.GENES_GROUP
+    for directory in sorted(genes_dir.iterdir()) if genes_dir.is_dir() else []:
+        where = f"{schemas.GENES_GROUP}/{directory.name}"
+        if not is_complete(directory):
+            problems.append(f"{where}: incomplete (an interrupted build?); run `pstore build` again to finish it")
+            continue
+        group = zarr.open_group(str(directory), mode="r")
+        gene_sizes = {k: v for k, v in sizes.items() if k != "variants"}
+        gene_problems = _check_arrays(group, schemas.GENE, gene_sizes, where)
+        problems += gene_problems or _check_gene_values(group, where, deep)
+    return problems
+
+
+def describe_store(path: Path) -> tuple[dict, pd.DataFrame]:
+    """Store-wide numbers (people, genes, sizes, compression) and a per-gene table."""
+    store = Store(path)
+    genes = store.genes
+    n_people, window = len(store.sample_id), store.window
+    delta_bytes = sum(directory_size(store.path / schemas.GENES_GROUP / g / "dosage_onehot_delta") for g in genes.index)
+    raw = n_people * len(genes) * window * 4 * 2
+    windows = max(n_people * len(genes), 1)
+    counts = [json.loads((store.path / schemas.GENES_GROUP / g / "zarr.json").read_text())["attributes"]["counts"] for g in genes.index]
+    table = genes[["gene_id", "gene_name", "gene_contig", "gene_strand", "gene_tss", "gene_n_variants"]].copy()
+    table["nan_targets"] = [c["nan_targets"] for c in counts]
+    table["indels_skipped"] = [c["indel_alleles"] for c in counts]
+    summary = {
+        "store": str(store.path),
+        "tissue": store.attrs["tissue"],
+        "people": n_people,
+        "genes": len(genes),
+        "window": window,
+        "variants per gene (median)": float(genes["gene_n_variants"].median()) if len(genes) else 0.0,
+        "size on disk (MB)": round(directory_size(store.path) / 1e6, 2),
+        "dosage one-hots, raw float16 (MB)": round(raw / 1e6, 1),
+        "dosage one-hots, stored (MB)": round(delta_bytes / 1e6, 2),
+        "bytes per person-window": round(delta_bytes / windows, 1),
+        "compression ratio": round(raw / max(delta_bytes, 1), 1),
+    }
+    return summary, table.reset_index(drop=True)
+

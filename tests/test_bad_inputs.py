@@ -1,0 +1,165 @@
+"""Bad inputs: one clear line naming the file and record, exit status 1, and no gene that looks complete."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from conftest import build_args, pstore
+from performer_store.store import complete_gene_ids
+from tiny import write_vcf
+
+
+def fails(args: list[str], *fragments: str) -> str:
+    """Run a build expected to fail; check the one-line message and that no gene looks complete."""
+    result = pstore(*args, expect=1)
+    message = result.output.strip()
+    assert message.startswith("Error: ") and "\n" not in message, message
+    for fragment in fragments:
+        assert fragment in message, f"{fragment!r} not in {message!r}"
+    store = Path(args[args.index("--store") + 1])
+    assert not store.is_dir() or complete_gene_ids(store) == []
+    return message
+
+
+def vcf_lines(cohort) -> list[str]:
+    """The tiny VCF as text lines."""
+    return gzip.open(cohort.vcf, "rt").read().splitlines()
+
+
+def rewrite_vcf(cohort, lines: list[str], index: bool = True) -> None:
+    """Replace the cohort's VCF (and index) by these lines."""
+    Path(str(cohort.vcf) + ".tbi").unlink(missing_ok=True)
+    write_vcf(cohort.vcf, "\n".join(lines) + "\n", index=index)
+
+
+def test_missing_index(tiny_copy, tmp_path):
+    os.unlink(str(tiny_copy.vcf) + ".tbi")
+    fails(build_args(tiny_copy, tmp_path / "s.zarr"), str(tiny_copy.vcf), "no index", "bcftools index")
+
+
+def test_truncated_vcf(tiny_copy, tmp_path):
+    data = tiny_copy.vcf.read_bytes()
+    tiny_copy.vcf.write_bytes(data[: len(data) // 2])
+    fails(build_args(tiny_copy, tmp_path / "s.zarr"), str(tiny_copy.vcf), "truncated")
+
+
+def test_corrupt_record(tiny_copy, tmp_path):
+    lines = vcf_lines(tiny_copy)
+    row = next(i for i, line in enumerate(lines) if "\t1300\t" in line)
+    lines[row] = lines[row].replace("\t1/2\t", "\tfoo\t", 1)
+    rewrite_vcf(tiny_copy, lines)
+    fails(build_args(tiny_copy, tmp_path / "s.zarr"), str(tiny_copy.vcf), "corrupt record", "chr1:")
+
+
+def test_unsorted_vcf(tiny_copy, tmp_path):
+    lines = vcf_lines(tiny_copy)
+    header = [line for line in lines if line.startswith("#")]
+    body = [line for line in lines if not line.startswith("#")]
+    rewrite_vcf(tiny_copy, header + body[::-1], index=False)
+    fails(build_args(tiny_copy, tmp_path / "s.zarr"), str(tiny_copy.vcf), "not sorted", "bcftools sort")
+
+
+def test_ref_mismatch_stops_or_is_skipped(tiny_copy, tmp_path):
+    lines = vcf_lines(tiny_copy)
+    row = next(i for i, line in enumerate(lines) if "\t1200\t" in line)
+    fields = lines[row].split("\t")
+    wrong = next(b for b in "ACGT" if b not in (fields[3], fields[4]))
+    fields[3] = wrong
+    lines[row] = "\t".join(fields)
+    rewrite_vcf(tiny_copy, lines)
+    fails(build_args(tiny_copy, tmp_path / "s.zarr"), str(tiny_copy.vcf), "chr1:1200", f"REF {wrong}", "--skip-ref-mismatch")
+    result = pstore(*build_args(tiny_copy, tmp_path / "skip.zarr", "--skip-ref-mismatch"))
+    assert "1 REF mismatches" in result.output
+
+
+def test_contig_naming_mismatch(tiny_copy, tmp_path):
+    lines = [line.replace("chr1", "chrom1").replace("chr2", "chrom2") for line in vcf_lines(tiny_copy)]
+    rewrite_vcf(tiny_copy, lines)
+    fails(build_args(tiny_copy, tmp_path / "s.zarr"), str(tiny_copy.vcf), "no contig 'chr", "chrom1", "--rename-chrs")
+
+
+def test_gene_not_in_gtf(tiny_copy, tmp_path):
+    fails(build_args(tiny_copy, tmp_path / "s.zarr", "--gene", "ENSG99999999999"), str(tiny_copy.gtf), "ENSG99999999999")
+
+
+def test_no_sample_overlap(tiny_copy, tmp_path):
+    text = tiny_copy.expression.read_text()
+    tiny_copy.expression.write_text(text.replace("\tS", "\tP"))
+    fails(build_args(tiny_copy, tmp_path / "s.zarr"), str(tiny_copy.expression), str(tiny_copy.vcf), "--sample-map")
+
+
+def test_duplicate_sample_in_vcf(tiny_copy, tmp_path):
+    lines = vcf_lines(tiny_copy)
+    row = next(i for i, line in enumerate(lines) if line.startswith("#CHROM"))
+    lines[row] = lines[row].replace("\tS2\t", "\tS1\t")
+    rewrite_vcf(tiny_copy, lines)
+    fails(build_args(tiny_copy, tmp_path / "s.zarr"), str(tiny_copy.vcf), "sample S1 appears twice")
+
+
+def test_duplicate_sample_in_expression(tiny_copy, tmp_path):
+    text = tiny_copy.expression.read_text()
+    tiny_copy.expression.write_text(text.replace("\tS2\t", "\tS1\t", 1))
+    fails(build_args(tiny_copy, tmp_path / "s.zarr"), str(tiny_copy.expression), "sample S1 appears twice")
+
+
+def test_non_numeric_expression(tiny_copy, tmp_path):
+    lines = tiny_copy.expression.read_text().splitlines()
+    fields = lines[2].split("\t")
+    fields[6] = "1.2.3"
+    lines[2] = "\t".join(fields)
+    tiny_copy.expression.write_text("\n".join(lines) + "\n")
+    fails(build_args(tiny_copy, tmp_path / "s.zarr"), str(tiny_copy.expression), "line 3", "'1.2.3'", "S3")
+
+
+def test_window_wider_than_contig(tiny_copy, tmp_path):
+    args = build_args(tiny_copy, tmp_path / "s.zarr")
+    args[args.index("--window") + 1] = "8192"
+    fails(args, "--window 8192", "contig chr", str(tiny_copy.fasta))
+
+
+def test_store_path_is_a_file(tiny_copy, tmp_path):
+    target = tmp_path / "file.zarr"
+    target.write_text("not a store")
+    fails(build_args(tiny_copy, target), str(target), "is a file")
+    assert target.read_text() == "not a store"
+
+
+def test_read_only_output_directory(tiny_copy, tmp_path):
+    if os.geteuid() == 0:
+        parent = Path("/sys")  # root writes through permission bits; sysfs refuses new files even to root
+    else:
+        parent = tmp_path / "locked"
+        parent.mkdir()
+        parent.chmod(0o555)
+    fails(build_args(tiny_copy, parent / "s.zarr"), "cannot write in", str(parent))
+
+
+def test_store_from_other_inputs_is_refused(tiny_copy, tiny, tmp_path):
+    store = tmp_path / "s.zarr"
+    pstore(*build_args(tiny, store, "--gene", "GENE1"))
+    text = tiny_copy.expression.read_text()
+    tiny_copy.expression.write_text(text.replace("0.", "1.", 1))
+    message = pstore(*build_args(tiny_copy, store), expect=1).output
+    assert "was built from another expression" in message and "--force" in message
+    assert complete_gene_ids(store) == ["ENSG00000000001.1"]
+
+
+def test_other_format_version_is_refused(tiny_store, tmp_path):
+    copy = tmp_path / "old.zarr"
+    shutil.copytree(tiny_store, copy)
+    meta = copy / "zarr.json"
+    meta.write_text(meta.read_text().replace('"performer_store_format": 1', '"performer_store_format": 0'))
+    message = pstore("info", str(copy), expect=1).output
+    assert "format version 0" in message and "pstore build --force" in message
+
+
+@pytest.mark.parametrize("missing", ["fasta", "vcf", "gtf", "expression"])
+def test_missing_input_file(tiny_copy, tmp_path, missing):
+    args = build_args(tiny_copy, tmp_path / "s.zarr")
+    args[args.index(f"--{missing}") + 1] = str(tmp_path / "nope.txt")
+    fails(args, str(tmp_path / "nope.txt"), "no such file")
