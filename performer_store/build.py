@@ -21,7 +21,7 @@ import zarr
 from tqdm.auto import tqdm
 
 from . import __version__, schemas
-from .encode import base_codes, dosage_onehot_delta, haplotype_carriers, onehot
+from .encode import base_codes, dosage_changes, haplotype_carriers, onehot, scatter_changes
 from .inputs import (
     Expression,
     Gene,
@@ -224,9 +224,12 @@ def build_gene(task: GeneTask) -> dict[str, int]:
     write_array(group, spec("variant_maf"), _maf(variants.call_genotype))
     write_array(group, spec("call_genotype"), variants.call_genotype)
     delta = create_array(group, spec("dosage_onehot_delta"), (len(task.samples), width, 4))
+    flat, changes = dosage_changes(reference_onehot, offsets, alt_codes, carriers)
+    buffer = np.zeros((schemas.PEOPLE_PER_CHUNK, width, 4), dtype=np.float16)
     for first in range(0, len(task.samples), schemas.PEOPLE_PER_CHUNK):
-        block = slice(first, first + schemas.PEOPLE_PER_CHUNK)
-        delta[block] = dosage_onehot_delta(reference_onehot, offsets, alt_codes, carriers[:, block])
+        block = changes[first : first + schemas.PEOPLE_PER_CHUNK]
+        delta[first : first + len(block)] = scatter_changes(buffer[: len(block)], flat, block)
+        scatter_changes(buffer, flat, np.zeros_like(changes[:1]))
     group.attrs.update(
         gene_id=gene.gene_id, gene_name=gene.gene_name, gene_type=gene.gene_type, contig=task.fasta_contig,
         strand=gene.strand, tss=gene.tss, window_start=start, window_stop=stop, counts=counts,
@@ -322,6 +325,7 @@ def prepare_root(config: BuildConfig, plan: Plan) -> None:
     write_array(root, schemas.ROOT.array("sample_id"), plan.people.astype(str))
     write_array(root, schemas.ROOT.array("sample_split"), people_splits(plan.people, config.seed))
     root.create_group(schemas.GENES_GROUP, attributes={"description": "One group per gene, named by gene_id."})
+    write_gene_index(config.store)
     root.attrs.update(
         tissue=config.tissue, window=config.window, bases=schemas.BASES, split_codes=schemas.SPLIT_CODES,
         seed=config.seed, samples=plan.samples_report,
@@ -369,12 +373,14 @@ def write_gene_index(store: Path) -> None:
         "gene_window_stop": [a["window_stop"] for a in attrs],
         "gene_n_variants": [g["variant_position"].shape[0] for g in groups],
     }
-    root = zarr.open_group(str(store), mode="r+")
+    staging = staging_path(store, "gene-index")
+    group = zarr.open_group(str(staging), mode="w")
     for name, values in columns.items():
         spec = schemas.ROOT.array(name)
-        if name in root:
-            del root[name]
-        write_array(root, spec, np.asarray(values, dtype=str if spec.dtype == "str" else spec.dtype))
+        write_array(group, spec, np.asarray(values, dtype=str if spec.dtype == "str" else spec.dtype))
+    for name in columns:  # each array replaced atomically; a kill in between is repaired by the next build
+        publish(staging / name, store / name)
+    shutil.rmtree(staging)
 
 
 def run_tasks(tasks: list[GeneTask], config: BuildConfig) -> Iterator[tuple[GeneTask, dict]]:

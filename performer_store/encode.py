@@ -60,21 +60,47 @@ def haplotype_carriers(call_genotype: np.ndarray, offsets: np.ndarray) -> np.nda
     return carries & (running - before_group[group] == 1)
 
 
-def dosage_onehot_delta(
+def dosage_changes(
     reference: np.ndarray, offsets: np.ndarray, alt_codes: np.ndarray, carriers: np.ndarray
-) -> np.ndarray:
-    """Dosage one-hot minus the reference one-hot, per person.
+) -> tuple[np.ndarray, np.ndarray]:
+    """Where and by how much each person's dosage one-hot differs from the reference.
 
     reference: (window, 4) float16; offsets: (variants,) 0-based positions in the window, sorted;
     alt_codes: (variants,) 0-3; carriers: (variants, samples, ploidy) bool from `haplotype_carriers`.
-    Returns (samples, window, 4) float16; every value is a multiple of 1/8, so float16 is exact.
+    Returns flat indices into a (window * 4) one-hot, shape (k,), and the changes there, (samples, k)
+    float16; every change is a multiple of 1/8, so float16 is exact.
     """
-    n_samples = carriers.shape[1]
-    delta = np.zeros((n_samples, reference.shape[0], 4), dtype=np.float16)
-    if len(offsets) == 0:
-        return delta
     change = np.eye(4, dtype=np.float32)[alt_codes] - reference[offsets].astype(np.float32)
     per_row = 0.5 * carriers.sum(axis=2, dtype=np.float32).T[:, :, None] * change[None]
     unique_offsets, first_rows = np.unique(offsets, return_index=True)
-    delta[:, unique_offsets, :] = np.add.reduceat(per_row, first_rows, axis=1)
-    return delta
+    per_position = np.add.reduceat(per_row, first_rows, axis=1) if len(offsets) else per_row
+    flat = (unique_offsets[:, None] * 4 + np.arange(4)).ravel()
+    return flat, per_position.reshape(carriers.shape[1], -1).astype(np.float16)
+
+
+def scatter_changes(out: np.ndarray, flat: np.ndarray, changes: np.ndarray) -> np.ndarray:
+    """Write changes into a zeroed (samples, window, 4) buffer (reusable: zero `flat` again after use)."""
+    out.reshape(len(out), -1)[:, flat] = changes
+    return out
+
+
+def dosage_onehot_delta(
+    reference: np.ndarray, offsets: np.ndarray, alt_codes: np.ndarray, carriers: np.ndarray
+) -> np.ndarray:
+    """Dosage one-hot minus the reference one-hot, per person: (samples, window, 4) float16."""
+    flat, changes = dosage_changes(reference, offsets, alt_codes, carriers)
+    out = np.zeros((carriers.shape[1], reference.shape[0], 4), dtype=np.float16)
+    return scatter_changes(out, flat, changes)
+
+
+def add_reference(delta: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Dosage one-hots from stored differences: reference + delta, adding only where some person differs.
+
+    numpy has no float16 arithmetic of its own (a plain `+` runs ~10x slower than this); the sum is exact.
+    delta: (samples, window, 4) float16; reference: (window, 4) float16.
+    """
+    out = np.broadcast_to(reference, delta.shape).copy()
+    flat_out, flat_delta = out.reshape(len(out), -1), delta.reshape(len(delta), -1)
+    changed = np.flatnonzero(flat_delta.view(np.uint16).any(axis=0))
+    flat_out[:, changed] = (flat_out[:, changed].astype(np.float32) + flat_delta[:, changed]).astype(np.float16)
+    return out

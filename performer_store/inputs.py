@@ -180,12 +180,12 @@ class Reference:
 
 @dataclass(frozen=True)
 class Expression:
-    """A GTEx-style normalized expression BED: genes x samples values, and where each gene's row is."""
+    """A GTEx-style normalized expression BED: genes x samples cells as text, parsed per gene on demand."""
 
     path: Path
     samples: tuple[str, ...]
-    gene_rows: Mapping[str, int]
-    values: pd.DataFrame
+    gene_rows: Mapping[str, int]  # gene_id -> 0-based row of `cells`
+    cells: np.ndarray  # (genes, samples) str
 
     def gene_row(self, gene_id: str) -> str | None:
         """This BED's ID for a GTF gene ID (exact, else ignoring version suffixes)."""
@@ -200,16 +200,16 @@ class Expression:
         row_id = self.gene_row(gene_id)
         if row_id is None:
             raise InputError(f"expression BED {self.path}: no row for gene {gene_id}; drop the gene or give a BED that has it")
-        raw = self.values.loc[row_id, list(samples)]
-        numbers = pd.to_numeric(raw, errors="coerce")
-        bad = numbers.isna() & ~raw.str.strip().str.lower().isin(MISSING_EXPRESSION)
-        if bad.any():
-            column = bad.index[bad.argmax()]
-            raise InputError(
-                f"expression BED {self.path} line {self.gene_rows[row_id]}: value {raw[column]!r} of sample {column} "
-                f"(gene {row_id}) is not a number; fix the value or write NA"
-            )
-        return numbers.to_numpy(dtype=np.float32)
+        column = {s: i for i, s in enumerate(self.samples)}
+        raw = self.cells[self.gene_rows[row_id], [column[s] for s in samples]]
+        numbers = pd.to_numeric(raw, errors="coerce").astype(np.float32)
+        for i in np.flatnonzero(np.isnan(numbers)):
+            if raw[i].strip().lower() not in MISSING_EXPRESSION:
+                raise InputError(
+                    f"expression BED {self.path} line {self.gene_rows[row_id] + 2}: value {raw[i]!r} of sample "
+                    f"{samples[i]} (gene {row_id}) is not a number; fix the value or write NA"
+                )
+        return numbers
 
 
 def read_expression(path: Path) -> Expression:
@@ -234,8 +234,8 @@ def read_expression(path: Path) -> Expression:
     duplicated = gene_ids[gene_ids.duplicated()]
     if len(duplicated):
         raise InputError(f"expression BED {path} line {duplicated.index[0] + 2}: gene {duplicated.iloc[0]} has a second row")
-    rows = {gene: i + 2 for i, gene in enumerate(gene_ids)}
-    return Expression(path, tuple(samples), rows, values.set_index("gene_id")[samples])
+    rows = {gene: i for i, gene in enumerate(gene_ids)}
+    return Expression(path, tuple(samples), rows, values[samples].to_numpy(dtype=object))
 
 
 def gtex_participant(sample_id: str) -> str:
@@ -353,6 +353,7 @@ class WindowVariants:
 
 
 SNV_BASES = frozenset("ACGT")
+REF_MARGIN = 1024  # bases read past the window so that most indel REFs are checked without another FASTA read
 
 
 class VariantSource:
@@ -397,7 +398,8 @@ class VariantSource:
         """SNV rows with POS in [start, stop) (0-based), REF checked against the FASTA (`ref_contig`)."""
         counts = dict.fromkeys(("records", "snv_alleles", "indel_alleles", "symbolic_alleles", "multiallelic_sites",
                                 "ref_mismatch_skipped", "missing_calls"), 0)
-        rows: list[tuple[int, str, str, str, np.ndarray]] = []
+        sequence = reference.fetch(ref_contig, start, stop + REF_MARGIN).decode()
+        kept: list[tuple[int, str, list[str], str, np.ndarray]] = []
         last = (-1, "")
         for record in self._records(contig, max(start, 0), stop):
             if record.POS - 1 < start or record.POS - 1 >= stop:
@@ -407,11 +409,48 @@ class VariantSource:
                 raise InputError(f"VCF {self.path}: record {where} comes after {last[1]}; the file is not sorted: `bcftools sort`, then re-index")
             last = (record.POS, where)
             counts["records"] += 1
-            if not self._ref_matches(record, reference, ref_contig, where, skip_ref_mismatch):
+            ref = record.REF.upper()
+            offset = record.POS - 1 - start
+            fasta = sequence[offset : offset + len(ref)] if len(ref) <= REF_MARGIN else reference.fetch(ref_contig, record.POS - 1, record.POS - 1 + len(ref)).decode()
+            if not self._ref_matches(ref, fasta, where, reference, skip_ref_mismatch):
                 counts["ref_mismatch_skipped"] += 1
                 continue
-            rows.extend(self._snv_rows(record, counts))
-        return self._table(rows, counts, len(self._order))
+            kept.append((record.POS, ref, [a.upper() for a in record.ALT], record.ID or ".", self._calls(record)))
+        return self._split(kept, counts)
+
+    def _calls(self, record) -> np.ndarray:
+        """A record's GT allele indices for the chosen people, (people, 2): -1 missing, -2 no second call."""
+        gt = record.genotype.array()[self._order, :-1]
+        if gt.shape[1] > 2:
+            raise InputError(f"VCF {self.path}: record {record.CHROM}:{record.POS} has ploidy {gt.shape[1]}; only diploid/haploid calls are supported")
+        if gt.shape[1] == 1:
+            gt = np.pad(gt, ((0, 0), (0, 1)), constant_values=-2)  # haploid: no second call, as bcftools consensus
+        return gt
+
+    def _split(self, kept: list[tuple[int, str, list[str], str, np.ndarray]], counts: dict[str, int]) -> WindowVariants:
+        """One row per SNV ALT (multi-allelic sites split, as bcftools norm -m-); other ALTs are counted."""
+        rows = []  # (record index, allele index)
+        for index, (_, ref, alts, _, _) in enumerate(kept):
+            counts["multiallelic_sites"] += len(alts) > 1
+            for allele, alt in enumerate(alts, 1):
+                if alt.startswith("<") or alt in ("*", ".") or "[" in alt or "]" in alt:
+                    counts["symbolic_alleles"] += 1
+                elif len(ref) != 1 or len(alt) != 1 or ref not in SNV_BASES or alt not in SNV_BASES:
+                    counts["indel_alleles"] += 1
+                else:
+                    rows.append((index, allele))
+        counts["snv_alleles"] = len(rows)
+        calls = np.stack([k[4] for k in kept]) if kept else np.zeros((0, len(self._order), 2), np.int16)
+        counts["missing_calls"] = int((calls[:, :, 0] == -1).sum())
+        record, allele = np.array(rows, dtype=np.int64).reshape(-1, 2).T
+        genotype = calls[record]
+        return WindowVariants(
+            position=np.array([kept[r][0] for r in record], dtype=np.int32),
+            allele=np.array([[kept[r][1], kept[r][2][a - 1]] for r, a in rows], dtype=str).reshape(-1, 2),
+            variant_id=np.array([kept[r][3] for r in record], dtype=str),
+            call_genotype=np.where(genotype < 0, genotype, genotype == allele[:, None, None]).astype(np.int8),
+            counts=counts,
+        )
 
     def _records(self, contig: str, start: int, stop: int):
         """cyvcf2 records of a region, with htslib errors turned into InputError naming the region."""
@@ -426,10 +465,8 @@ class VariantSource:
                 raise InputError(f"VCF {self.path}: corrupt record in region {region} ({error}); check it with `bcftools view {self.path} {region}`") from None
             yield record
 
-    def _ref_matches(self, record, reference: Reference, ref_contig: str, where: str, skip: bool) -> bool:
+    def _ref_matches(self, ref: str, fasta: str, where: str, reference: Reference, skip: bool) -> bool:
         """True when REF equals the FASTA (N/IUPAC in the FASTA accepts any REF); else raise or skip."""
-        ref = record.REF.upper()
-        fasta = reference.fetch(ref_contig, record.POS - 1, record.POS - 1 + len(ref)).decode()
         if all(f == r or f not in SNV_BASES for f, r in zip(fasta, ref)):
             return True
         if skip:
@@ -437,40 +474,4 @@ class VariantSource:
         raise InputError(
             f"VCF {self.path}: record {where} has REF {ref} but FASTA {reference.path} has {fasta}; use the FASTA "
             f"the VCF was called against, or pass --skip-ref-mismatch"
-        )
-
-    def _snv_rows(self, record, counts: dict[str, int]) -> list[tuple[int, str, str, str, np.ndarray]]:
-        """One row per SNV ALT of a record, its calls re-coded for that ALT; other ALTs are counted."""
-        gt = record.genotype.array()[self._order, :-1]
-        if gt.shape[1] > 2:
-            raise InputError(f"VCF {self.path}: record {record.CHROM}:{record.POS} has ploidy {gt.shape[1]}; only diploid/haploid calls are supported")
-        if gt.shape[1] == 1:
-            gt = np.pad(gt, ((0, 0), (0, 1)), constant_values=-2)  # haploid: no second call, as bcftools consensus
-        counts["missing_calls"] += int((gt[:, 0] == -1).sum())
-        counts["multiallelic_sites"] += len(record.ALT) > 1
-        rows = []
-        ref = record.REF.upper()
-        for allele_index, alt in enumerate(record.ALT, 1):
-            alt = alt.upper()
-            if alt.startswith("<") or alt in ("*", ".") or "[" in alt or "]" in alt:
-                counts["symbolic_alleles"] += 1
-            elif len(ref) != 1 or len(alt) != 1 or ref not in SNV_BASES or alt not in SNV_BASES:
-                counts["indel_alleles"] += 1
-            else:
-                counts["snv_alleles"] += 1
-                calls = np.where(gt < 0, gt, gt == allele_index).astype(np.int8)
-                rows.append((record.POS, ref, alt, record.ID or ".", calls))
-        return rows
-
-    @staticmethod
-    def _table(rows: list, counts: dict[str, int], n_samples: int) -> WindowVariants:
-        """Stack rows into arrays, sorted by position (stable: VCF order within a position)."""
-        rows.sort(key=lambda row: row[0])
-        n = len(rows)
-        return WindowVariants(
-            position=np.array([r[0] for r in rows], dtype=np.int32),
-            allele=np.array([[r[1], r[2]] for r in rows], dtype=str).reshape(n, 2),
-            variant_id=np.array([r[3] for r in rows], dtype=str),
-            call_genotype=np.stack([r[4] for r in rows]) if rows else np.zeros((0, n_samples, 2), np.int8),
-            counts=counts,
         )

@@ -22,9 +22,10 @@ import zarr
 from zarr.codecs import ZstdCodec
 
 from . import schemas
+from .encode import add_reference
 from .inputs import InputError
 
-COMPRESSOR = ZstdCodec(level=3)
+COMPRESSOR = ZstdCodec(level=5)  # chosen by benchmarks/store_layout.py: smallest and fastest for the one-hots
 
 
 def create_array(group: zarr.Group, spec: schemas.ArraySpec, shape: tuple[int, ...]) -> zarr.Array:
@@ -146,9 +147,10 @@ class Store:
     def genes(self) -> pd.DataFrame:
         """The gene index (one row per complete gene, indexed by gene_id)."""
         columns = [spec.name for spec in schemas.ROOT.arrays if spec.dims == ("genes",)]
-        if "gene_id" not in self.root:
-            return pd.DataFrame(columns=columns).set_index("gene_id", drop=False)
-        frame = pd.DataFrame({name: self.root[name][:] for name in columns})
+        try:
+            frame = pd.DataFrame({name: self.root[name][:] for name in columns})
+        except (KeyError, ValueError):
+            raise InputError(f"store {self.path}: its gene index is missing or half-written (an interrupted build?); run `pstore build` again") from None
         return frame.astype({c: object for c in columns if frame[c].dtype.kind == "T"}).set_index("gene_id", drop=False)
 
     def gene(self, gene_id: str) -> zarr.Group:
@@ -162,11 +164,13 @@ class Store:
     def dosage_onehot(self, gene_id: str, samples: slice | np.ndarray = slice(None)) -> np.ndarray:
         """Dosage one-hots (people x window x 4, float16) of chosen people: reference + stored difference."""
         group = self.gene(gene_id)
-        return group["reference_onehot"][:][None] + group["dosage_onehot_delta"].get_orthogonal_selection((samples, slice(None), slice(None)))
+        delta = group["dosage_onehot_delta"].get_orthogonal_selection((samples, slice(None), slice(None)))
+        return add_reference(delta, group["reference_onehot"][:])
 
     def dosage_onehot_dask(self, gene_id: str):
         """The same as a lazy dask array over the stored chunks, for whole-gene or cross-gene work."""
         import dask.array as da
 
         group = self.gene(gene_id)
-        return group["reference_onehot"][:][None] + da.from_zarr(group["dosage_onehot_delta"])
+        delta = da.from_zarr(group["dosage_onehot_delta"])
+        return delta.map_blocks(add_reference, group["reference_onehot"][:], dtype=np.float16)

@@ -89,11 +89,11 @@ def validate_store(path: Path, deep: bool = False) -> list[str]:
     if "sample_split" in store.root:
         problems += _check_splits(store.root["sample_split"][:])
     on_disk = set(complete_gene_ids(store.path))
-    indexed = set(store.genes.index)
+    indexed = set(store.genes.index) if not problems else on_disk
     if on_disk != indexed:
         problems.append(f"gene index lists {len(indexed)} genes but {len(on_disk)} are complete on disk; run `pstore build` again to refresh it")
     genes_dir = store.path / schemas.GENES_GROUP
-    for directory in sorted(genes_dir.iterdir()) if genes_dir.is_dir() else []:
+    for directory in sorted(d for d in genes_dir.iterdir() if d.is_dir()) if genes_dir.is_dir() else []:
         where = f"{schemas.GENES_GROUP}/{directory.name}"
         if not is_complete(directory):
             problems.append(f"{where}: incomplete (an interrupted build?); run `pstore build` again to finish it")

@@ -1,0 +1,5 @@
+"""`python -m performer_store` is `pstore`."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,102 @@
+"""The schema, its document, validation of broken stores, `info`, and distributed builds."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import zarr
+
+from conftest import build_args, pstore
+from performer_store import schemas
+from performer_store.inputs import read_gtf_genes
+from performer_store.store import Store
+from performer_store.validate import validate_store
+from test_build import assert_same_arrays
+
+DOCS = Path(__file__).resolve().parent.parent / "docs" / "store.md"
+
+
+def test_docs_match_schema():
+    """docs/store.md is the schema's own Markdown (regenerate: python -m performer_store.schemas > docs/store.md)."""
+    assert DOCS.read_text() == schemas.to_markdown()
+
+
+def test_store_arrays_follow_schema(tiny_store):
+    """Every array on disk has the schema's dtype, dimension names, chunking and description."""
+    root = zarr.open_group(str(tiny_store), mode="r")
+    groups = [(schemas.ROOT, root)] + [(schemas.GENE, g) for _, g in root["genes"].groups()]
+    for spec, group in groups:
+        assert {name for name, _ in group.arrays()} == {a.name for a in spec.arrays}
+        for array_spec in spec.arrays:
+            array = group[array_spec.name]
+            assert array.dtype == array_spec.numpy_dtype, array_spec.name
+            assert tuple(array.metadata.dimension_names) == array_spec.dims
+            assert array.chunks == array_spec.chunk_shape(array.shape)
+            assert array.attrs["description"] == array_spec.description
+    assert validate_store(tiny_store, deep=True) == []
+
+
+def test_validate_names_each_problem(tiny_store, tmp_path):
+    """A removed array, a tampered one-hot and an incomplete gene are each reported."""
+    broken = tmp_path / "broken.zarr"
+    shutil.copytree(tiny_store, broken)
+    genes = sorted(p for p in (broken / "genes").iterdir() if p.is_dir())
+    shutil.rmtree(genes[0] / "variant_maf")
+    group = zarr.open_group(str(genes[1]), mode="r+")
+    delta = group["dosage_onehot_delta"]
+    delta[3, 500, :] = np.float16(0.5)
+    meta = json.loads((genes[2] / "zarr.json").read_text())
+    meta["attributes"]["complete"] = False
+    (genes[2] / "zarr.json").write_text(json.dumps(meta))
+    problems = validate_store(broken, deep=True)
+    text = "\n".join(problems)
+    assert f"genes/{genes[0].name}: array variant_maf is missing" in text
+    assert f"genes/{genes[1].name}/dosage_onehot_delta: people 0-11 differ from the variant table" in text
+    assert f"genes/{genes[2].name}: incomplete" in text
+    assert "gene index lists 4 genes but 3 are complete" in text
+    result = pstore("validate", str(broken), expect=1)
+    assert "variant_maf is missing" in result.output
+
+
+def test_info_reports_sizes(tiny_store):
+    """`pstore info` gives people, genes, and a compression ratio equal to raw bytes over stored bytes."""
+    output = pstore("info", str(tiny_store)).output
+    store = Store(tiny_store)
+    stored = sum(f.stat().st_size for g in store.genes.index for f in (tiny_store / "genes" / g / "dosage_onehot_delta").rglob("*") if f.is_file())
+    raw = len(store.sample_id) * len(store.genes) * store.window * 8
+    assert "people: 12" in output and "genes: 4" in output
+    assert f"compression ratio: {round(raw / stored, 1)}" in output
+    assert "ENSG00000000001.1" in output
+
+
+def test_dask_view_equals_eager_read(tiny_store):
+    """The lazy dask view of the dosage one-hots equals reading them directly."""
+    store = Store(tiny_store)
+    gene = store.genes.index[0]
+    np.testing.assert_array_equal(store.dosage_onehot_dask(gene).compute(), store.dosage_onehot(gene))
+
+
+def test_build_on_local_cluster_equals_serial(tiny, tiny_store, tmp_path):
+    """A build on a dask.distributed LocalCluster (2 worker processes) writes the same arrays as a serial build."""
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        store = tmp_path / "distributed.zarr"
+        pstore(*build_args(tiny, store, "--scheduler", cluster.scheduler_address))
+    assert_same_arrays(tiny_store, store)
+
+
+def test_reads_real_gencode_gtf():
+    """GENCODE's own chr1 excerpt (shipped by pyranges): genes, names, strands and strand-aware TSS."""
+    import importlib.resources
+
+    path = Path(str(importlib.resources.files("pyranges") / "example_data" / "gencode_human.gtf.gz"))
+    genes = read_gtf_genes(path)
+    assert len(genes) == 119 and set(genes["strand"]) == {"+", "-"}
+    ddx11l1 = genes.loc["ENSG00000223972.5"]  # chr1:11869-14409 +
+    assert (ddx11l1.gene_name, ddx11l1.tss, ddx11l1.gene_type) == ("DDX11L1", 11868, "transcribed_unprocessed_pseudogene")
+    wash7p = genes.loc["ENSG00000227232.5"]  # chr1:14404-29570 -
+    assert (wash7p.gene_name, wash7p.tss) == ("WASH7P", 29569)
