@@ -5,7 +5,7 @@ region; per person and haplotype, `bcftools consensus -H 1|2`; the FASTA read ba
 the two one-hots averaged. It is timed on a sample of people and genes (its rate per window does not
 depend on how many) and compared with `pstore build` of the whole demo cohort (670 people x 49,152 bp).
 
-    python benchmarks/build.py [--cohort DIR] [--workers 2] [--baseline-people 24] [--baseline-genes 2]
+    python benchmarks/build.py [--cohort DIR] [--workers 2] [--baseline-people 48] [--baseline-genes 2]
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cohort", type=Path, help="A `pstore simulate --demo` directory (default: simulate one).")
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--baseline-people", type=int, default=24)
+    parser.add_argument("--baseline-people", type=int, default=48)
     parser.add_argument("--baseline-genes", type=int, default=2)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="pstore-bench-"))
@@ -85,7 +85,7 @@ def main() -> None:
     raw = n_windows * store.window * 4 * 2
     ours, theirs = n_windows / build_seconds, baseline_windows / baseline_seconds
     print(f"cohort: {len(store.sample_id)} people x {len(store.genes)} genes x {store.window} bp; {report.counts['variants']} SNV rows")
-    print(f"pstore build ({args.workers} workers, incl. planning and Dask start): {n_windows} windows in {build_seconds:.1f} s = {ours:,.0f} windows/s")
+    print(f"pstore build ({args.workers} worker processes, incl. planning and worker start): {n_windows} windows in {build_seconds:.1f} s = {ours:,.0f} windows/s")
     print(f"bcftools consensus pipeline: {baseline_windows} windows in {baseline_seconds:.1f} s = {theirs:,.1f} windows/s")
     print(f"speed ratio (pstore / bcftools): {ours / theirs:,.0f}x")
     print(f"dosage one-hots: {stored / n_windows:,.0f} B per window stored vs {raw / n_windows:,.0f} B raw float16 "

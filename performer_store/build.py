@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import multiprocessing
 import os
 import shutil
 import sys
@@ -14,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import zarr
@@ -187,15 +188,15 @@ def _gene_task(config: BuildConfig, gene: Gene, reference: Reference, vcf: Varia
 # --- one gene ------------------------------------------------------------------------------------------
 
 
-@lru_cache(maxsize=4)
-def _reference(path: Path) -> Reference:
-    """One open FASTA per worker process."""
+@lru_cache(maxsize=8)
+def _open_reference(path: Path, pid: int) -> Reference:
+    """One open FASTA per process (keyed by pid: a forked worker must not share its parent's file offsets)."""
     return Reference(path)
 
 
-@lru_cache(maxsize=4)
-def _variants(path: Path, samples: tuple[str, ...]) -> VariantSource:
-    """One open VCF per worker process and people list."""
+@lru_cache(maxsize=8)
+def _open_variants(path: Path, samples: tuple[str, ...], pid: int) -> VariantSource:
+    """One open VCF per process and people list (keyed by pid, as above)."""
     return VariantSource(path, samples)
 
 
@@ -203,9 +204,9 @@ def build_gene(task: GeneTask) -> dict[str, int]:
     """Encode one gene and publish it into the store; returns its counts."""
     gene, width = task.gene, task.window
     start, stop = gene.window(width)
-    reference = _reference(task.fasta)
+    reference = _open_reference(task.fasta, os.getpid())
     reference_onehot = onehot(reference.fetch(task.fasta_contig, start, stop))
-    variants = _variants(task.vcf, task.samples).window(
+    variants = _open_variants(task.vcf, task.samples, os.getpid()).window(
         task.vcf_contig, start, stop, reference, task.fasta_contig, task.skip_ref_mismatch
     )
     offsets = variants.position.astype(np.int64) - 1 - start
@@ -383,26 +384,46 @@ def write_gene_index(store: Path) -> None:
     shutil.rmtree(staging)
 
 
-def run_tasks(tasks: list[GeneTask], config: BuildConfig) -> Iterator[tuple[GeneTask, dict]]:
-    """Run gene tasks in this process, on a local Dask cluster, or on the cluster at --scheduler."""
-    if config.scheduler is None and config.workers <= 1:
-        for task in tasks:
-            yield task, build_gene(task)
-        return
-    from distributed import Client, LocalCluster, as_completed
+def run_tasks(tasks: list[GeneTask], config: BuildConfig, done: Callable[[], None]) -> list[dict[str, int]]:
+    """Run gene tasks in this process, in local Dask worker processes, or on the cluster at --scheduler.
 
-    cluster = None if config.scheduler else LocalCluster(
-        n_workers=config.workers, threads_per_worker=1, processes=True, dashboard_address=None
-    )
-    with Client(config.scheduler or cluster) as client:
-        futures = {client.submit(build_gene, task, key=f"build-{task.gene.gene_id}-{i}", pure=False): task for i, task in enumerate(tasks)}
+    Local workers are forked (where the platform allows) by Dask's multiprocessing scheduler: they start in
+    milliseconds with everything imported, where a LocalCluster spends seconds spawning and importing.
+    """
+    if config.scheduler:
+        return _run_distributed(tasks, config.scheduler, done)
+    if config.workers <= 1:
+        return [_finished(build_gene(task), done) for task in tasks]
+    import dask
+    from dask.callbacks import Callback
+
+    context = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    progress = Callback(posttask=lambda *_: done())
+    with dask.config.set({"multiprocessing.context": context}), progress:
+        return list(dask.compute(*[dask.delayed(build_gene, pure=False)(t) for t in tasks],
+                                 scheduler="processes", num_workers=config.workers))
+
+
+def _finished(counts: dict[str, int], done: Callable[[], None]) -> dict[str, int]:
+    """Report one finished gene and pass its counts on."""
+    done()
+    return counts
+
+
+def _run_distributed(tasks: list[GeneTask], address: str, done: Callable[[], None]) -> list[dict[str, int]]:
+    """Run gene tasks on a running dask.distributed cluster; cancel the rest on the first error."""
+    from distributed import Client, as_completed
+
+    with Client(address) as client:
+        futures = [client.submit(build_gene, task, key=f"build-{task.gene.gene_id}", pure=False) for task in tasks]
+        results = {}
         try:
             for future in as_completed(futures):
-                yield futures[future], future.result()
-        finally:
-            client.cancel(list(futures))
-            if cluster is not None:
-                cluster.close()
+                results[future.key] = _finished(future.result(), done)
+        except BaseException:
+            client.cancel(futures)
+            raise
+        return [results[future.key] for future in futures]
 
 
 def build_store(config: BuildConfig) -> BuildReport:
@@ -421,13 +442,12 @@ def build_store(config: BuildConfig) -> BuildReport:
         todo = [t for t in plan.tasks if t.gene.gene_id not in done]
         report = BuildReport(config.store, len(plan.people), plan.samples_report,
                              skipped=[t.gene.gene_id for t in plan.tasks if t.gene.gene_id in done])
-        bar = tqdm(total=len(todo), desc="genes", unit="gene", disable=not config.progress, file=sys.stderr)
-        for task, counts in run_tasks(todo, config):
-            report.built.append(task.gene.gene_id)
+        with tqdm(total=len(todo), desc="genes", unit="gene", disable=not config.progress, file=sys.stderr) as bar:
+            results = run_tasks(todo, config, bar.update)
+        report.built = [t.gene.gene_id for t in todo]
+        for counts in results:
             for key, value in counts.items():
                 report.counts[key] = report.counts.get(key, 0) + value
-            bar.update()
-        bar.close()
         write_gene_index(config.store)
         shutil.rmtree(config.store / schemas.STAGING_DIR, ignore_errors=True)
     report.seconds = time.perf_counter() - started

@@ -55,10 +55,13 @@ def simulate(out_dir: Path, demo: bool, individuals: int, n_genes: int, seed: in
     """
     from .simulate import simulate_cohort
 
-    files = simulate_cohort(
-        out_dir, individuals=individuals, genes=n_genes, seed=seed, multiallelic=multiallelic or demo,
-        indels=indels or demo, reference=reference, progress=not quiet,
-    )
+    try:
+        files = simulate_cohort(
+            out_dir, individuals=individuals, genes=n_genes, seed=seed, multiallelic=multiallelic or demo,
+            indels=indels or demo, reference=reference, progress=not quiet,
+        )
+    except (ValueError, ImportError) as error:
+        raise click.ClickException(str(error)) from None
     stats = files.summary
     click.echo(f"wrote {out_dir}: {stats['individuals']} people, {stats['genes']} genes, "
                f"{stats['snvs_per_window']:.0f} SNVs per 49,152 bp window, "
@@ -78,7 +81,7 @@ def simulate(out_dir: Path, demo: bool, individuals: int, n_genes: int, seed: in
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the people order and the 3 train/tune/test folds.")
 @click.option("--sample-map", type=PathArg, help="TSV: expression sample ID, VCF sample ID (default: same IDs, or GTEx sample -> participant).")
 @click.option("--skip-ref-mismatch", is_flag=True, help="Skip and count VCF records whose REF disagrees with the FASTA instead of stopping.")
-@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Local Dask worker processes (1 = build in this process).")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Local worker processes (Dask's multiprocessing scheduler; 1 = build in this process).")
 @click.option("--scheduler", help="Address of a running dask.distributed scheduler to build on (store path must be shared).")
 @click.option("--force", is_flag=True, help="Delete the store's contents and build it from scratch.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")

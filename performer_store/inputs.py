@@ -369,7 +369,7 @@ class VariantSource:
             if header.duplicated().any():
                 raise InputError(f"VCF {path}: sample {header[header.duplicated()][0]} appears twice in the header; rename or drop one (`bcftools reheader`)")
         try:
-            self._vcf = VCF(str(path), samples=list(samples) if samples is not None else None, lazy=True, threads=1)
+            self._vcf = VCF(str(path), samples=list(samples) if samples is not None else None, lazy=True)
         except Exception as error:  # cyvcf2 raises bare Exception for any header problem
             raise InputError(f"VCF {path}: cannot read the header ({error}); the file is corrupt: check it with `bcftools view -h {path}`") from None
         self.samples = list(self._vcf.samples)

@@ -179,6 +179,28 @@ GENE = GroupSpec(
 
 GROUPS: tuple[GroupSpec, ...] = (ROOT, GENE)
 
+LAYOUT_RATIONALE = """\
+## Why this layout
+
+The dosage one-hots are the bulk of a store: 393,216 bytes of float16 per person-window before compression.
+`benchmarks/store_layout.py` wrote one demo gene (657 people, 647 SNVs) in candidate layouts
+(numbers in BENCHMARKS.md). People share almost the whole window, so what matters is lining them up:
+
+- a chunk per person of the literal one-hot compresses to ~44,500 B per window with zstd;
+- 32 people per chunk, people-fastest through Zarr's transpose codec: ~4,000 B, but the strided transpose
+  limits writes to ~800 windows/s;
+- **the difference from the reference, 32 people per chunk, zstd level 5: ~530 B per window**, written at
+  ~3,300 and read at ~2,600 windows/s per core including the addition of the reference (zstd 3 doubles the
+  size; zstd 9 saves another fifth at half the write speed). This is the store's layout.
+
+So the array on disk is `dosage_onehot_delta`, a standard Zarr v3 float16 array (bytes + zstd codecs) that
+any Zarr client reads; the dosage one-hot is `reference_onehot + dosage_onehot_delta` (exact in float16).
+People are stored in a seeded random order, so the 32 people who share a chunk are a random set and a
+loader can read whole chunks. The variant table (`call_genotype`, `variant_position`, `variant_allele`)
+holds the same information in another form (the expansion path of the loader); `pstore validate --deep`
+checks that the two agree for every person.
+"""
+
 
 def to_markdown() -> str:
     """The layout as the Markdown of docs/store.md."""
@@ -204,7 +226,7 @@ def to_markdown() -> str:
             lines.append(f"| `{spec.name}` | {', '.join(spec.dims)} | {spec.dtype} | {chunks} | {spec.description} |")
         lines += ["", "| attribute | meaning |", "|---|---|"]
         lines += [f"| `{name}` | {text} |" for name, text in group.attributes.items()]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n\n" + LAYOUT_RATIONALE
 
 
 if __name__ == "__main__":

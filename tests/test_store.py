@@ -89,6 +89,28 @@ def test_build_on_local_cluster_equals_serial(tiny, tiny_store, tmp_path):
     assert_same_arrays(tiny_store, store)
 
 
+def test_build_with_local_worker_processes_equals_serial(tiny, tiny_store, tmp_path):
+    """--workers 2 (Dask's multiprocessing scheduler) writes the same arrays as a serial build."""
+    store = tmp_path / "workers.zarr"
+    pstore(*build_args(tiny, store, "--workers", "2"))
+    assert_same_arrays(tiny_store, store)
+
+
+def test_errors_in_workers_reach_the_user(tiny_copy, tmp_path):
+    """An input error raised inside a worker process is the same one-line error, exit status 1."""
+    from test_bad_inputs import rewrite_vcf, vcf_lines
+
+    lines = vcf_lines(tiny_copy)
+    row = next(i for i, line in enumerate(lines) if line.startswith("chr2\t700\t"))
+    fields = lines[row].split("\t")
+    fields[3] = next(b for b in "ACGT" if b not in (fields[3], fields[4]))
+    lines[row] = "\t".join(fields)
+    rewrite_vcf(tiny_copy, lines)
+    result = pstore(*build_args(tiny_copy, tmp_path / "s.zarr", "--workers", "2"), expect=1)
+    assert "record chr2:700" in result.output and str(tiny_copy.vcf) in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
 def test_reads_real_gencode_gtf():
     """GENCODE's own chr1 excerpt (shipped by pyranges): genes, names, strands and strand-aware TSS."""
     import importlib.resources
