@@ -37,7 +37,7 @@ from .inputs import (
     select_genes,
     strip_version,
 )
-from .store import complete_gene_ids, create_array, gene_path, publish, staging_path, write_array
+from .store import check_format, complete_gene_ids, create_array, gene_path, publish, staging_path, write_array
 
 N_FOLDS = 3
 N_GROUPS = 10  # the method's people are cut into 10 disjoint test sets; folds 0-2 use the first three
@@ -341,8 +341,6 @@ def prepare_root(config: BuildConfig, plan: Plan) -> None:
 
 def _check_same_build(config: BuildConfig, plan: Plan, root: zarr.Group, inputs: dict) -> None:
     """An existing store only takes more genes when it was built from the same inputs and settings."""
-    from .store import check_format
-
     check_format(root, config.store)
     recorded = root.attrs["provenance"]["inputs"]
     for role, now in inputs.items():
