@@ -177,7 +177,46 @@ GENE = GroupSpec(
     },
 )
 
-GROUPS: tuple[GroupSpec, ...] = (ROOT, GENE)
+RESULTS_GROUP = "results"
+
+RESULT = GroupSpec(
+    path=f"{GENES_GROUP}/{{gene_id}}/{RESULTS_GROUP}/{{model}}",
+    description=(
+        "One model's results for one gene (`model` = `enet`, `lasso`, `enformer` or a Performer run's name), "
+        "published atomically like a gene, `complete: true` last. Folds not run hold NaN and status `not run`."
+    ),
+    arrays=(
+        ArraySpec(
+            "prediction",
+            ("folds", "samples"),
+            "float32",
+            "Predicted expression of the fold's tune and test people (NaN for train people and folds not run).",
+        ),
+        ArraySpec("pearson_r", ("folds",), "float32", "Pearson r between prediction and target over the fold's test people."),
+        ArraySpec("r2", ("folds",), "float32", "R2 (sklearn r2_score) of the prediction over the fold's test people."),
+        ArraySpec("status", ("folds",), "str", "'ok', 'not run', or why the fold has no usable model (e.g. 'no variants')."),
+    ),
+    attributes={
+        "complete": "true once every array is written.",
+        "kind": "enet, lasso, enformer or performer.",
+        "folds": "Folds that were run.",
+    },
+)
+
+ENET_RESULT = GroupSpec(
+    path=RESULT.path,
+    description="Arrays that an `enet`/`lasso` result holds besides those of every result, aligned with the gene's variants.",
+    arrays=(
+        ArraySpec("enet_coefficient", ("folds", "variants"), "float32", "Coefficient of each variant's 0/1/2 ALT dosage (0 where removed by VarianceThreshold)."),
+        ArraySpec("enet_intercept", ("folds",), "float32", "Intercept."),
+        ArraySpec("enet_alpha", ("folds",), "float32", "Penalty chosen by inner cross-validation."),
+        ArraySpec("enet_l1_ratio", ("folds",), "float32", "L1 ratio chosen by inner cross-validation (1 for lasso)."),
+        ArraySpec("enet_n_nonzero", ("folds",), "int32", "Number of non-zero coefficients."),
+    ),
+    attributes={},
+)
+
+GROUPS: tuple[GroupSpec, ...] = (ROOT, GENE, RESULT, ENET_RESULT)
 
 LAYOUT_RATIONALE = """\
 ## Why this layout
