@@ -2,24 +2,20 @@
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
-import multiprocessing
 import os
 import shutil
 import sys
 import tempfile
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Sequence
 
 import numpy as np
 import zarr
-from tqdm.auto import tqdm
 
 from . import __version__, schemas
 from .encode import base_codes, dosage_changes, haplotype_carriers, onehot, scatter_changes
@@ -37,7 +33,17 @@ from .inputs import (
     select_genes,
     strip_version,
 )
-from .store import check_format, complete_gene_ids, create_array, gene_path, publish, staging_path, write_array
+from .parallel import map_tasks
+from .store import (
+    check_format,
+    complete_gene_ids,
+    create_array,
+    gene_path,
+    publish,
+    staging_path,
+    store_lock,
+    write_array,
+)
 
 N_FOLDS = 3
 N_GROUPS = 10  # the method's people are cut into 10 disjoint test sets; folds 0-2 use the first three
@@ -269,22 +275,6 @@ def check_store_path(path: Path) -> None:
         raise InputError(f"store {path}: exists and is not a Zarr store; choose a new path or empty it")
 
 
-@contextmanager
-def store_lock(path: Path) -> Iterator[None]:
-    """Hold an exclusive lock on the store directory for the whole build (released even on kill -9)."""
-    path.mkdir(parents=True, exist_ok=True)
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(descriptor)
-        raise InputError(f"store {path}: another pstore build is writing it; wait for that build or stop it") from None
-    try:
-        yield
-    finally:
-        os.close(descriptor)
-
-
 def fingerprint(path: Path) -> dict:
     """Path, size and sha256 (of the whole file, or of its size, first and last 8 MiB when larger than 64 MiB)."""
     size = path.stat().st_size
@@ -382,48 +372,6 @@ def write_gene_index(store: Path) -> None:
     shutil.rmtree(staging)
 
 
-def run_tasks(tasks: list[GeneTask], config: BuildConfig, done: Callable[[], None]) -> list[dict[str, int]]:
-    """Run gene tasks in this process, in local Dask worker processes, or on the cluster at --scheduler.
-
-    Local workers are forked (where the platform allows) by Dask's multiprocessing scheduler: they start in
-    milliseconds with everything imported, where a LocalCluster spends seconds spawning and importing.
-    """
-    if config.scheduler:
-        return _run_distributed(tasks, config.scheduler, done)
-    if config.workers <= 1:
-        return [_finished(build_gene(task), done) for task in tasks]
-    import dask
-    from dask.callbacks import Callback
-
-    context = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-    progress = Callback(posttask=lambda *_: done())
-    with dask.config.set({"multiprocessing.context": context}), progress:
-        return list(dask.compute(*[dask.delayed(build_gene, pure=False)(t) for t in tasks],
-                                 scheduler="processes", num_workers=config.workers))
-
-
-def _finished(counts: dict[str, int], done: Callable[[], None]) -> dict[str, int]:
-    """Report one finished gene and pass its counts on."""
-    done()
-    return counts
-
-
-def _run_distributed(tasks: list[GeneTask], address: str, done: Callable[[], None]) -> list[dict[str, int]]:
-    """Run gene tasks on a running dask.distributed cluster; cancel the rest on the first error."""
-    from distributed import Client, as_completed
-
-    with Client(address) as client:
-        futures = [client.submit(build_gene, task, key=f"build-{task.gene.gene_id}", pure=False) for task in tasks]
-        results = {}
-        try:
-            for future in as_completed(futures):
-                results[future.key] = _finished(future.result(), done)
-        except BaseException:
-            client.cancel(futures)
-            raise
-        return [results[future.key] for future in futures]
-
-
 def build_store(config: BuildConfig) -> BuildReport:
     """Build (or complete) a store: plan, create the root, encode missing genes, rewrite the gene index."""
     started = time.perf_counter()
@@ -440,8 +388,7 @@ def build_store(config: BuildConfig) -> BuildReport:
         todo = [t for t in plan.tasks if t.gene.gene_id not in done]
         report = BuildReport(config.store, len(plan.people), plan.samples_report,
                              skipped=[t.gene.gene_id for t in plan.tasks if t.gene.gene_id in done])
-        with tqdm(total=len(todo), desc="genes", unit="gene", disable=not config.progress, file=sys.stderr) as bar:
-            results = run_tasks(todo, config, bar.update)
+        results = map_tasks(build_gene, todo, workers=config.workers, scheduler=config.scheduler, progress=config.progress)
         report.built = [t.gene.gene_id for t in todo]
         for counts in results:
             for key, value in counts.items():

@@ -7,14 +7,16 @@ kill) never mistakes a half-written gene for a complete one.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import pandas as pd
@@ -72,6 +74,22 @@ def publish(staging: Path, final: Path) -> None:
         shutil.rmtree(retired)
     else:
         os.rename(staging, final)
+
+
+@contextmanager
+def store_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on the store directory while writing it (released even on kill -9)."""
+    path.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(descriptor)
+        raise InputError(f"store {path}: another pstore command is writing it; wait for it or stop it") from None
+    try:
+        yield
+    finally:
+        os.close(descriptor)
 
 
 def is_complete(group_dir: Path) -> bool:
