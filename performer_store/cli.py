@@ -142,3 +142,94 @@ def validate(store: Path, deep: bool) -> None:
     if problems:
         raise click.ClickException(f"store {store}: {len(problems)} problems")
     click.echo(f"{store}: valid")
+
+
+def _fold_list(value: str | None) -> tuple[int, ...] | None:
+    """Folds from a comma-separated list such as '0,1,2' (None = every fold)."""
+    if value is None:
+        return None
+    try:
+        return tuple(int(part) for part in value.split(",") if part.strip())
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: give fold numbers separated by commas, e.g. 0,1,2", param_hint="--folds") from None
+
+
+@main.command()
+@click.option("--store", required=True, type=PathArg, help="Store built by `pstore build`.")
+@click.option("--gene", "gene_ids", multiple=True, help="Gene ID to fit (repeatable). Default: every gene of the store.")
+@click.option("--folds", help="Folds to fit, comma-separated (e.g. 0,1,2). Default: every fold of the store.")
+@click.option("--model", type=click.Choice(["enet", "lasso"]), default="enet", show_default=True,
+              help="enet: ElasticNetCV, l1_ratio 0.5; lasso: LassoCV. Results go to genes/<gene>/results/<model>.")
+@click.option("--solver", type=click.Choice(["gram", "sklearn"]), default="gram", show_default=True,
+              help="gram: scikit-learn's coordinate descent on precomputed Gram matrices (the same updates, faster); "
+                   "sklearn: scikit-learn's defaults.")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Local worker processes (1 = fit in this process).")
+@click.option("--scheduler", help="Address of a running dask.distributed scheduler (store path must be shared).")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def enet(store: Path, gene_ids: tuple[str, ...], folds: str | None, model: str, solver: str, workers: int,
+         scheduler: str | None, quiet: bool) -> None:
+    """Elastic-net (or lasso) baselines per gene and fold, on the same people as the deep models.
+
+    Per gene and fold: the 0/1/2 ALT dosage of every SNV in the window (missing = 0), the fold's train people
+    with a target, VarianceThreshold + ElasticNetCV (100 alphas, 5-fold inner CV, max_iter 2000). Stored:
+    coefficients aligned with the variant table, intercept, alpha, predictions of the tune and test people,
+    test Pearson r and R2. Folds already in the store are kept and skipped; a killed run resumes.
+
+    A fold with fewer than 10 train people predicts nothing; with no SNV varying among its train people, or a
+    constant target, it predicts the train mean with NaN metrics; its status says which.
+    """
+    from .enet import run_enet
+
+    table, fitted = run_enet(store, gene_ids, _fold_list(folds), model, solver, workers, scheduler, progress=not quiet)
+    click.echo(f"{store}: fitted {fitted} genes, {table['gene_id'].nunique() - fitted} already complete ({model}, {solver})")
+    statuses = table["status"].str.split(":").str[0].value_counts()
+    click.echo("folds: " + ", ".join(f"{count} {status}" for status, count in statuses.items()))
+    scored, correlated = table["r2"].notna(), table["pearson_r"].notna()
+    click.echo(f"test R2 of {scored.sum()} folds: mean {table['r2'][scored].mean():.4f}; test r of {correlated.sum()} "
+               f"folds: mean {table['pearson_r'][correlated].mean():.4f}; median non-zero coefficients "
+               f"{table['n_nonzero'][table['n_nonzero'] >= 0].median():.0f}" if scored.any() else "no fold has test metrics")
+    for row in table[table["status"] != "ok"].itertuples():
+        click.echo(f"{row.gene_id} fold {row.fold}: {row.status}")
+
+
+@main.command()
+@click.option("--store", required=True, type=PathArg, help="Store with results of `pstore enet` and other models.")
+@click.option("--runs", help="Results to compare, comma-separated (e.g. my_run,enformer). Default: every result in the store.")
+@click.option("--baseline", default="enet", show_default=True, help="Result the others are compared against.")
+@click.option("--out", "outputs", multiple=True, type=PathArg, help="Also write the per-gene table to FILE (.tsv or .parquet; repeatable).")
+def compare(store: Path, runs: str | None, baseline: str, outputs: tuple[Path, ...]) -> None:
+    """Per gene: test Pearson r and R2 of every model, averaged over folds, minus the elastic net's.
+
+    Genes are grouped by the baseline's R2 (none <= 0, low 0-0.06, medium/high > 0.06, as in the paper); the
+    summary gives the fraction of genes where each model is within 0.02 R2 of the baseline or better.
+    """
+    from .compare import compare_models, write_table
+
+    comparison = compare_models(store, [r for r in runs.split(",") if r] if runs else None, baseline)
+    click.echo(comparison.table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    click.echo("")
+    click.echo(comparison.summary.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    for out in outputs:
+        write_table(comparison.table, out)
+        click.echo(f"wrote {out}")
+
+
+@main.group()
+def export() -> None:
+    """Write a store's models in other tools' formats."""
+
+
+@export.command("predictdb")
+@click.option("--store", required=True, type=PathArg, help="Store with results of `pstore enet`.")
+@click.option("--out", required=True, type=PathArg, help="SQLite file to write (e.g. model.db); replaced if it exists.")
+@click.option("--model", type=click.Choice(["enet", "lasso"]), default="enet", show_default=True, help="Which linear models to export.")
+@click.option("--fold", type=click.IntRange(min=0), default=0, show_default=True, help="Fold whose models are exported.")
+def export_predictdb_command(store: Path, out: Path, model: str, fold: int) -> None:
+    """The elastic nets as a PredictDB database (tables weights and extra) for PrediXcan and S-PrediXcan."""
+    from .predictdb import export_predictdb
+
+    report = export_predictdb(store, out, model, fold)
+    click.echo(f"wrote {report.out}: {report.genes} genes, {report.weights} weights; "
+               f"{len(report.left_out)} genes left out")
+    for gene_id, reason in report.left_out.items():
+        click.echo(f"{gene_id}: {reason}")

@@ -205,15 +205,23 @@ RESULT = GroupSpec(
 
 ENET_RESULT = GroupSpec(
     path=RESULT.path,
-    description="Arrays that an `enet`/`lasso` result holds besides those of every result, aligned with the gene's variants.",
-    arrays=(
-        ArraySpec("enet_coefficient", ("folds", "variants"), "float32", "Coefficient of each variant's 0/1/2 ALT dosage (0 where removed by VarianceThreshold)."),
-        ArraySpec("enet_intercept", ("folds",), "float32", "Intercept."),
-        ArraySpec("enet_alpha", ("folds",), "float32", "Penalty chosen by inner cross-validation."),
-        ArraySpec("enet_l1_ratio", ("folds",), "float32", "L1 ratio chosen by inner cross-validation (1 for lasso)."),
-        ArraySpec("enet_n_nonzero", ("folds",), "int32", "Number of non-zero coefficients."),
+    description=(
+        "Arrays that an `enet`/`lasso` result holds besides those of every result, aligned with the gene's variants. "
+        "Status 'ok' may carry a note ('ok: no SNV selected; constant prediction, so r is undefined'); a fold with "
+        "no SNV that varies among its train people, or a constant train target, predicts the train mean with NaN "
+        "metrics; a fold with too few train people predicts nothing (see `pstore enet --help`)."
     ),
-    attributes={},
+    arrays=(
+        ArraySpec("enet_coefficient", ("folds", "variants"), "float32", "Coefficient of each variant's 0/1/2 ALT dosage (0 where removed by VarianceThreshold; NaN for folds without a model)."),
+        ArraySpec("enet_intercept", ("folds",), "float32", "Intercept (the train mean where no SNV varies or the target is constant)."),
+        ArraySpec("enet_alpha", ("folds",), "float64", "Penalty chosen by inner cross-validation (NaN where nothing was fitted)."),
+        ArraySpec("enet_l1_ratio", ("folds",), "float32", "L1 ratio of the penalty (0.5 for enet, 1 for lasso)."),
+        ArraySpec("enet_n_nonzero", ("folds",), "int32", "Number of non-zero coefficients (-1 for folds without a model)."),
+    ),
+    attributes={
+        "settings": "The pipeline's settings: number of alphas, eps, inner CV, max_iter, tol, selection.",
+        "solver": "Solver per fold: 'gram' (scikit-learn's coordinate descent on precomputed Gram matrices) or 'sklearn' (its defaults).",
+    },
 )
 
 GROUPS: tuple[GroupSpec, ...] = (ROOT, GENE, RESULT, ENET_RESULT)

@@ -74,15 +74,22 @@ def publish(staging: Path, final: Path) -> None:
         shutil.rmtree(retired)
     else:
         os.rename(staging, final)
+    try:
+        staging.parent.rmdir()  # no empty staging directory left for Zarr clients to warn about
+    except OSError:
+        pass  # other writers still stage there
 
 
 @contextmanager
-def store_lock(path: Path) -> Iterator[None]:
-    """Hold an exclusive lock on the store directory while writing it (released even on kill -9)."""
+def store_lock(path: Path, wait: bool = False) -> Iterator[None]:
+    """Hold an exclusive lock on the store directory while writing it (released even on kill -9).
+
+    Builds refuse to wait (two builds of one store are a mistake); short writes of results wait their turn.
+    """
     path.mkdir(parents=True, exist_ok=True)
     descriptor = os.open(path, os.O_RDONLY)
     try:
-        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(descriptor, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
     except BlockingIOError:
         os.close(descriptor)
         raise InputError(f"store {path}: another pstore command is writing it; wait for it or stop it") from None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pandas as pd
@@ -12,6 +13,7 @@ import zarr
 from . import schemas
 from .encode import base_codes, dosage_onehot_delta, haplotype_carriers
 from .inputs import InputError
+from .results import NOT_RUN
 from .store import Store, complete_gene_ids, directory_size, is_complete
 
 
@@ -81,6 +83,32 @@ def _check_gene_values(group: zarr.Group, where: str, deep: bool) -> list[str]:
     return problems
 
 
+def _complete_groups(parent: Path, where: str, fix: str, problems: list[str]) -> Iterator[tuple[str, Path, zarr.Group]]:
+    """(name, directory, group) of each complete group under a directory; incomplete ones go to `problems`."""
+    for directory in sorted(d for d in parent.iterdir() if d.is_dir()) if parent.is_dir() else []:
+        here = f"{where}/{directory.name}"
+        if is_complete(directory):
+            yield here, directory, zarr.open_group(str(directory), mode="r")
+        else:
+            problems.append(f"{here}: incomplete {fix}")
+
+
+def _check_results(gene_dir: Path, sizes: dict[str, int], where: str) -> list[str]:
+    """A gene's model results: complete, arrays as RESULT (+ ENET_RESULT for linear models), statuses matching folds."""
+    problems: list[str] = []
+    fix = "(an interrupted write?); run the command that writes it again"
+    for here, _, group in _complete_groups(gene_dir / schemas.RESULTS_GROUP, f"{where}/{schemas.RESULTS_GROUP}", fix, problems):
+        linear = group.attrs.get("kind") in ("enet", "lasso")
+        found = [p for spec in (schemas.RESULT, schemas.ENET_RESULT)[: 1 + linear] for p in _check_arrays(group, spec, dict(sizes), here)]
+        if not found:
+            run = set(group.attrs["folds"])
+            disagree = [f for f, status in enumerate(group["status"][:]) if (status == NOT_RUN) == (f in run)]
+            if disagree:
+                found.append(f"{here}/status: folds {disagree} disagree with the folds attribute {sorted(run)}")
+        problems += found
+    return problems
+
+
 def validate_store(path: Path, deep: bool = False) -> list[str]:
     """Everything wrong with a store, one line each (empty when it is valid)."""
     store = Store(path)
@@ -92,16 +120,12 @@ def validate_store(path: Path, deep: bool = False) -> list[str]:
     indexed = set(store.genes.index) if not problems else on_disk
     if on_disk != indexed:
         problems.append(f"gene index lists {len(indexed)} genes but {len(on_disk)} are complete on disk; run `pstore build` again to refresh it")
-    genes_dir = store.path / schemas.GENES_GROUP
-    for directory in sorted(d for d in genes_dir.iterdir() if d.is_dir()) if genes_dir.is_dir() else []:
-        where = f"{schemas.GENES_GROUP}/{directory.name}"
-        if not is_complete(directory):
-            problems.append(f"{where}: incomplete (an interrupted build?); run `pstore build` again to finish it")
-            continue
-        group = zarr.open_group(str(directory), mode="r")
+    fix = "(an interrupted build?); run `pstore build` again to finish it"
+    for where, directory, group in _complete_groups(store.path / schemas.GENES_GROUP, schemas.GENES_GROUP, fix, problems):
         gene_sizes = {k: v for k, v in sizes.items() if k != "variants"}
         gene_problems = _check_arrays(group, schemas.GENE, gene_sizes, where)
         problems += gene_problems or _check_gene_values(group, where, deep)
+        problems += _check_results(directory, gene_sizes, where)
     return problems
 
 

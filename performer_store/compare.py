@@ -1,0 +1,110 @@
+"""`pstore compare`: every model's test Pearson r and R2 per gene, averaged over folds, against the elastic net.
+
+Reads every complete `genes/<gene>/results/<model>` group (elastic nets, lasso, base Enformer, Performer
+runs). A model's r and R2 for a gene are the means over the folds it has (finite values only); its
+difference from the baseline is the mean over the folds both have, so both are scored on the same people.
+Genes are grouped by the baseline's R2 as in the method's paper (Fig. 1c): none (<= 0), low (0-0.06) and
+medium/high (> 0.06); the headline is the fraction of genes where a model is within 0.02 R2 of the
+baseline or better (84% for Performer in the paper).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from .inputs import InputError
+from .results import read_result, result_models
+from .store import Store
+
+WITHIN = 0.02  # R2 margin of the paper's headline
+GROUP_EDGES = (0.0, 0.06)  # baseline R2: none <= 0 < low <= 0.06 < medium/high
+GROUP_NAMES = ("none", "low", "medium/high")
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """A per-gene table (one row per gene, columns per model) and a per-model summary."""
+
+    table: pd.DataFrame
+    summary: pd.DataFrame
+
+
+def fold_metrics(store: Store, runs: Sequence[str] | None = None) -> pd.DataFrame:
+    """One row per gene, model and fold that was run: kind, status, test r and R2."""
+    records = []
+    for gene_id in store.genes.index:
+        for model in result_models(store.path, gene_id):
+            if runs and model not in runs:
+                continue
+            arrays, attrs = read_result(store.path, gene_id, model)
+            records += [{"gene_id": gene_id, "model": model, "kind": attrs["kind"], "fold": fold,
+                         "status": arrays["status"][fold], "pearson_r": float(arrays["pearson_r"][fold]),
+                         "r2": float(arrays["r2"][fold])} for fold in attrs["folds"]]
+    return pd.DataFrame(records, columns=["gene_id", "model", "kind", "fold", "status", "pearson_r", "r2"])
+
+
+def heritability_group(r2: pd.Series) -> pd.Series:
+    """The paper's groups of genes by baseline R2 (missing where the baseline has no R2)."""
+    groups = pd.cut(r2, [-np.inf, *GROUP_EDGES, np.inf], labels=GROUP_NAMES)
+    return groups.astype(object).where(r2.notna(), "no baseline")
+
+
+def compare_models(path: Path, runs: Sequence[str] | None = None, baseline: str = "enet") -> Comparison:
+    """Per gene: every model's mean r and R2, its difference from the baseline, and the baseline's group."""
+    store = Store(path)
+    folds = fold_metrics(store, runs if not runs else [*runs, baseline])
+    if not (folds["model"] == baseline).any():
+        raise InputError(f"store {path}: no {baseline} results to compare against; run `pstore enet --store {path}` (--model lasso for lasso) first")
+    if runs:
+        missing = sorted(set(runs) - set(folds["model"]))
+        if missing:
+            raise InputError(f"store {path}: no results named {', '.join(missing)}; results present: "
+                             f"{', '.join(sorted(set(fold_metrics(store)['model'])))}")
+    means = folds.groupby(["gene_id", "model"])[["pearson_r", "r2"]].mean().unstack("model")
+    table = pd.DataFrame({"gene_id": store.genes.index, "gene_name": store.genes["gene_name"].to_numpy()}).set_index("gene_id")
+    base = folds[folds["model"] == baseline].set_index(["gene_id", "fold"])[["pearson_r", "r2"]]
+    table["group"] = heritability_group(means["r2"][baseline].reindex(table.index))
+    models = sorted(set(folds["model"]), key=lambda m: (m != baseline, m))
+    for model in models:
+        table[f"{model}_r"] = means["pearson_r"][model].reindex(table.index)
+        table[f"{model}_r2"] = means["r2"][model].reindex(table.index)
+        if model == baseline:
+            continue
+        paired = folds[folds["model"] == model].set_index(["gene_id", "fold"])[["pearson_r", "r2"]] - base
+        difference = paired.groupby("gene_id").mean()
+        table[f"{model}_minus_{baseline}_r"] = difference["pearson_r"].reindex(table.index)
+        table[f"{model}_minus_{baseline}_r2"] = difference["r2"].reindex(table.index)
+    summary = _summary(table, folds, models[1:], baseline)
+    return Comparison(table.reset_index(), summary)
+
+
+def _summary(table: pd.DataFrame, folds: pd.DataFrame, models: Sequence[str], baseline: str) -> pd.DataFrame:
+    """Per model: kind, genes compared, the headline fraction, and the mean R2 difference per group."""
+    kinds = folds.drop_duplicates("model").set_index("model")["kind"]
+    rows = []
+    for model in models:
+        difference = table[f"{model}_minus_{baseline}_r2"].dropna()
+        row = {"model": model, "kind": kinds[model], "genes": len(difference),
+               f"within_{WITHIN}_of_{baseline}_or_better": float((difference >= -WITHIN).mean()) if len(difference) else np.nan,
+               "mean_r2": float(table[f"{model}_r2"].mean()), f"mean_{baseline}_r2": float(table[f"{baseline}_r2"].mean())}
+        for group in GROUP_NAMES:
+            in_group = difference[table.loc[difference.index, "group"] == group]
+            row[f"genes_{group}"] = len(in_group)
+            row[f"minus_{baseline}_r2_{group}"] = float(in_group.mean()) if len(in_group) else np.nan
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def write_table(table: pd.DataFrame, out: Path) -> None:
+    """Write the per-gene table as TSV or Parquet, by the file's suffix."""
+    if out.suffix == ".tsv":
+        table.to_csv(out, sep="\t", index=False, na_rep="NaN")
+    elif out.suffix == ".parquet":
+        table.to_parquet(out, index=False)
+    else:
+        raise InputError(f"--out {out}: give a .tsv or .parquet file name")

@@ -1,0 +1,114 @@
+"""Per-gene model results (`genes/<gene_id>/results/<model>`): the RESULT layout, read and written in one place.
+
+Every model writes the same arrays (`schemas.RESULT`: predictions of the tune and test people, Pearson r and
+R2 on the test people, a status per fold); linear models add `schemas.ENET_RESULT`. Writers give whole
+arrays (folds first) and say which folds they ran: those rows replace the stored ones and the other folds
+are kept, so folds can be run one command at a time. Each write rebuilds the group in the store's staging
+directory and renames it into place complete, under the store lock.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import zarr
+
+from . import schemas
+from .inputs import InputError
+from .store import gene_path, is_complete, publish, staging_path, store_lock, write_array
+
+NOT_RUN = "not run"
+
+
+def result_path(store: Path, gene_id: str, model: str) -> Path:
+    """Directory of one model's result group for one gene."""
+    return gene_path(store, gene_id) / schemas.RESULTS_GROUP / model
+
+
+def result_models(store: Path, gene_id: str) -> list[str]:
+    """Names of a gene's complete result groups, sorted."""
+    directory = gene_path(store, gene_id) / schemas.RESULTS_GROUP
+    if not directory.is_dir():
+        return []
+    return sorted(d.name for d in directory.iterdir() if d.is_dir() and is_complete(d))
+
+
+def _layout(specs: tuple[schemas.GroupSpec, ...]) -> dict[str, schemas.ArraySpec]:
+    """Array specs of a result by name."""
+    return {spec.name: spec for group in specs for spec in group.arrays}
+
+
+def _blank_value(spec: schemas.ArraySpec) -> Any:
+    """What a fold that was not run holds: 'not run', NaN, or -1 for counts."""
+    if spec.dtype == "str":
+        return NOT_RUN
+    return np.nan if np.dtype(spec.dtype).kind == "f" else -1
+
+
+def blank_result(sizes: Mapping[str, int], specs: tuple[schemas.GroupSpec, ...] = (schemas.RESULT,)) -> dict[str, np.ndarray]:
+    """Arrays of a result with no fold run, shaped by the dimension sizes given (folds, samples, ...)."""
+    return {
+        name: np.full(tuple(sizes[d] for d in spec.dims), _blank_value(spec), dtype=object if spec.dtype == "str" else spec.dtype)
+        for name, spec in _layout(specs).items()
+    }
+
+
+def read_result(store: Path, gene_id: str, model: str) -> tuple[dict[str, np.ndarray], dict[str, Any]] | None:
+    """A complete result group's arrays (status as Python strings) and attributes, or None when there is none."""
+    directory = result_path(store, gene_id, model)
+    if not is_complete(directory):
+        return None
+    group = zarr.open_group(str(directory), mode="r")
+    arrays = {name: np.asarray(array[...]) for name, array in group.arrays()}
+    arrays["status"] = arrays["status"].astype(object)
+    return arrays, dict(group.attrs)
+
+
+def write_result(store: Path, gene_id: str, model: str, kind: str, folds: Sequence[int], values: Mapping[str, np.ndarray],
+                 attrs: Mapping[str, Any] | None = None, specs: tuple[schemas.GroupSpec, ...] = (schemas.RESULT,)) -> None:
+    """Store the given folds' rows of `values` as `model`'s result for a gene, keeping its other folds.
+
+    Attributes are merged into the stored ones (dict values key by key), `kind` is set and `folds` becomes
+    the union of the folds run so far.
+    """
+    layout = _layout(specs)
+    if set(values) != set(layout):
+        raise AssertionError(f"result arrays {sorted(values)} do not match the layout {sorted(layout)}")
+    rows = list(folds)
+    with store_lock(store, wait=True):
+        previous = read_result(store, gene_id, model)
+        if previous is None:
+            arrays = {name: np.full(np.shape(values[name]), _blank_value(spec), dtype=object if spec.dtype == "str" else spec.dtype)
+                      for name, spec in layout.items()}
+            merged: dict[str, Any] = {}
+        else:
+            arrays, merged = previous
+            if merged.get("kind") != kind or set(arrays) != set(layout):
+                raise InputError(f"store {store}: gene {gene_id} already has a {merged.get('kind')} result named {model!r}; "
+                                 f"choose another name for this {kind} result")
+        for name in layout:
+            arrays[name][rows] = np.asarray(values[name])[rows]
+        for key, value in (attrs or {}).items():
+            before = merged.get(key)
+            merged[key] = {**before, **value} if isinstance(before, dict) and isinstance(value, dict) else value
+        merged.update(kind=kind, folds=sorted({*merged.get("folds", []), *rows}))
+        merged.pop("complete", None)
+        _publish_result(store, gene_id, model, arrays, merged, layout)
+
+
+def _publish_result(store: Path, gene_id: str, model: str, arrays: Mapping[str, np.ndarray], attrs: Mapping[str, Any],
+                    layout: Mapping[str, schemas.ArraySpec]) -> None:
+    """Write a result group in staging, `complete: true` last, and rename it into place."""
+    results_dir = gene_path(store, gene_id) / schemas.RESULTS_GROUP
+    if not (results_dir / "zarr.json").is_file():
+        zarr.open_group(str(results_dir), mode="a", attributes={"description": "One group per model, named by model."})
+    staging = staging_path(store, f"{gene_id}.{model}")
+    group = zarr.open_group(str(staging), mode="w")
+    for name, spec in layout.items():
+        data = np.asarray(arrays[name])
+        write_array(group, spec, data.astype(str) if spec.dtype == "str" else data.astype(spec.dtype))
+    group.attrs.update(dict(attrs))
+    group.attrs["complete"] = True  # written last: the result counts only once everything above is on disk
+    publish(staging, result_path(store, gene_id, model))

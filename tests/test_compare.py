@@ -1,0 +1,96 @@
+"""`pstore compare`: per-gene means over folds, differences on shared folds, the paper's groups and headline."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import pstore
+from scipy.stats import pearsonr
+from simulated import simulated_store
+from sklearn.metrics import r2_score
+
+from performer_store import schemas
+from performer_store.compare import compare_models
+from performer_store.results import blank_result, read_result, write_result
+from performer_store.store import Store
+
+
+def write_performer(store: Store, gene_id: str, folds: list[int], noise: float, seed: int) -> None:
+    """A synthetic Performer run: target plus noise for the tune and test people, scored here."""
+    target = store.gene(gene_id)["target"][:].astype(np.float64)
+    n_folds = store.root["sample_split"].shape[0]
+    values = blank_result({"folds": n_folds, "samples": len(target)})
+    rng = np.random.default_rng(seed)
+    for fold in folds:
+        split = store.split(fold)
+        held, test = split != 0, (split == 2) & ~np.isnan(target)
+        prediction = np.where(held, target + noise * rng.normal(size=len(target)), np.nan)
+        values["prediction"][fold] = prediction
+        values["pearson_r"][fold] = pearsonr(prediction[test], target[test]).statistic
+        values["r2"][fold] = r2_score(target[test], prediction[test])
+        values["status"][fold] = "ok"
+    write_result(store.path, gene_id, "my_run", "performer", folds, values, {"runs": {str(f): "synthetic" for f in folds}})
+
+
+@pytest.fixture(scope="module")
+def scored(tmp_path_factory):
+    """A store with enet results (folds 0-1) and a synthetic Performer run (gene 0: fold 0 only)."""
+    _, path = simulated_store(tmp_path_factory.mktemp("compare"), 16_384)
+    pstore("enet", "--store", str(path), "--folds", "0,1", "--quiet")
+    store = Store(path)
+    for k, gene_id in enumerate(store.genes.index):
+        write_performer(store, gene_id, [0] if k == 0 else [0, 1], noise=0.5 + k, seed=k)
+    return path
+
+
+def test_table_and_summary_match_the_stored_fold_metrics(scored):
+    """Means over folds, differences over shared folds, groups and the headline, recomputed from the arrays."""
+    comparison = compare_models(scored)
+    table = comparison.table.set_index("gene_id")
+    expected_within = []
+    for gene_id in Store(scored).genes.index:
+        enet, enet_attrs = read_result(scored, gene_id, "enet")
+        run, run_attrs = read_result(scored, gene_id, "my_run")
+        enet, run = ({k: v.astype(np.float64) for k, v in a.items() if k != "status"} for a in (enet, run))
+        shared = sorted(set(enet_attrs["folds"]) & set(run_attrs["folds"]))
+        enet_r2 = np.nanmean(enet["r2"][enet_attrs["folds"]])
+        assert table.loc[gene_id, "enet_r2"] == pytest.approx(enet_r2, abs=1e-12)
+        assert table.loc[gene_id, "my_run_r2"] == pytest.approx(np.mean(run["r2"][run_attrs["folds"]]), abs=1e-12)
+        assert table.loc[gene_id, "my_run_r"] == pytest.approx(np.mean(run["pearson_r"][run_attrs["folds"]]), abs=1e-12)
+        difference = np.nanmean(run["r2"][shared] - enet["r2"][shared])
+        assert table.loc[gene_id, "my_run_minus_enet_r2"] == pytest.approx(difference, abs=1e-12)
+        group = "none" if enet_r2 <= 0 else "low" if enet_r2 <= 0.06 else "medium/high"
+        assert table.loc[gene_id, "group"] == group
+        expected_within.append(difference >= -0.02)
+    summary = comparison.summary.set_index("model")
+    assert summary.loc["my_run", "kind"] == "performer" and summary.loc["my_run", "genes"] == 4
+    assert summary.loc["my_run", "within_0.02_of_enet_or_better"] == pytest.approx(np.mean(expected_within))
+    assert summary.loc["my_run", ["genes_none", "genes_low", "genes_medium/high"]].sum() == 4
+
+
+def test_cli_prints_and_writes_tsv_and_parquet(scored, tmp_path):
+    """The printed table names every gene; the TSV and Parquet files hold the same table."""
+    result = pstore("compare", "--store", str(scored), "--out", str(tmp_path / "c.tsv"), "--out", str(tmp_path / "c.parquet"))
+    expected = compare_models(scored).table
+    assert all(gene in result.output for gene in expected["gene_id"]) and "within_0.02_of_enet_or_better" in result.output
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "c.parquet"), expected, check_dtype=False)
+    tsv = pd.read_csv(tmp_path / "c.tsv", sep="\t")
+    np.testing.assert_allclose(tsv["my_run_minus_enet_r2"], expected["my_run_minus_enet_r2"], rtol=1e-12)
+
+
+def test_missing_results_are_one_line_errors(scored, tmp_path):
+    """No baseline results, an unknown run, an unknown output format."""
+    assert f"store {scored}: no lasso results" in pstore("compare", "--store", str(scored), "--baseline", "lasso", expect=1).output
+    assert "no results named nope; results present: enet, my_run" in pstore("compare", "--store", str(scored), "--runs", "nope", expect=1).output
+    assert "give a .tsv or .parquet file name" in pstore("compare", "--store", str(scored), "--out", str(tmp_path / "c.csv"), expect=1).output
+
+
+def test_a_result_name_cannot_change_kind(scored):
+    """Writing a performer result under the name of the enet baseline is refused, the baseline kept."""
+    store = Store(scored)
+    gene_id = store.genes.index[0]
+    with pytest.raises(ValueError, match="already has a enet result named 'enet'"):
+        write_result(scored, gene_id, "enet", "performer", [0], blank_result({"folds": 3, "samples": len(store.sample_id)}))
+    assert read_result(scored, gene_id, "enet")[1]["kind"] == "enet"
+    assert schemas.RESULTS_GROUP in {p.name for p in (scored / "genes" / gene_id).iterdir()}

@@ -1,0 +1,179 @@
+"""`pstore enet`: the stored models equal scikit-learn's, fitted here directly; folds resume; bad folds explain themselves."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+from conftest import pstore
+from scipy.stats import pearsonr
+from simulated import simulated_store
+from sklearn.feature_selection import VarianceThreshold
+from sklearn.linear_model import ElasticNetCV, LassoCV
+from sklearn.metrics import r2_score
+from sklearn.pipeline import make_pipeline
+
+from performer_store import enet
+from performer_store.results import read_result
+from performer_store.store import Store
+from performer_store.validate import validate_store
+
+
+@pytest.fixture(scope="module")
+def wide(tmp_path_factory):
+    """Store with 49,152 bp windows: more SNVs than people in an inner fold."""
+    return simulated_store(tmp_path_factory.mktemp("wide"), 49_152)[1]
+
+
+@pytest.fixture(scope="module")
+def narrow(tmp_path_factory):
+    """Store with 8,192 bp windows: fewer SNVs than people."""
+    return simulated_store(tmp_path_factory.mktemp("narrow"), 8_192)[1]
+
+
+def fold_data(path, gene_id: str, fold: int):
+    """Dosage (people x SNVs, from call_genotype here), target and the fold's train/held/test masks."""
+    store = Store(path)
+    group = store.gene(gene_id)
+    calls = group["call_genotype"][:]
+    dosage = np.where(calls == 1, 1.0, 0.0).sum(axis=2).T
+    target = group["target"][:].astype(np.float64)
+    split = store.split(fold)
+    has_target = ~np.isnan(target)
+    return dosage, target, (split == 0) & has_target, split != 0, (split == 2) & has_target
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")  # small alphas, as in the method
+@pytest.mark.parametrize(("store_name", "model"), [("wide", "enet"), ("wide", "lasso"), ("narrow", "enet")])
+def test_command_matches_sklearn_fitted_directly(request, store_name, model):
+    """The command's coefficients, intercept, alpha, predictions, r and R2 equal scikit-learn's default pipeline."""
+    path = request.getfixturevalue(store_name)
+    genes = Store(path).genes.sort_values("gene_n_variants")
+    gene_id = genes.index[0]  # the smallest gene: fastest for scikit-learn
+    dosage, target, train, held, test = fold_data(path, gene_id, 0)
+    inner_people = train.sum() * 4 // 5
+    assert (genes["gene_n_variants"].iloc[0] > inner_people) == (store_name == "wide")
+
+    pstore("enet", "--store", str(path), "--gene", gene_id, "--folds", "0", "--model", model, "--quiet")
+    arrays, attrs = read_result(path, gene_id, model)
+    search = LassoCV(max_iter=2000) if model == "lasso" else ElasticNetCV(max_iter=2000)
+    reference = make_pipeline(VarianceThreshold(), search).fit(dosage[train], target[train])
+    coefficient = np.zeros(dosage.shape[1])
+    coefficient[reference[0].get_support()] = search.coef_
+
+    assert attrs["kind"] == model and attrs["folds"] == [0] and arrays["status"][0] == "ok"
+    assert arrays["enet_alpha"][0] == pytest.approx(search.alpha_, rel=1e-12)
+    assert arrays["enet_l1_ratio"][0] == (1.0 if model == "lasso" else 0.5)
+    np.testing.assert_allclose(arrays["enet_coefficient"][0], coefficient, rtol=1e-6, atol=1e-7)
+    assert arrays["enet_intercept"][0] == pytest.approx(search.intercept_, rel=1e-6)
+    assert arrays["enet_n_nonzero"][0] == np.count_nonzero(search.coef_) > 0
+    predicted = reference.predict(dosage[held])
+    np.testing.assert_allclose(arrays["prediction"][0][held], predicted, rtol=1e-5)
+    assert np.isnan(arrays["prediction"][0][~held]).all()
+    test_prediction = reference.predict(dosage[test])
+    assert arrays["r2"][0] == pytest.approx(r2_score(target[test], test_prediction), abs=1e-6)
+    assert arrays["pearson_r"][0] == pytest.approx(pearsonr(test_prediction, target[test]).statistic, abs=1e-6)
+    assert np.isnan(arrays["r2"][1:]).all() and list(arrays["status"][1:]) == ["not run", "not run"]
+    assert validate_store(path) == []
+
+
+def test_more_folds_later_keep_the_folds_done(narrow):
+    """Fold 0, then folds 0-1: fold 0 is kept as it was, fold 1 added, fold 2 still 'not run'; a re-run skips."""
+    gene_id = Store(narrow).genes.sort_values("gene_n_variants").index[-1]  # not the gene fitted above
+    first = pstore("enet", "--store", str(narrow), "--gene", gene_id, "--folds", "0", "--quiet")
+    assert "fitted 1 genes" in first.output
+    before, _ = read_result(narrow, gene_id, "enet")
+    second = pstore("enet", "--store", str(narrow), "--gene", gene_id, "--folds", "0,1", "--quiet")
+    assert "fitted 1 genes" in second.output
+    after, attrs = read_result(narrow, gene_id, "enet")
+    assert attrs["folds"] == [0, 1] and attrs["solver"] == {"0": "gram", "1": "gram"}
+    for name, values in before.items():
+        np.testing.assert_array_equal(after[name][0], values[0])
+    assert after["status"][1].startswith("ok") and after["status"][2] == "not run"
+    assert np.isfinite(after["r2"][1]) and np.isnan(after["prediction"][2]).all() and after["enet_n_nonzero"][2] == -1
+    again = pstore("enet", "--store", str(narrow), "--gene", gene_id, "--folds", "1", "--quiet")
+    assert "fitted 0 genes, 1 already complete" in again.output
+
+
+def synthetic_fold(n_people: int = 60, n_variants: int = 5, seed: int = 0):
+    """Random 0/1/2 dosages, a target driven by the first SNV, and a fold split (train 40, tune 10, test 10)."""
+    rng = np.random.default_rng(seed)
+    dosage = rng.binomial(2, 0.3, (n_people, n_variants)).astype(np.float64)
+    target = dosage[:, 0] + rng.normal(size=n_people)
+    split = np.repeat([0, 1, 2], [40, 10, 10])
+    return dosage, target, split
+
+
+def test_a_window_without_snvs_predicts_the_train_mean():
+    """No SNVs: coefficients none, intercept and prediction the train mean, NaN metrics, status says why."""
+    dosage, target, split = synthetic_fold()
+    row = enet.fit_fold(dosage[:, :0], target, split, 0.5)
+    assert row["status"] == "no variants: the window has no SNVs; predicts the train mean"
+    assert row["enet_intercept"] == pytest.approx(target[:40].mean())
+    np.testing.assert_allclose(row["prediction"][40:], target[:40].mean())
+    assert np.isnan(row["prediction"][:40]).all() and np.isnan([row["r2"], row["pearson_r"], row["enet_alpha"]]).all()
+    assert row["enet_n_nonzero"] == 0 and row["enet_coefficient"].shape == (0,)
+
+
+def test_snvs_constant_in_the_train_people_are_no_variants():
+    """SNVs that vary only outside the train people cannot be fitted: reported, not a crash."""
+    dosage, target, split = synthetic_fold()
+    dosage[:40] = 1.0
+    row = enet.fit_fold(dosage, target, split, 0.5)
+    assert row["status"] == "no variants: all 5 SNVs are constant among the 40 train people; predicts the train mean"
+    np.testing.assert_array_equal(row["enet_coefficient"], np.zeros(5))
+    assert np.isnan(row["r2"])
+
+
+def test_a_constant_target_is_reported():
+    """A target equal for every train person: the constant is the prediction, metrics NaN, status explains."""
+    dosage, target, split = synthetic_fold()
+    target[:] = 0.25
+    row = enet.fit_fold(dosage, target, split, 0.5)
+    assert row["status"] == "constant target: every train person has 0.25; predicts it"
+    np.testing.assert_array_equal(row["prediction"][40:], 0.25)
+    assert np.isnan([row["r2"], row["pearson_r"]]).all()
+
+
+def test_too_few_train_people_fit_nothing():
+    """7 train people with a target (NaN targets do not count): no model, NaN everywhere, count in the status."""
+    dosage, target, split = synthetic_fold()
+    target[7:40] = np.nan
+    row = enet.fit_fold(dosage, target, split, 0.5)
+    assert row["status"] == "too few people: 7 train with a target (need 10)"
+    assert np.isnan(row["prediction"]).all() and np.isnan(row["enet_coefficient"]).all() and row["enet_n_nonzero"] == -1
+
+
+def test_fitted_fold_equals_sklearn_and_notes_undefined_metrics():
+    """A fitted fold with 2 test people: model as scikit-learn's, R2 and r NaN with the reason in the status."""
+    dosage, target, split = synthetic_fold()
+    target[52:] = np.nan
+    row = enet.fit_fold(dosage, target, split, 0.5)
+    reference = make_pipeline(VarianceThreshold(), ElasticNetCV(max_iter=2000)).fit(dosage[:40], target[:40])
+    np.testing.assert_allclose(row["enet_coefficient"], reference[-1].coef_, atol=1e-10)
+    np.testing.assert_allclose(row["prediction"][40:], reference.predict(dosage[40:]), atol=1e-10)
+    assert row["status"] == "ok: too few people: 2 test with a target (need 3)" and np.isnan(row["r2"])
+
+
+def test_tiny_store_records_every_bad_fold(tiny_store, tmp_path):
+    """The tiny cohort (12 people): too few people, a gene without SNVs; the store stays valid and a broken
+    result is reported by validate."""
+    store = tmp_path / "store.zarr"
+    shutil.copytree(tiny_store, store)
+    result = pstore("enet", "--store", str(store), "--quiet")
+    assert "ENSG00000000004.1 fold 1: no variants: the window has no SNVs; predicts the train mean" in result.output
+    assert "fold 0: too few people: 9 train with a target (need 10)" in result.output
+    assert validate_store(store) == []
+    shutil.rmtree(store / "genes" / "ENSG00000000004.1" / "results" / "enet" / "r2")
+    assert validate_store(store) == ["genes/ENSG00000000004.1/results/enet: array r2 is missing"]
+
+
+def test_bad_arguments_are_one_line_errors(narrow):
+    """Unknown gene, a fold the store lacks, a malformed fold list."""
+    gene = pstore("enet", "--store", str(narrow), "--gene", "ENSG_NOPE", expect=1)
+    assert "no gene ENSG_NOPE; genes are listed by `pstore info" in gene.output
+    fold = pstore("enet", "--store", str(narrow), "--folds", "7", expect=1)
+    assert "fold 7 does not exist; folds are 0-2" in fold.output
+    malformed = pstore("enet", "--store", str(narrow), "--folds", "0,x", expect=2)
+    assert "give fold numbers separated by commas" in malformed.output
