@@ -208,7 +208,8 @@ def compare(store: Path, runs: str | None, baseline: str, outputs: tuple[Path, .
     comparison = compare_models(store, [r for r in runs.split(",") if r] if runs else None, baseline)
     click.echo(comparison.table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     click.echo("")
-    click.echo(comparison.summary.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    click.echo(comparison.summary.to_string(index=False, float_format=lambda v: f"{v:.4f}") if len(comparison.summary)
+               else f"no results besides {baseline} yet: add them with `pstore evaluate` (or `pstore enet --model lasso`)")
     for out in outputs:
         write_table(comparison.table, out)
         click.echo(f"wrote {out}")

@@ -84,6 +84,7 @@ def test_missing_results_are_one_line_errors(scored, tmp_path):
     assert f"store {scored}: no lasso results" in pstore("compare", "--store", str(scored), "--baseline", "lasso", expect=1).output
     assert "no results named nope; results present: enet, my_run" in pstore("compare", "--store", str(scored), "--runs", "nope", expect=1).output
     assert "give a .tsv or .parquet file name" in pstore("compare", "--store", str(scored), "--out", str(tmp_path / "c.csv"), expect=1).output
+    assert "no results besides enet yet" in pstore("compare", "--store", str(scored), "--runs", "enet").output
 
 
 def test_a_result_name_cannot_change_kind(scored):
