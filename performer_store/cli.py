@@ -93,14 +93,9 @@ def build(store: Path, fasta: Path, vcf: Path, gtf: Path, expression: Path, tiss
     Re-running on an existing store adds missing genes and skips complete ones; a killed build resumes.
     """
     from .build import BuildConfig, build_store
-    from .inputs import require_file
 
-    genes = list(gene_ids)
-    if genes_file is not None:
-        require_file(genes_file, "gene list")
-        genes += [line.strip() for line in genes_file.read_text().splitlines() if line.strip() and not line.startswith("#")]
     config = BuildConfig(
-        store=store, fasta=fasta, vcf=vcf, gtf=gtf, expression=expression, tissue=tissue, genes=tuple(genes),
+        store=store, fasta=fasta, vcf=vcf, gtf=gtf, expression=expression, tissue=tissue, genes=_gene_list(gene_ids, genes_file),
         window=window, seed=seed, sample_map=sample_map, skip_ref_mismatch=skip_ref_mismatch, workers=workers,
         scheduler=scheduler, force=force, progress=not quiet, command_line=shlex.join(sys.argv),
     )
@@ -142,6 +137,96 @@ def validate(store: Path, deep: bool) -> None:
     if problems:
         raise click.ClickException(f"store {store}: {len(problems)} problems")
     click.echo(f"{store}: valid")
+
+
+def _gene_list(gene_ids: tuple[str, ...], genes_file: Path | None) -> tuple[str, ...]:
+    """Gene IDs from repeated --gene options and a --genes file (one per line, # comments)."""
+    from .inputs import require_file
+
+    genes = list(gene_ids)
+    if genes_file is not None:
+        require_file(genes_file, "gene list")
+        genes += [line.strip() for line in genes_file.read_text().splitlines() if line.strip() and not line.startswith("#")]
+    return tuple(genes)
+
+
+@main.command()
+@click.option("--store", required=True, type=PathArg, help="Store built by `pstore build`.")
+@click.option("--gene", "gene_ids", multiple=True, help="Gene ID to train on (repeatable).")
+@click.option("--genes", "genes_file", type=PathArg, help="File with one gene ID per line (multi-gene training).")
+@click.option("--fold", type=click.IntRange(min=0), required=True, help="People split (fold) to train on: its train people fit, its tune people stop early.")
+@click.option("--out", required=True, type=PathArg, help="Run directory: checkpoints (best.pt, last.pt), metrics.jsonl, run.json.")
+@click.option("--config", "model_config", type=click.Choice(["tiny", "small", "full"]), help="Randomly initialized Enformer of this size.")
+@click.option("--weights", type=PathArg, help="Pretrained Enformer: a local directory (config.json + weights) or a .safetensors/.pt file.")
+@click.option("--name", help="Name of the run's results in the store (default: the --out directory's name); runs of several folds may share it.")
+@click.option("--window", type=int, help="Window in bp (default: the store's); a shorter one is the centre of the stored window.")
+@click.option("--lr", type=float, default=5e-6, show_default=True, help="AdamW learning rate.")
+@click.option("--micro-batch", type=click.IntRange(min=1), default=32, show_default=True, help="People per forward pass (all of one gene).")
+@click.option("--accumulation", type=click.IntRange(min=1), default=4, show_default=True, help="Micro-batches per optimizer step.")
+@click.option("--clip", type=float, default=0.05, show_default=True, help="Gradient-norm clip.")
+@click.option("--max-epochs", type=click.IntRange(min=1), default=150, show_default=True)
+@click.option("--patience", type=click.IntRange(min=1), default=20, show_default=True, help="Epochs without a better mean tune R2 before stopping.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of initialization, people draws and dropout.")
+@click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True, help="DataLoader worker processes.")
+@click.option("--read-path", type=click.Choice(["expand", "stored"]), default="expand", show_default=True,
+              help="expand: reference + variant changes, scattered on the device; stored: the stored one-hot array.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+@click.option("--resume", is_flag=True, help="Continue from --out/last.pt (same result as an uninterrupted run).")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def train(store: Path, gene_ids: tuple[str, ...], genes_file: Path | None, fold: int, out: Path, model_config: str | None,
+          weights: Path | None, name: str | None, window: int | None, lr: float, micro_batch: int, accumulation: int,
+          clip: float, max_epochs: int, patience: int, seed: int, workers: int, read_path: str, device: str,
+          resume: bool, quiet: bool) -> None:
+    """Fine-tune Performer (Enformer + one linear track) on the people of one or many genes.
+
+    Run it under torchrun for several processes (DDP; gloo on CPU, NCCL on GPUs), e.g.
+    `torchrun --nproc_per_node 8 -m performer_store train ...`.
+    """
+    from .train import TrainConfig, TrainingError
+    from .train import train as run_training
+
+    config = TrainConfig(
+        store=store, genes=_gene_list(gene_ids, genes_file), fold=fold, out=out, config=model_config, weights=weights,
+        name=name, window=window, lr=lr, micro_batch=micro_batch, accumulation=accumulation, clip=clip,
+        max_epochs=max_epochs, patience=patience, seed=seed, workers=workers, read_path=read_path, device=device,
+        resume=resume, progress=not quiet,
+    )
+    try:
+        state = run_training(config)
+    except TrainingError as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"{out}: {state.epoch} epochs; best mean tune R2 {state.best_r2:.4f} at epoch {state.best_epoch}")
+
+
+@main.command()
+@click.option("--store", required=True, type=PathArg, help="Store whose people to predict.")
+@click.option("--run", "run_dir", type=PathArg, help="Run directory of `pstore train` (its best.pt).")
+@click.option("--base", is_flag=True, help="Evaluate base Enformer (CAGE track, 3 centre bins) instead of a run.")
+@click.option("--weights", type=PathArg, help="With --base: pretrained Enformer weights (directory or file).")
+@click.option("--config", "model_config", type=click.Choice(["tiny", "small", "full"]), help="With --base: a random-init Enformer (tests, demo).")
+@click.option("--track", type=int, help="With --base: human CAGE track (default by tissue: whole_blood 4950, brain 4980).")
+@click.option("--window", type=int, help="With --base: window in bp (default: the store's).")
+@click.option("--gene", "gene_ids", multiple=True, help="Gene to evaluate (default: every gene of the store).")
+@click.option("--genes", "genes_file", type=PathArg, help="File with one gene ID per line.")
+@click.option("--micro-batch", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+def evaluate(store: Path, run_dir: Path | None, base: bool, weights: Path | None, model_config: str | None, track: int | None,
+             window: int | None, gene_ids: tuple[str, ...], genes_file: Path | None, micro_batch: int, workers: int, device: str) -> None:
+    """Predict held-out people and write predictions, Pearson r and R2 per gene into the store.
+
+    Genes a run trained on are scored as HOP (held-out people), the others as HOGP (held-out genes and people).
+    """
+    from .evaluate import EvaluateConfig, evaluate_base, evaluate_run, mean_metrics
+
+    if base == (run_dir is not None):
+        raise click.UsageError("give --run RUN or --base")
+    config = EvaluateConfig(store=store, genes=_gene_list(gene_ids, genes_file), micro_batch=micro_batch, workers=workers, device=device)
+    table = evaluate_base(config, weights, model_config, track, window) if base else evaluate_run(config, run_dir)
+    click.echo(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    for setting, part in table.groupby("setting"):
+        means = mean_metrics(part)
+        click.echo(f"{setting}: {part['gene_id'].nunique()} genes, mean r {means['pearson_r']:.4f}, mean R2 {means['r2']:.4f}")
 
 
 def _fold_list(value: str | None) -> tuple[int, ...] | None:

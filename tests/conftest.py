@@ -49,3 +49,16 @@ def tiny_copy(tiny, tmp_path) -> TinyCohort:
     directory = tmp_path / "inputs"
     shutil.copytree(tiny.fasta.parent, directory)
     return TinyCohort(*(directory / Path(p).name for p in (tiny.fasta, tiny.vcf, tiny.gtf, tiny.expression)), tiny.sequences)
+
+
+@pytest.fixture(scope="session")
+def sim_store(tmp_path_factory) -> Path:
+    """A simulated cohort (60 people, 3 genes) built with 1,024-bp windows: enough tune people for training tests."""
+    from performer_store.build import BuildConfig, build_store
+    from performer_store.simulate import simulate_cohort
+
+    cohort = simulate_cohort(tmp_path_factory.mktemp("sim"), individuals=60, genes=3, seed=11)
+    store = tmp_path_factory.mktemp("sim_store") / "store.zarr"
+    build_store(BuildConfig(store=store, fasta=cohort.reference, vcf=cohort.vcf, gtf=cohort.annotation,
+                            expression=cohort.expression, tissue="whole_blood", window=1024, progress=False))
+    return store

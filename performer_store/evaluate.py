@@ -1,0 +1,128 @@
+"""`pstore evaluate`: predictions and per-gene metrics of a Performer run or of base Enformer, into the store.
+
+A run is scored on the tune and test people of its fold (metrics on the test people): genes it trained on
+are HOP (held-out people), the others HOGP (held-out genes and people). Base Enformer, with no training,
+predicts every person once; each fold takes its own tune and test people from that.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import torch
+
+from . import schemas
+from .inputs import InputError
+from .loader import GeneReader, evaluation_batches, split_rows
+from .model import CAGE_TRACKS, cage_prediction, check_window, enformer_from_config, enformer_from_weights, load_checkpoint
+from .predict import gene_metrics, predict
+from .results import write_result
+from .store import Store
+from .train import choose_device, store_identity
+
+RESERVED_NAMES = ("enet", "lasso", "enformer")
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    """Where and how to predict."""
+
+    store: Path
+    genes: tuple[str, ...] = ()
+    micro_batch: int = 32
+    workers: int = 0
+    read_path: str = "expand"
+    device: str = "auto"
+
+
+def held_out_rows(store: Store, gene_id: str, fold: int) -> dict[str, np.ndarray]:
+    """The fold's tune and test people of a gene (with a target)."""
+    return {split: split_rows(store, gene_id, fold, split) for split in ("tune", "test")}
+
+
+def score_fold(store: Store, gene_id: str, fold: int, rows: np.ndarray, prediction: np.ndarray) -> tuple[np.ndarray, float, float]:
+    """A fold's prediction row (NaN for train people) and test-set r and R2."""
+    row = np.full(len(store.sample_id), np.nan, dtype=np.float32)
+    row[rows] = prediction
+    target = store.gene(gene_id)["target"][:]
+    test = split_rows(store, gene_id, fold, "test")
+    r, r2 = gene_metrics(row[test], target[test])
+    return row, r, r2
+
+
+def fold_values(store: Store, fold: int, row: np.ndarray, r: float, r2: float, status: str) -> dict[str, np.ndarray]:
+    """RESULT arrays with one fold filled in."""
+    n_folds = store.root["sample_split"].shape[0]
+    values = {"prediction": np.full((n_folds, len(row)), np.nan, np.float32), "pearson_r": np.full(n_folds, np.nan, np.float32),
+              "r2": np.full(n_folds, np.nan, np.float32), "status": np.full(n_folds, "not run", dtype=object)}
+    values["prediction"][fold], values["pearson_r"][fold], values["r2"][fold], values["status"][fold] = row, r, r2, status
+    return values
+
+
+def evaluate_run(config: EvaluateConfig, run: Path) -> pd.DataFrame:
+    """Predict held-out people of every chosen gene with a run's best checkpoint; write results; return metrics."""
+    model, meta, _ = load_checkpoint(Path(run) / "best.pt")
+    store = Store(config.store)
+    if meta["window"] > store.window:
+        raise InputError(f"run {run}: its model reads {meta['window']} bp windows but store {config.store} holds {store.window} bp; build the store with --window {meta['window']}")
+    name = meta["name"]
+    if name in RESERVED_NAMES:
+        raise InputError(f"run {run}: its name {name!r} is reserved for a baseline; retrain with --name")
+    same_store = meta["store"] == store_identity(store)
+    genes = list(config.genes) or list(store.genes.index)
+    device = choose_device(config.device)
+    model = model.to(device).eval()
+    reader = GeneReader(config.store, meta["window"], config.read_path)
+    rows = {g: np.concatenate(list(held_out_rows(store, g, meta["fold"]).values())) for g in genes}
+    predictions = predict(model, reader, evaluation_batches(rows, config.micro_batch), device, config.workers)
+    records = []
+    for gene_id in genes:
+        gene_rows, prediction, _ = predictions.get(gene_id, (np.zeros(0, int), np.zeros(0), np.zeros(0)))
+        row, r, r2 = score_fold(store, gene_id, meta["fold"], gene_rows, prediction)
+        setting = "HOP" if gene_id in meta["genes"] and same_store else "HOGP" if gene_id not in meta["genes"] else "other cohort"
+        write_result(store.path, gene_id, name, "performer", [meta["fold"]], fold_values(store, meta["fold"], row, r, r2, "ok"),
+                     {"runs": {str(meta["fold"]): str(Path(run).resolve())}})
+        records.append({"gene_id": gene_id, "model": name, "fold": meta["fold"], "setting": setting, "pearson_r": r, "r2": r2})
+    return pd.DataFrame(records)
+
+
+def evaluate_base(config: EvaluateConfig, weights: Path | None, model_config: str | None, track: int | None,
+                  window: int | None = None) -> pd.DataFrame:
+    """Base Enformer's CAGE prediction for every person, scored per fold on the same people as every model."""
+    store = Store(config.store)
+    track = track if track is not None else CAGE_TRACKS.get(store.attrs["tissue"])
+    if track is None:
+        raise InputError(f"no default CAGE track for tissue {store.attrs['tissue']!r}; give --track (4950 = CAGE:blood, 4980 = CAGE:brain)")
+    window = window or store.window
+    check_window(window)
+    enformer = enformer_from_weights(weights) if weights else enformer_from_config(model_config or "tiny")
+    device = choose_device(config.device)
+    enformer = enformer.to(device).eval()
+    genes = list(config.genes) or list(store.genes.index)
+    everyone = {g: np.flatnonzero(~np.isnan(store.gene(g)["target"][:])) for g in genes}
+    reader = GeneReader(config.store, window, config.read_path)
+    predict_track: Callable[[torch.Tensor], torch.Tensor] = lambda x: cage_prediction(enformer, x, track)
+    predictions = predict(predict_track, reader, evaluation_batches(everyone, config.micro_batch), device, config.workers)
+    n_folds = store.root["sample_split"].shape[0]
+    records = []
+    for gene_id in genes:
+        gene_rows, prediction, _ = predictions.get(gene_id, (np.zeros(0, int), np.zeros(0), np.zeros(0)))
+        for fold in range(n_folds):
+            held = np.concatenate(list(held_out_rows(store, gene_id, fold).values()))
+            keep = np.isin(gene_rows, held)
+            row, r, r2 = score_fold(store, gene_id, fold, gene_rows[keep], prediction[keep])
+            write_result(store.path, gene_id, "enformer", "enformer", [fold], fold_values(store, fold, row, r, r2, "ok"),
+                         {"track": track, "window": window})
+            records.append({"gene_id": gene_id, "model": "enformer", "fold": fold, "setting": "base", "pearson_r": r, "r2": r2})
+    return pd.DataFrame(records)
+
+
+def mean_metrics(table: pd.DataFrame) -> dict[str, float]:
+    """Mean r and R2 over genes (NaN-aware), for summaries."""
+    return {"pearson_r": float(np.nanmean(table["pearson_r"])) if len(table) else math.nan,
+            "r2": float(np.nanmean(table["r2"])) if len(table) else math.nan}

@@ -1,0 +1,218 @@
+"""Torch datasets over a store: micro-batches of one gene and distinct people, by the method's epoch rules.
+
+An epoch (the method's definition): per gene, the largest multiple of `block_size` (128) of its train people
+with a target, drawn afresh each epoch, cut into blocks of `block_size` (one optimizer step), and the blocks
+of all genes shuffled together; each block is `block_size // micro_batch` micro-batches (4 x 32), all of one
+gene. The people left over in an epoch (e.g. 24 of 536) are different ones every epoch. A gene with fewer
+train people than one block gives one smaller block of all of them. With several processes each rank takes
+every world-size-th block; when the blocks do not divide evenly, the first blocks of the epoch are repeated
+to fill the last round, so every rank takes the same number of steps and no block is dropped.
+
+Two read paths give identical tensors: `stored` reads `dosage_onehot_delta` and adds the reference;
+`expand` keeps each gene's reference and per-person changes (derived from the variant table) and scatters
+them, on the device the batch is moved to (on CUDA the 393 KB windows never cross host memory).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+import zarr
+
+from . import schemas
+from .encode import add_reference, base_codes, dosage_changes, haplotype_carriers
+from .inputs import InputError
+from .store import Store
+
+READ_PATHS = ("stored", "expand")
+GENE_CACHE = 64  # genes whose compact form a worker keeps (a demo gene: ~3.4 MB)
+
+
+@dataclass(frozen=True)
+class MicroBatch:
+    """Which people of which gene one forward pass sees (store row indices, sorted)."""
+
+    gene_id: str
+    rows: np.ndarray
+    step_end: bool  # the last micro-batch of its block: the optimizer steps after it
+    block_parts: int  # micro-batches in its block (the loss is divided by it: gradients average over the block)
+
+
+@dataclass
+class Batch:
+    """A micro-batch as tensors: targets, and the dosage one-hots either dense or compact (to expand)."""
+
+    micro: MicroBatch
+    target: torch.Tensor  # (B,) float32
+    onehot: torch.Tensor | None = None  # (B, window, 4) float16, stored path
+    reference: torch.Tensor | None = None  # (window, 4) float16, expand path
+    flat: torch.Tensor | None = None  # (K,) long indices into a flattened (window * 4) one-hot
+    changes: torch.Tensor | None = None  # (B, K) float16
+
+    def pin_memory(self) -> "Batch":
+        """Page-locked copies of the tensors, for non-blocking copies to CUDA."""
+        return Batch(self.micro, self.target.pin_memory(),
+                     *(t.pin_memory() if t is not None else None for t in (self.onehot, self.reference, self.flat, self.changes)))
+
+    def to(self, device: torch.device | str, non_blocking: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """(dosage one-hots (B, window, 4) float16, targets (B,)) on `device`; compact batches expand there."""
+        target = self.target.to(device, non_blocking=non_blocking)
+        if self.onehot is not None:
+            return self.onehot.to(device, non_blocking=non_blocking), target
+        reference, flat, changes = (t.to(device, non_blocking=non_blocking) for t in (self.reference, self.flat, self.changes))
+        return expand(reference, flat, changes), target
+
+
+def expand(reference: torch.Tensor, flat: torch.Tensor, changes: torch.Tensor) -> torch.Tensor:
+    """Dosage one-hots from the reference and per-person changes: a broadcast copy and one scatter-add."""
+    out = reference.unsqueeze(0).expand(changes.shape[0], -1, -1).clone()
+    out.view(changes.shape[0], -1)[:, flat] += changes
+    return out
+
+
+# --- which people -------------------------------------------------------------------------------------
+
+
+def split_rows(store: Store, gene_id: str, fold: int, split: str) -> np.ndarray:
+    """Store rows of a fold's split (train/tune/test) with a non-NaN target for this gene, sorted."""
+    if split not in schemas.SPLIT_CODES:
+        raise InputError(f"split {split!r} is not one of {', '.join(schemas.SPLIT_CODES)}")
+    target = store.gene(gene_id)["target"][:]
+    return np.flatnonzero((store.split(fold) == schemas.SPLIT_CODES[split]) & ~np.isnan(target))
+
+
+def epoch_blocks(train_rows: dict[str, np.ndarray], epoch: int, seed: int, block_size: int) -> list[tuple[str, np.ndarray]]:
+    """The method's epoch: per gene the largest multiple of block_size of its people, drawn afresh, in blocks;
+    blocks of all genes shuffled together. A gene with fewer people than a block gives one smaller block."""
+    blocks = []
+    for index, (gene_id, rows) in enumerate(train_rows.items()):
+        drawn = np.random.default_rng([seed, epoch, index]).permutation(rows)
+        usable = max(len(drawn) // block_size * block_size, min(len(drawn), block_size))
+        blocks += [(gene_id, drawn[i : i + block_size]) for i in range(0, usable, block_size)]
+    order = np.random.default_rng([seed, epoch]).permutation(len(blocks))
+    return [blocks[i] for i in order]
+
+
+def rank_blocks(blocks: list, rank: int, world_size: int) -> list:
+    """This rank's share of whole blocks; the first blocks repeat to fill the last round (none dropped)."""
+    rounds = math.ceil(len(blocks) / world_size)
+    padded = blocks + blocks[: rounds * world_size - len(blocks)]
+    return padded[rank::world_size]
+
+
+def micro_batches(blocks: list[tuple[str, np.ndarray]], micro_batch: int) -> list[MicroBatch]:
+    """Cut each block into micro-batches of one gene; the last of a block ends an optimizer step."""
+    out = []
+    for gene_id, rows in blocks:
+        parts = [rows[i : i + micro_batch] for i in range(0, len(rows), micro_batch)]
+        out += [MicroBatch(gene_id, np.sort(p), i == len(parts) - 1, len(parts)) for i, p in enumerate(parts)]
+    return out
+
+
+def evaluation_batches(rows_by_gene: dict[str, np.ndarray], micro_batch: int) -> list[MicroBatch]:
+    """All chosen people of every gene in order, micro-batch by micro-batch (for predictions)."""
+    return micro_batches(list(rows_by_gene.items()), micro_batch)
+
+
+# --- reading ------------------------------------------------------------------------------------------
+
+
+class GeneReader:
+    """Reads dosage one-hots and targets of a store (opened lazily, once per process) by either path."""
+
+    def __init__(self, store_path: Path, window: int | None = None, read_path: str = "stored"):
+        if read_path not in READ_PATHS:
+            raise InputError(f"read path {read_path!r} is not one of {', '.join(READ_PATHS)}")
+        self.store_path = Path(store_path)
+        self.read_path = read_path
+        store = Store(self.store_path)
+        self.store_window = store.window
+        self.window = window or store.window
+        if self.window > self.store_window:
+            raise InputError(f"store {store_path}: windows are {self.store_window} bp; a model of {self.window} bp cannot read them; build the store with --window {self.window}")
+        self.offset = self.store_window // 2 - self.window // 2  # keeps the TSS at index window // 2
+        self._compact: OrderedDict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = OrderedDict()
+
+    def __getstate__(self) -> dict:
+        """Pickled for DataLoader workers without open handles or caches."""
+        state = self.__dict__.copy()
+        state["_compact"] = OrderedDict()
+        state.pop("_groups", None)
+        return state
+
+    @cached_property
+    def _groups(self) -> dict[str, zarr.Group]:
+        """Open gene groups of this process."""
+        return {}
+
+    def group(self, gene_id: str) -> zarr.Group:
+        """A gene's Zarr group, opened once per process."""
+        if gene_id not in self._groups:
+            self._groups[gene_id] = Store(self.store_path).gene(gene_id)
+        return self._groups[gene_id]
+
+    def read(self, batch: MicroBatch) -> Batch:
+        """One micro-batch as tensors by this reader's path."""
+        group = self.group(batch.gene_id)
+        target = torch.from_numpy(group["target"].get_orthogonal_selection(batch.rows).astype(np.float32))
+        crop = slice(self.offset, self.offset + self.window)
+        if self.read_path == "stored":
+            delta = group["dosage_onehot_delta"].get_orthogonal_selection((batch.rows, crop, slice(None)))
+            onehot = torch.from_numpy(add_reference(delta, group["reference_onehot"][crop]))
+            return Batch(batch, target, onehot=onehot)
+        reference, flat, changes = self.compact(batch.gene_id)
+        return Batch(batch, target, reference=reference, flat=flat, changes=changes[torch.from_numpy(batch.rows.astype(np.int64))])
+
+    def compact(self, gene_id: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """A gene's reference (window, 4), changed flat positions (K,) and every person's changes (people, K)."""
+        if gene_id not in self._compact:
+            group = self.group(gene_id)
+            reference = group["reference_onehot"][:]
+            start = int(group.attrs["window_start"])
+            offsets = group["variant_position"][:].astype(np.int64) - 1 - start
+            calls = group["call_genotype"][:]
+            alts = base_codes(group["variant_allele"][:, 1]) if len(offsets) else np.zeros(0, np.int8)
+            flat, changes = dosage_changes(reference, offsets, alts, haplotype_carriers(calls, offsets))
+            keep = (flat >= self.offset * 4) & (flat < (self.offset + self.window) * 4)
+            self._compact[gene_id] = (torch.from_numpy(reference[self.offset : self.offset + self.window].copy()),
+                                      torch.from_numpy(flat[keep] - self.offset * 4), torch.from_numpy(changes[:, keep]))
+            if len(self._compact) > GENE_CACHE:
+                self._compact.popitem(last=False)
+        self._compact.move_to_end(gene_id)
+        return self._compact[gene_id]
+
+
+class MicroBatches(torch.utils.data.Dataset):
+    """A fixed list of micro-batches read by a GeneReader; use with DataLoader(batch_size=None)."""
+
+    def __init__(self, reader: GeneReader, batches: Sequence[MicroBatch]):
+        self.reader = reader
+        self.batches = list(batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, index: int) -> Batch:
+        return self.reader.read(self.batches[index])
+
+
+def loader(reader: GeneReader, batches: Sequence[MicroBatch], workers: int = 0, pin_memory: bool = False) -> torch.utils.data.DataLoader:
+    """A DataLoader over micro-batches in the given order (the epoch plan already shuffled them)."""
+    return torch.utils.data.DataLoader(MicroBatches(reader, batches), batch_size=None, shuffle=False,
+                                       num_workers=workers, pin_memory=pin_memory,
+                                       persistent_workers=False, prefetch_factor=4 if workers else None)
+
+
+def iterate(reader: GeneReader, batches: Sequence[MicroBatch], workers: int = 0, device: str = "cpu") -> Iterator[tuple[Batch, torch.Tensor, torch.Tensor]]:
+    """(batch, dosage one-hots, targets) on `device`, read ahead by `workers` processes."""
+    pin = torch.device(device).type == "cuda"
+    for batch in loader(reader, batches, workers, pin_memory=pin):
+        onehot, target = batch.to(device, non_blocking=pin)
+        yield batch, onehot, target

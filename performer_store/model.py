@@ -1,0 +1,175 @@
+"""Enformer construction (named configs or local pretrained weights), the Performer head, checkpoints.
+
+Performer = Enformer with its heads replaced by one linear track (enformer-pytorch's `HeadAdapterWrapper`,
+num_tracks=1, post_transformer_embed=False, identity activation), no target-length crop, prediction = the
+centre output bin (window // 128 // 2). The wrapper puts every BatchNorm in eval mode with gradients off on
+each forward pass, so fine-tuning trains all layers but BatchNorm, as the method does. `use_tf_gamma` is off:
+TensorFlow's gamma positions exist only for 1,536 tokens.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from enformer_pytorch import Enformer
+from enformer_pytorch.finetune import HeadAdapterWrapper, freeze_batchnorms_
+from enformer_pytorch.modeling_enformer import Attention
+from torch import nn
+
+from .inputs import InputError
+
+BIN_SIZE = 128
+CHECKPOINT_FORMAT = 1
+CONFIGS: dict[str, dict[str, Any]] = {
+    # dim // heads must be divisible by 6 (relative position features); small dim_divisible_by for small dims
+    "tiny": dict(dim=48, depth=1, heads=2, attn_dim_key=8, dim_divisible_by=8, dropout_rate=0.0),
+    "small": dict(dim=192, depth=2, heads=4, attn_dim_key=32, dim_divisible_by=16, dropout_rate=0.1),
+    "full": dict(),  # the published architecture: dim 1536, depth 11, heads 8 (use --weights for its weights)
+}
+CAGE_TRACKS = {"whole_blood": 4950, "brain": 4980}  # CAGE:blood, adult, pool1 / CAGE:brain, adult
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+
+CONFIG_KEYS = ("dim", "depth", "heads", "output_heads", "target_length", "attn_dim_key", "dropout_rate", "attn_dropout",
+               "pos_dropout", "use_checkpointing", "use_convnext", "num_downsamples", "dim_divisible_by", "use_tf_gamma")
+
+
+def check_window(window: int) -> None:
+    """Enformer pools 7 times by 2: windows must be a multiple of 128 bp with an even number of bins."""
+    if window % (2 * BIN_SIZE):
+        raise InputError(f"window {window} bp: Enformer needs a multiple of {2 * BIN_SIZE} bp (e.g. 6144 or 49152)")
+
+
+def _plain_batchnorms(module: nn.Module) -> None:
+    """Swap the SyncBatchNorms enformer-pytorch builds under torch.distributed for BatchNorm1d: frozen
+    BatchNorms have nothing to synchronize, and SyncBatchNorm refuses to run on CPU (gloo)."""
+    for name, child in module.named_children():
+        if isinstance(child, nn.SyncBatchNorm):
+            plain = nn.BatchNorm1d(child.num_features, child.eps, child.momentum, child.affine, child.track_running_stats)
+            plain.load_state_dict(child.state_dict())
+            setattr(module, name, plain)
+        else:
+            _plain_batchnorms(child)
+
+
+def _prepare(enformer: Enformer) -> Enformer:
+    """No target-length crop, no TF gammas, BatchNorms plain and frozen (before DDP wrapping sees the parameters)."""
+    _plain_batchnorms(enformer)
+    enformer.set_target_length(-1)
+    for module in enformer.modules():
+        if isinstance(module, Attention):
+            module.use_tf_gamma = False
+    freeze_batchnorms_(enformer)
+    return enformer
+
+
+def enformer_from_config(name: str, seed: int = 0) -> Enformer:
+    """A randomly initialized Enformer of a named size (for tests, the demo, or training from scratch)."""
+    if name not in CONFIGS:
+        raise InputError(f"config {name!r} is not one of {', '.join(CONFIGS)}")
+    torch.manual_seed(seed)
+    return _prepare(Enformer.from_hparams(**CONFIGS[name], target_length=-1, use_tf_gamma=False))
+
+
+def enformer_from_weights(path: Path) -> Enformer:
+    """Pretrained Enformer from a local directory (config.json + model.safetensors/pytorch_model.bin, as on
+    the Hugging Face hub) or a single state-dict file (.safetensors, or .pt/.bin read with weights_only)."""
+    path = Path(path)
+    if path.is_dir():
+        if not (path / "config.json").is_file() or not any((path / f).is_file() for f in WEIGHT_FILES):
+            raise InputError(f"weights {path}: a weights directory needs config.json and one of {', '.join(WEIGHT_FILES)} (e.g. a copy of EleutherAI/enformer-official-rough)")
+        try:
+            enformer = Enformer.from_pretrained(str(path), local_files_only=True, use_tf_gamma=False, target_length=-1)
+        except (OSError, ValueError, RuntimeError) as error:
+            raise InputError(f"weights {path}: cannot be loaded ({str(error).splitlines()[0]})") from None
+        return _prepare(enformer)
+    if not path.is_file():
+        raise InputError(f"weights {path}: no such file or directory")
+    enformer = Enformer.from_hparams(**CONFIGS["full"], target_length=-1, use_tf_gamma=False)
+    load_state(enformer, read_state_dict(path), path)
+    return _prepare(enformer)
+
+
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """Tensors of a .safetensors file, or of a torch file read without unpickling code (weights_only)."""
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(path))
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch and safetensors raise many types for unreadable files
+        raise InputError(f"weights {path}: not a readable state dict ({str(error).splitlines()[0]}); give .safetensors or a torch state dict") from None
+    return state.get("state_dict", state) if isinstance(state, dict) else state
+
+
+def load_state(module: nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
+    """Load tensors strictly, explaining what does not fit."""
+    own = module.state_dict()
+    aliases: dict[int, list[str]] = {}  # Enformer registers each trunk tensor under two names (e.g. stem.*, _trunk.1.*)
+    for key, tensor in own.items():
+        aliases.setdefault(tensor.data_ptr(), []).append(key)
+    missing = [names[0] for names in aliases.values() if not any(n in state for n in names)]
+    unexpected = [k for k in state if k not in own]
+    misshapen = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or misshapen:
+        first = (misshapen or missing or unexpected)[0]
+        raise InputError(
+            f"weights {path}: tensors do not fit the model ({len(missing)} missing, {len(unexpected)} unexpected, "
+            f"{len(misshapen)} of another shape, e.g. {first}); give weights of the same architecture"
+        )
+    module.load_state_dict(state, strict=False)  # complete up to aliases, checked above
+
+
+class Performer(nn.Module):
+    """Enformer with one linear output track; predicts expression from the centre output bin."""
+
+    def __init__(self, enformer: Enformer):
+        super().__init__()
+        enformer.heads.requires_grad_(False)  # the human/mouse heads are not used (and DDP refuses unused parameters)
+        self.net = HeadAdapterWrapper(enformer=enformer, num_tracks=1, post_transformer_embed=False,
+                                      output_activation=nn.Identity(), auto_set_target_length=False)
+
+    @property
+    def enformer(self) -> Enformer:
+        """The wrapped Enformer."""
+        return self.net.enformer
+
+    def forward(self, onehot: torch.Tensor) -> torch.Tensor:
+        """(batch, window, 4) dosage one-hots -> (batch,) predictions at the centre bin."""
+        tracks = self.net(onehot.float())
+        return tracks[:, tracks.shape[1] // 2, 0]
+
+
+def cage_prediction(enformer: Enformer, onehot: torch.Tensor, track: int) -> torch.Tensor:
+    """Base Enformer's prediction: one human CAGE track summed over the 3 centre bins."""
+    human = enformer(onehot.float(), head="human")
+    centre = human.shape[1] // 2
+    return human[:, centre - 1 : centre + 2, track].sum(dim=1)
+
+
+def save_checkpoint(path: Path, model: Performer, meta: dict[str, Any], extra: dict[str, Any] | None = None) -> None:
+    """Weights, the Enformer config and run metadata in one torch file, written atomically."""
+    payload = {"format": CHECKPOINT_FORMAT, "enformer_config": json.dumps(model.enformer.config.to_dict()),
+               "meta": json.dumps(meta), "state_dict": model.state_dict(), **(extra or {})}
+    temporary = path.with_name(path.name + ".tmp")
+    torch.save(payload, temporary)
+    os.replace(temporary, path)
+
+
+def load_checkpoint(path: Path) -> tuple[Performer, dict[str, Any], dict[str, Any]]:
+    """A Performer checkpoint (weights_only: no code is unpickled): model, metadata, the rest of the payload."""
+    if not path.is_file():
+        raise InputError(f"checkpoint {path}: no such file; train a run first (`pstore train`)")
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    if payload.get("format") != CHECKPOINT_FORMAT:
+        raise InputError(f"checkpoint {path}: format {payload.get('format')}, expected {CHECKPOINT_FORMAT}; retrain with this pstore")
+    config = json.loads(payload["enformer_config"])
+    enformer = Enformer.from_hparams(**{k: v for k, v in config.items() if k in CONFIG_KEYS})
+    model = Performer(_prepare(enformer))
+    load_state(model, payload["state_dict"], path)
+    return model, json.loads(payload["meta"]), payload
+

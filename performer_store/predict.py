@@ -1,0 +1,41 @@
+"""Run a model over people of genes, and score predictions per gene (Pearson r and R2 across people)."""
+
+from __future__ import annotations
+
+import math
+from contextlib import nullcontext
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from scipy.stats import pearsonr
+from sklearn.metrics import r2_score
+
+from .loader import GeneReader, MicroBatch, iterate
+
+
+def autocast(device: torch.device):
+    """bf16 autocast on CUDA (the model stays float32); full float32 on CPU."""
+    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+
+
+@torch.no_grad()
+def predict(model: Callable[[torch.Tensor], torch.Tensor], reader: GeneReader, batches: Sequence[MicroBatch],
+            device: torch.device, workers: int = 0) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Per gene: (store rows, predictions, targets) of every person in the batches."""
+    out: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
+    for batch, onehot, target in iterate(reader, batches, workers, str(device)):
+        with autocast(device):
+            prediction = model(onehot).float()
+        out.setdefault(batch.micro.gene_id, []).append((batch.micro.rows, prediction.cpu().numpy(), target.cpu().numpy()))
+    return {gene: tuple(np.concatenate(parts) for parts in zip(*chunks)) for gene, chunks in out.items()}
+
+
+def gene_metrics(prediction: np.ndarray, target: np.ndarray) -> tuple[float, float]:
+    """Pearson r (scipy) and R2 (sklearn r2_score) across people; NaN when undefined (constant values)."""
+    keep = ~np.isnan(target)
+    prediction, target = prediction[keep], target[keep]
+    if len(target) < 2 or np.ptp(target) == 0:
+        return math.nan, math.nan
+    r = math.nan if np.ptp(prediction) == 0 else float(pearsonr(prediction, target).statistic)
+    return r, float(r2_score(target, prediction))

@@ -1,0 +1,279 @@
+"""`pstore train`: fine-tune Performer on people of one or many genes, with early stopping and resume.
+
+Loss, optimizer and stopping follow the method: 0.5 x MSE + 0.5 x MSE of all pairwise differences within a
+micro-batch; AdamW (weight decay 0.01), lr 5e-6, gradient-norm clip 0.05, micro-batch 32 x accumulation 4;
+after every epoch the tune people of every training gene are predicted, the mean per-gene R2 decides early
+stopping (patience 20) and the best checkpoint. Multi-process training runs under torchrun (DDP: NCCL on
+GPUs, gloo on CPU); each rank takes whole one-gene blocks.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+import warnings
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from tqdm.auto import tqdm
+
+from .inputs import InputError
+from .loader import GeneReader, epoch_blocks, evaluation_batches, iterate, micro_batches, rank_blocks, split_rows
+from .model import Performer, check_window, enformer_from_config, enformer_from_weights, load_checkpoint, save_checkpoint
+from .predict import autocast, gene_metrics, predict
+from .store import Store
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything `pstore train` was asked to do."""
+
+    store: Path
+    genes: tuple[str, ...]
+    fold: int
+    out: Path
+    config: str | None = None  # a named random-init config (tiny, small, full) ...
+    weights: Path | None = None  # ... or local pretrained Enformer weights
+    name: str | None = None  # results name in the store (default: the run directory's name)
+    window: int | None = None  # default: the store's window
+    lr: float = 5e-6
+    weight_decay: float = 0.01
+    micro_batch: int = 32
+    accumulation: int = 4
+    clip: float = 0.05
+    max_epochs: int = 150
+    patience: int = 20
+    seed: int = 0
+    workers: int = 0
+    read_path: str = "expand"
+    device: str = "auto"
+    resume: bool = False
+    progress: bool = True
+
+    @property
+    def block_size(self) -> int:
+        """People per optimizer step."""
+        return self.micro_batch * self.accumulation
+
+
+@dataclass
+class TrainState:
+    """What a resumed run needs besides weights and optimizer: where it was and how it was going."""
+
+    epoch: int = 0
+    best_r2: float = -math.inf
+    best_epoch: int = -1
+    stale_epochs: int = 0
+    history: list[dict] = field(default_factory=list)
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (e.g. a non-finite loss); the message names the gene and step."""
+
+
+def pairwise_loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """0.5 x MSE + 0.5 x mean over pairs i < j of ((yhat_i - yhat_j) - (y_i - y_j))^2; NaN targets masked."""
+    keep = ~torch.isnan(target)
+    prediction, target = prediction[keep], target[keep]
+    mse = torch.mean((prediction - target) ** 2)
+    if len(target) < 2:
+        return 0.5 * mse
+    i, j = torch.triu_indices(len(target), len(target), offset=1, device=target.device)
+    differences = (prediction[i] - prediction[j]) - (target[i] - target[j])
+    return 0.5 * mse + 0.5 * torch.mean(differences**2)
+
+
+def choose_device(name: str, local_rank: int = 0) -> torch.device:
+    """cuda (this rank's GPU) when asked or available under 'auto', else cpu."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            raise InputError("--device cuda: no CUDA device is available; use --device cpu")
+        return torch.device("cuda", local_rank)
+    return torch.device(name)
+
+
+def store_identity(store: Store) -> str:
+    """What ties a run to the store it was trained on: creation time and input checksums."""
+    provenance = store.attrs["provenance"]
+    checksums = ",".join(v["checksum"][:12] for v in provenance["inputs"].values())
+    return f"{provenance['created']}|{checksums}"
+
+
+class Distributed:
+    """This process's place among torchrun's processes (a single process when not under torchrun)."""
+
+    def __init__(self, device_name: str):
+        self.world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.device = choose_device(device_name, int(os.environ.get("LOCAL_RANK", "0")))
+        if self.world_size > 1 and not dist.is_initialized():
+            dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+
+    @property
+    def main(self) -> bool:
+        """Rank 0 writes checkpoints and logs."""
+        return self.rank == 0
+
+    def close(self) -> None:
+        """Wait for every rank, then leave the process group (drop DDP wrappers first)."""
+        if self.world_size > 1 and dist.is_initialized():
+            dist.barrier()
+            dist.destroy_process_group()
+
+    def gather(self, value):
+        """Every rank's value, in rank order (the value itself when alone)."""
+        if self.world_size == 1:
+            return [value]
+        values = [None] * self.world_size
+        dist.all_gather_object(values, value)
+        return values
+
+
+def build_model(config: TrainConfig, store: Store, distributed: Distributed) -> tuple[Performer, torch.optim.Optimizer, TrainState]:
+    """A fresh or resumed model with its optimizer and progress."""
+    last = config.out / "last.pt"
+    if config.resume and last.is_file():
+        model, meta, payload = load_checkpoint(last)
+        check_same_run(meta, run_meta(config, store), last)
+        optimizer = make_optimizer(model.to(distributed.device), config)
+        optimizer.load_state_dict(payload["optimizer"])
+        return model, optimizer, TrainState(**json.loads(payload["state"]))
+    if (config.config is None) == (config.weights is None):
+        raise InputError("give exactly one of --config NAME (random init) or --weights PATH (pretrained Enformer)")
+    enformer = enformer_from_weights(config.weights) if config.weights else enformer_from_config(config.config, config.seed)
+    model = Performer(enformer).to(distributed.device)
+    return model, make_optimizer(model, config), TrainState()
+
+
+def make_optimizer(model: Performer, config: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW over the trainable parameters (everything but BatchNorm)."""
+    return torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.lr, weight_decay=config.weight_decay)
+
+
+def run_meta(config: TrainConfig, store: Store) -> dict:
+    """The facts a checkpoint must agree on with a resumed run or an evaluated store."""
+    return {"genes": list(config.genes), "fold": config.fold, "window": config.window or store.window,
+            "store": store_identity(store), "name": config.name or config.out.name, "seed": config.seed,
+            "block_size": config.block_size, "micro_batch": config.micro_batch}
+
+
+def check_same_run(found: dict, expected: dict, path: Path) -> None:
+    """Refuse to resume a checkpoint of another run."""
+    for key, value in expected.items():
+        if found.get(key) != value:
+            raise InputError(f"checkpoint {path}: was made with {key} {found.get(key)!r}, this run asks {value!r}; use another --out or drop --resume")
+
+
+def train(config: TrainConfig) -> TrainState:
+    """Fine-tune until early stopping or max epochs; returns the run's history and best epoch."""
+    distributed = Distributed(config.device)
+    store = Store(config.store)
+    window = config.window or store.window
+    check_window(window)
+    genes = list(config.genes)
+    if not genes:
+        raise InputError("no genes to train on; give --gene or --genes")
+    reader = GeneReader(config.store, window, config.read_path)
+    train_rows = {g: split_rows(store, g, config.fold, "train") for g in genes}
+    tune_rows = {g: split_rows(store, g, config.fold, "tune") for g in genes}
+    config.out.mkdir(parents=True, exist_ok=True)
+    meta = run_meta(config, store)
+    if distributed.main:
+        (config.out / "run.json").write_text(json.dumps({**meta, "config": _jsonable(asdict(config))}, indent=1))
+    model, optimizer, state = build_model(config, store, distributed)
+    step_model = torch.nn.parallel.DistributedDataParallel(model) if distributed.world_size > 1 else model
+    bar = tqdm(total=config.max_epochs, initial=state.epoch, desc="epochs", unit="epoch", file=sys.stderr,
+               disable=not (config.progress and distributed.main))
+    while state.epoch < config.max_epochs and state.stale_epochs < config.patience:
+        torch.manual_seed(config.seed * 100_003 + state.epoch)  # dropout draws depend only on (seed, epoch)
+        started = time.perf_counter()
+        blocks = rank_blocks(epoch_blocks(train_rows, state.epoch, config.seed, config.block_size),
+                             distributed.rank, distributed.world_size)
+        loss = run_epoch(step_model, optimizer, reader, micro_batches(blocks, config.micro_batch), config, distributed)
+        tune_r, tune_r2 = validate(model, reader, tune_rows, config, distributed)
+        record_epoch(state, loss, tune_r, tune_r2, time.perf_counter() - started, model, optimizer, config, meta, distributed)
+        bar.set_postfix(loss=f"{loss:.4f}", tune_r=f"{tune_r:.3f}", tune_r2=f"{tune_r2:.4f}")
+        bar.update()
+    bar.close()
+    del step_model
+    distributed.close()
+    return state
+
+
+def run_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, reader: GeneReader, batches: list,
+              config: TrainConfig, distributed: Distributed) -> float:
+    """One pass over this rank's micro-batches; the optimizer steps at the end of every block."""
+    model.train()
+    losses = []
+    steps = sum(b.step_end for b in batches)
+    for batch, onehot, target in iterate(reader, batches, config.workers, str(distributed.device)):
+        with autocast(distributed.device):
+            prediction = model(onehot).float()
+        loss = pairwise_loss(prediction, target)
+        if not torch.isfinite(loss):
+            raise TrainingError(f"loss is {loss.item()} on gene {batch.micro.gene_id} at optimizer step {len(losses) + 1} of {steps}; lower --lr or check the gene's targets")
+        syncing = batch.micro.step_end or not isinstance(model, torch.nn.parallel.DistributedDataParallel)
+        with nullcontext() if syncing else model.no_sync():  # DDP averages gradients once per block
+            (loss / batch.micro.block_parts).backward()
+        losses.append(loss.item())
+        if batch.micro.step_end:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+    mean = float(np.mean(losses)) if losses else math.nan
+    return float(np.mean(distributed.gather(mean)))
+
+
+def validate(model: Performer, reader: GeneReader, tune_rows: dict[str, np.ndarray], config: TrainConfig,
+             distributed: Distributed) -> tuple[float, float]:
+    """Mean over training genes of Pearson r and of R2 across tune people (genes shared out among ranks)."""
+    model.eval()
+    mine = dict(list(tune_rows.items())[distributed.rank :: distributed.world_size])
+    predictions = predict(model, reader, evaluation_batches(mine, config.micro_batch), distributed.device, config.workers)
+    scores = {gene: gene_metrics(p, t) for gene, (_, p, t) in predictions.items()}
+    merged = np.array([v for part in distributed.gather(scores) for v in part.values()], dtype=float).reshape(-1, 2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN genes (constant targets) give NaN, not a warning
+        r, r2 = np.nanmean(merged, axis=0) if len(merged) else (math.nan, math.nan)
+    return float(r), float(r2)
+
+
+def record_epoch(state: TrainState, loss: float, tune_r: float, tune_r2: float, seconds: float, model: Performer,
+                 optimizer: torch.optim.Optimizer, config: TrainConfig, meta: dict, distributed: Distributed) -> None:
+    """Log the epoch, update early stopping, and save the last (and maybe best) checkpoint atomically."""
+    improved = not math.isnan(tune_r2) and tune_r2 > state.best_r2
+    if improved:
+        state.best_r2, state.best_epoch, state.stale_epochs = tune_r2, state.epoch, 0
+    else:
+        state.stale_epochs += 1
+    entry = {"epoch": state.epoch, "train_loss": loss, "tune_r": tune_r, "tune_r2": tune_r2, "best_epoch": state.best_epoch,
+             "seconds": round(seconds, 3)}
+    state.history.append(entry)
+    state.epoch += 1
+    if distributed.main:
+        if improved:
+            save_checkpoint(config.out / "best.pt", model, {**meta, "epoch": entry["epoch"], "tune_r2": tune_r2})
+        save_checkpoint(config.out / "last.pt", model, meta,
+                        {"optimizer": optimizer.state_dict(), "state": json.dumps(asdict(state))})
+        write_atomically(config.out / "metrics.jsonl", "".join(json.dumps(e) + "\n" for e in state.history))
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Replace a text file in one step (a kill leaves the old or the new file, never half of one)."""
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(text)
+    os.replace(temporary, path)
+
+
+def _jsonable(values: dict) -> dict:
+    """Paths and tuples as JSON-friendly values."""
+    return {k: str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v for k, v in values.items()}

@@ -1,0 +1,104 @@
+"""The loader: the method's epoch rules, whole-block sharing among ranks, and two identical read paths."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pytest
+import torch
+
+from performer_store.loader import (
+    GeneReader,
+    epoch_blocks,
+    evaluation_batches,
+    iterate,
+    micro_batches,
+    rank_blocks,
+    split_rows,
+)
+from performer_store.store import Store
+
+
+def fake_rows(sizes: dict[str, int]) -> dict[str, np.ndarray]:
+    """Train people per gene: disjoint row numbers so every person is traceable."""
+    start, out = 0, {}
+    for gene, size in sizes.items():
+        out[gene] = np.arange(start, start + size)
+        start += size
+    return out
+
+
+def test_epoch_is_the_methods():
+    """536 people -> 4 blocks of 128 distinct people, redrawn each epoch; a 100-person gene -> one block of 100."""
+    rows = fake_rows({"A": 536, "B": 300, "C": 100})
+    epoch0 = epoch_blocks(rows, epoch=0, seed=1, block_size=128)
+    sizes = Counter(gene for gene, _ in epoch0)
+    assert sizes == {"A": 4, "B": 2, "C": 1}
+    for gene, block in epoch0:
+        assert set(block) <= set(rows[gene])
+        assert len(block) == (100 if gene == "C" else 128)
+    people_a = np.concatenate([b for g, b in epoch0 if g == "A"])
+    assert len(set(people_a)) == 512
+    epoch1 = epoch_blocks(rows, epoch=1, seed=1, block_size=128)
+    left_out = [set(rows["A"]) - set(np.concatenate([b for g, b in e if g == "A"])) for e in (epoch0, epoch1)]
+    assert len(left_out[0]) == len(left_out[1]) == 24 and left_out[0] != left_out[1]
+    assert [g for g, _ in epoch0] != sorted(g for g, _ in epoch0)  # genes interleaved, not in order
+    assert [b.tolist() for _, b in epoch_blocks(rows, 0, 1, 128)] == [b.tolist() for _, b in epoch0]  # seeded
+
+
+def test_ranks_take_whole_blocks_and_none_is_dropped():
+    """3 ranks over 7 blocks: 3 rounds, the first 2 blocks repeat; each rank's micro-batches are single-gene."""
+    rows = fake_rows({"A": 512, "B": 384})
+    blocks = epoch_blocks(rows, epoch=0, seed=0, block_size=128)
+    shares = [rank_blocks(blocks, rank, 3) for rank in range(3)]
+    assert [len(s) for s in shares] == [3, 3, 3]
+    seen = Counter(tuple(b.tolist()) for share in shares for _, b in share)
+    assert set(seen) == {tuple(b.tolist()) for _, b in blocks} and sorted(seen.values()) == [1] * 5 + [2] * 2
+    for share in shares:
+        batches = micro_batches(share, 32)
+        assert len(batches) == 12 and sum(b.step_end for b in batches) == 3
+        for batch in batches:
+            assert len(batch.rows) == 32 and batch.block_parts == 4
+            assert set(batch.rows) <= set(rows[batch.gene_id])
+
+
+@pytest.mark.parametrize("window", [None, 512])
+def test_read_paths_are_identical_for_every_person(tiny_store, window):
+    """The stored array and the expansion from the variant table give the same tensors (also cropped)."""
+    store = Store(tiny_store)
+    everyone = {g: np.arange(len(store.sample_id)) for g in store.genes.index}
+    batches = evaluation_batches(everyone, micro_batch=5)
+    stored = list(iterate(GeneReader(tiny_store, window, "stored"), batches))
+    expanded = list(iterate(GeneReader(tiny_store, window, "expand"), batches))
+    for (batch, x_stored, y_stored), (_, x_expanded, y_expanded) in zip(stored, expanded):
+        assert x_stored.dtype == torch.float16 and x_stored.shape == (len(batch.micro.rows), window or 1024, 4)
+        assert torch.equal(x_stored, x_expanded) and torch.equal(y_stored, y_expanded)
+    first = stored[0]
+    full = store.dosage_onehot(first[0].micro.gene_id, first[0].micro.rows)
+    offset = 512 - (window or 1024) // 2
+    np.testing.assert_array_equal(first[1].numpy(), full[:, offset : offset + (window or 1024)])
+
+
+def test_worker_processes_deliver_the_same_batches(tiny_store):
+    """DataLoader with 2 worker processes returns the batches of the in-process loader, in order."""
+    store = Store(tiny_store)
+    rows = {g: split_rows(store, g, 0, "train") for g in store.genes.index}
+    batches = micro_batches(epoch_blocks(rows, 0, 0, 8), 4)
+    for read_path in ("stored", "expand"):
+        reader = GeneReader(tiny_store, None, read_path)
+        alone = [(b.micro, x, y) for b, x, y in iterate(reader, batches, workers=0)]
+        pooled = [(b.micro, x, y) for b, x, y in iterate(reader, batches, workers=2)]
+        assert len(alone) == len(pooled) == len(batches)
+        for (m1, x1, y1), (m2, x2, y2) in zip(alone, pooled):
+            assert m1.gene_id == m2.gene_id and np.array_equal(m1.rows, m2.rows)
+            assert torch.equal(x1, x2) and torch.equal(y1, y2)
+
+
+def test_split_rows_exclude_nan_targets_and_other_splits(tiny_store):
+    """Train/tune/test rows of a fold partition the people with a target."""
+    store = Store(tiny_store)
+    gene = store.genes.index[0]
+    parts = [split_rows(store, gene, 1, s) for s in ("train", "tune", "test")]
+    assert sorted(np.concatenate(parts).tolist()) == list(range(len(store.sample_id)))
+    assert np.all(store.split(1)[parts[2]] == 2)

@@ -1,0 +1,249 @@
+"""Training: the loss, resume after a kill, guard rails, multi-process DDP (gloo), evaluation into the store."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import zarr
+from enformer_pytorch import Enformer
+from scipy.stats import pearsonr
+from sklearn.metrics import r2_score
+
+from conftest import pstore
+from performer_store.inputs import InputError
+from performer_store.loader import GeneReader, epoch_blocks, micro_batches, rank_blocks, split_rows
+from performer_store.model import CONFIGS, Performer, _prepare
+from performer_store.results import read_result
+from performer_store.store import Store
+from performer_store.train import Distributed, TrainConfig, TrainingError, pairwise_loss, run_epoch, train
+
+
+
+def test_pairwise_loss_against_a_double_loop():
+    """0.5 MSE + 0.5 mean over i<j of squared difference errors, NaN targets left out."""
+    rng = np.random.default_rng(0)
+    prediction, target = rng.normal(size=9), rng.normal(size=9)
+    target[[2, 6]] = np.nan
+    keep = ~np.isnan(target)
+    p, t = prediction[keep], target[keep]
+    pairs = [((p[i] - p[j]) - (t[i] - t[j])) ** 2 for i in range(len(p)) for j in range(i + 1, len(p))]
+    expected = 0.5 * np.mean((p - t) ** 2) + 0.5 * np.mean(pairs)
+    loss = pairwise_loss(torch.tensor(prediction), torch.tensor(target))
+    assert loss.item() == pytest.approx(expected, rel=1e-12)
+
+
+def genes(store: Path) -> tuple[str, ...]:
+    """The first two genes of a store."""
+    return tuple(Store(store).genes.index[:2])
+
+
+def tiny_config(store: Path, out: Path, **overrides) -> TrainConfig:
+    """A short run: 2 genes, micro-batches of 8, blocks of 16 people, 3 epochs."""
+    values = dict(store=store, genes=genes(store), fold=0, out=out, config="tiny", lr=1e-3, micro_batch=8, accumulation=2,
+                  max_epochs=3, patience=10, progress=False, device="cpu")
+    return TrainConfig(**{**values, **overrides})
+
+
+def history(run: Path) -> list[dict]:
+    """metrics.jsonl without timings."""
+    return [{k: v for k, v in json.loads(line).items() if k != "seconds"} for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def same_weights(first: Path, second: Path) -> bool:
+    """Two checkpoints hold identical tensors."""
+    a = torch.load(first, weights_only=True)["state_dict"]
+    b = torch.load(second, weights_only=True)["state_dict"]
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(sim_store, tmp_path_factory) -> Path:
+    """A 3-epoch run on the simulated store."""
+    run = tmp_path_factory.mktemp("runs") / "whole"
+    train(tiny_config(sim_store, run))
+    return run
+
+
+def test_run_writes_checkpoints_and_log(uninterrupted):
+    entries = history(uninterrupted)
+    assert [e["epoch"] for e in entries] == [0, 1, 2]
+    assert all(np.isfinite(e["train_loss"]) and np.isfinite(e["tune_r2"]) for e in entries)
+    assert (uninterrupted / "best.pt").is_file() and (uninterrupted / "last.pt").is_file()
+    best = max(range(3), key=lambda i: (entries[i]["tune_r2"], -i))
+    assert entries[-1]["best_epoch"] == best
+
+
+def test_resume_equals_an_uninterrupted_run(sim_store, uninterrupted, tmp_path):
+    """Stopping after 1 epoch and resuming to 3 gives the same weights and history (deterministic on CPU)."""
+    run = tmp_path / "resumed"
+    train(tiny_config(sim_store, run, max_epochs=1))
+    train(tiny_config(sim_store, run, resume=True))
+    assert history(run) == history(uninterrupted)
+    assert same_weights(run / "last.pt", uninterrupted / "last.pt")
+    assert same_weights(run / "best.pt", uninterrupted / "best.pt")
+
+
+def train_command(store: Path, run: Path) -> list[str]:
+    """`pstore train` of the short run, as a separate process."""
+    first, second = genes(store)
+    return [sys.executable, "-m", "performer_store", "train", "--store", str(store), "--gene", first, "--gene", second,
+            "--fold", "0", "--out", str(run), "--config", "tiny", "--lr", "1e-3", "--micro-batch", "8", "--accumulation", "2",
+            "--max-epochs", "3", "--patience", "10", "--device", "cpu", "--quiet"]
+
+
+def test_killed_run_resumes_to_the_same_result(sim_store, tmp_path):
+    """SIGKILL during the second epoch; `--resume` ends with the weights of an uninterrupted run (both commands
+    run the same way: CPU kernels are deterministic for a given process setup, not across setups)."""
+    whole = tmp_path / "whole"
+    subprocess.run(train_command(sim_store, whole), check=True, capture_output=True)
+    run = tmp_path / "killed"
+    args = train_command(sim_store, run)
+    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    log = run / "metrics.jsonl"
+    while process.poll() is None and not (log.is_file() and log.read_text().count("\n") >= 1):
+        time.sleep(0.005)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL and log.read_text().count("\n") < 3
+    subprocess.run(args + ["--resume"], check=True, capture_output=True)
+    assert history(run) == history(whole)
+    assert same_weights(run / "last.pt", whole / "last.pt") and same_weights(run / "best.pt", whole / "best.pt")
+
+
+def test_resume_refuses_another_run(sim_store, uninterrupted, tmp_path):
+    run = tmp_path / "other"
+    shutil.copytree(uninterrupted, run)
+    with pytest.raises(InputError, match="was made with fold 0, this run asks 1"):
+        train(tiny_config(sim_store, run, fold=1, resume=True))
+
+
+def test_non_finite_loss_names_gene_and_step(sim_store, tmp_path):
+    """An infinite target stops training with the gene and optimizer step named."""
+    store = tmp_path / "inf.zarr"
+    shutil.copytree(sim_store, store)
+    gene = genes(store)[1]
+    target = zarr.open_array(str(store / "genes" / gene / "target"), mode="r+")
+    target[:] = np.full(target.shape, np.inf, dtype=np.float32)
+    with pytest.raises(TrainingError, match=f"gene {gene} at optimizer step 1 of"):
+        train(tiny_config(store, tmp_path / "run", genes=(gene,)))
+
+
+def test_window_must_fit_the_store(sim_store, uninterrupted, tmp_path):
+    """Training at a wider window than the store's is refused; so is evaluating such a run."""
+    with pytest.raises(InputError, match="windows are 1024 bp"):
+        train(tiny_config(sim_store, tmp_path / "wide", window=2048))
+    meta_run = tmp_path / "wide_run"
+    shutil.copytree(uninterrupted, meta_run)
+    payload = torch.load(meta_run / "best.pt", weights_only=True)
+    meta = json.loads(payload["meta"])
+    payload["meta"] = json.dumps({**meta, "window": 2048})
+    torch.save(payload, meta_run / "best.pt")
+    message = pstore("evaluate", "--store", str(sim_store), "--run", str(meta_run), expect=1).output
+    assert "reads 2048 bp windows" in message and "--window 2048" in message
+
+
+def test_evaluate_writes_predictions_and_metrics(sim_store, uninterrupted, tmp_path):
+    """Predictions of the fold's tune/test people land in the store; r and R2 match scipy/sklearn on them."""
+    store_path = tmp_path / "eval.zarr"
+    shutil.copytree(sim_store, store_path)
+    output = pstore("evaluate", "--store", str(store_path), "--run", str(uninterrupted), "--device", "cpu").output
+    assert "HOP: 2 genes" in output and "HOGP: 1 genes" in output
+    store = Store(store_path)
+    for gene in store.genes.index:
+        arrays, attrs = read_result(store_path, gene, "whole")
+        assert attrs["kind"] == "performer" and attrs["folds"] == [0]
+        held = np.concatenate([split_rows(store, gene, 0, s) for s in ("tune", "test")])
+        assert np.isfinite(arrays["prediction"][0, held]).all()
+        assert np.isnan(np.delete(arrays["prediction"][0], held)).all() and np.isnan(arrays["prediction"][1:]).all()
+        test = split_rows(store, gene, 0, "test")
+        target = store.gene(gene)["target"][:]
+        prediction = arrays["prediction"][0, test]
+        assert arrays["r2"][0] == pytest.approx(r2_score(target[test], prediction), abs=1e-6)
+        expected_r = pearsonr(prediction, target[test]).statistic if np.ptp(prediction) > 0 else np.nan  # scipy: NaN
+        np.testing.assert_allclose(arrays["pearson_r"][0], expected_r, atol=1e-5, equal_nan=True)
+        assert list(arrays["status"]) == ["ok", "not run", "not run"]
+
+
+def test_base_enformer_is_scored_on_every_fold(sim_store, tmp_path):
+    """Base Enformer (CAGE track 4950, 3 centre bins) predicts every person; each fold gets its people."""
+    store_path = tmp_path / "base.zarr"
+    shutil.copytree(sim_store, store_path)
+    pstore("evaluate", "--store", str(store_path), "--base", "--config", "tiny", "--device", "cpu")
+    store = Store(store_path)
+    gene = genes(store_path)[0]
+    arrays, attrs = read_result(store_path, gene, "enformer")
+    assert attrs["track"] == 4950 and attrs["folds"] == [0, 1, 2]
+    for fold in range(3):
+        held = np.concatenate([split_rows(store, gene, fold, s) for s in ("tune", "test")])
+        assert np.isfinite(arrays["prediction"][fold, held]).all()
+
+
+def _ddp_rank(rank: int, world_size: int, store: str, port: int, out: str) -> None:
+    """One gloo rank: one optimizer step over its whole block; rank 0 saves the weights after the step."""
+    os.environ.update(WORLD_SIZE=str(world_size), RANK=str(rank), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    distributed = Distributed("cpu")
+    config = tiny_config(Path(store), Path(out))
+    model = ddp_test_model()
+    ddp = torch.nn.parallel.DistributedDataParallel(model)
+    batches = micro_batches(rank_blocks(two_blocks(Path(store)), rank, world_size), config.micro_batch)
+    genes = Store(Path(store)).genes.index
+    for batch in batches:  # every micro-batch holds people of one gene, from that gene's train split
+        assert batch.gene_id in genes and len(set(batch.rows)) == len(batch.rows)
+    run_epoch(ddp, sgd(model), GeneReader(Path(store)), batches, config, distributed)
+    if rank == 0:
+        torch.save(model.state_dict(), Path(out) / "ddp.pt")
+    del ddp  # its reducer holds the process group: drop it before destroying the group
+    distributed.close()
+
+
+def sgd(model: Performer) -> torch.optim.Optimizer:
+    """Plain SGD with lr 1: the step is the (clipped) gradient itself, so weights compare gradients.
+    (Adam's first step is lr x sign(gradient), which flips on rounding noise for near-zero gradients.)"""
+    return torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1.0)
+
+
+def ddp_test_model() -> Performer:
+    """A tiny Performer without any dropout, so that ranks and a single process compute the same thing."""
+    torch.manual_seed(0)
+    enformer = Enformer.from_hparams(**{**CONFIGS["tiny"], "attn_dropout": 0.0, "pos_dropout": 0.0}, target_length=-1)
+    return Performer(_prepare(enformer))
+
+
+def two_blocks(store: Path) -> list:
+    """The first two blocks of epoch 0 of the two tiny genes."""
+    s = Store(store)
+    rows = {g: split_rows(s, g, 0, "train") for g in genes(store)}
+    return epoch_blocks(rows, 0, 0, 16)[:2]
+
+
+def test_ddp_on_two_gloo_processes_equals_one_process(sim_store, tmp_path):
+    """2 ranks x 1 block with DDP's gradient averaging = one process stepping once on both blocks' mean gradient."""
+    import torch.multiprocessing as mp
+
+    port = 29500 + os.getpid() % 1000
+    mp.spawn(_ddp_rank, args=(2, str(sim_store), port, str(tmp_path)), nprocs=2, join=True)
+    single = ddp_test_model()
+    config = tiny_config(sim_store, tmp_path)
+    blocks = two_blocks(sim_store)
+    both = micro_batches([(blocks[0][0], blocks[0][1])], config.micro_batch) + micro_batches([(blocks[1][0], blocks[1][1])], config.micro_batch)
+    parts = len(both)
+    both = [b.__class__(b.gene_id, b.rows, i == parts - 1, parts) for i, b in enumerate(both)]
+    before = {k: v.clone() for k, v in single.state_dict().items()}
+    run_epoch(single, sgd(single), GeneReader(sim_store), both, config, Distributed("cpu"))
+    distributed_state = torch.load(tmp_path / "ddp.pt", weights_only=True)
+    moved = 0
+    for name, value in single.state_dict().items():
+        torch.testing.assert_close(distributed_state[name], value, rtol=1e-5, atol=1e-6, msg=name)
+        moved += not torch.equal(value, before[name])
+    assert moved > 50  # the step changed the weights, so equal weights mean equal gradients
