@@ -114,7 +114,8 @@ def build(store: Path, fasta: Path, vcf: Path, gtf: Path, expression: Path, tiss
 @main.command()
 @click.argument("store", type=PathArg)
 def info(store: Path) -> None:
-    """People, genes, variants per gene, size on disk and compression of a store."""
+    """People, genes, variants per gene, size on disk and compression of a store, and its models' results."""
+    from .compare import model_summary
     from .validate import describe_store
 
     summary, table = describe_store(store)
@@ -122,6 +123,10 @@ def info(store: Path) -> None:
         click.echo(f"{key:>36}: {value}")
     click.echo("")
     click.echo(table.to_string(index=False))
+    models = model_summary(store)
+    if len(models):
+        click.echo("\nmodels (test-set metrics, mean over genes and folds):")
+        click.echo(models.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
 
 
 @main.command()

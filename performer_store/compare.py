@@ -108,3 +108,16 @@ def write_table(table: pd.DataFrame, out: Path) -> None:
         table.to_parquet(out, index=False)
     else:
         raise InputError(f"--out {out}: give a .tsv or .parquet file name")
+
+
+def model_summary(path: Path) -> pd.DataFrame:
+    """One row per model in the store: kind, genes and folds with results, mean test r and R2 over them."""
+    folds = fold_metrics(Store(path))
+    grouped = folds.groupby("model")
+    return pd.DataFrame({
+        "kind": grouped["kind"].first(),
+        "genes": grouped["gene_id"].nunique(),
+        "folds": grouped["fold"].agg(lambda f: ",".join(str(x) for x in sorted(set(f)))),
+        "mean_r": grouped["pearson_r"].mean(),
+        "mean_r2": grouped["r2"].mean(),
+    }).reset_index()

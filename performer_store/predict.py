@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
+import warnings
 from contextlib import nullcontext
 from typing import Callable, Sequence
 
 import numpy as np
 import torch
-from scipy.stats import pearsonr
+from scipy.stats import NearConstantInputWarning, pearsonr
 from sklearn.metrics import r2_score
 
 from .loader import GeneReader, MicroBatch, iterate
@@ -37,5 +38,7 @@ def gene_metrics(prediction: np.ndarray, target: np.ndarray) -> tuple[float, flo
     prediction, target = prediction[keep], target[keep]
     if len(target) < 2 or np.ptp(target) == 0:
         return math.nan, math.nan
-    r = math.nan if np.ptp(prediction) == 0 else float(pearsonr(prediction, target).statistic)
+    with warnings.catch_warnings():  # near-constant predictions (early in training) are scored, not warned about
+        warnings.simplefilter("ignore", NearConstantInputWarning)
+        r = math.nan if np.ptp(prediction) == 0 else float(pearsonr(prediction, target).statistic)
     return r, float(r2_score(target, prediction))

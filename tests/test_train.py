@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -172,6 +173,8 @@ def test_evaluate_writes_predictions_and_metrics(sim_store, uninterrupted, tmp_p
         expected_r = pearsonr(prediction, target[test]).statistic if np.ptp(prediction) > 0 else np.nan  # scipy: NaN
         np.testing.assert_allclose(arrays["pearson_r"][0], expected_r, atol=1e-5, equal_nan=True)
         assert list(arrays["status"]) == ["ok", "not run", "not run"]
+    info = pstore("info", str(store_path)).output
+    assert "models (test-set metrics" in info and re.search(r"whole\s+performer\s+3\s+0\s", info)
 
 
 def test_base_enformer_is_scored_on_every_fold(sim_store, tmp_path):
