@@ -9,19 +9,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pandas as pd
-import torch
 
-from . import schemas
 from .inputs import InputError
 from .loader import GeneReader, evaluation_batches, split_rows
 from .model import CAGE_TRACKS, cage_prediction, check_window, enformer_from_config, enformer_from_weights, load_checkpoint
 from .predict import gene_metrics, predict
-from .results import write_result
+from .results import blank_result, write_result
 from .store import Store
 from .train import choose_device, store_identity
 
@@ -57,9 +55,7 @@ def score_fold(store: Store, gene_id: str, fold: int, rows: np.ndarray, predicti
 
 def fold_values(store: Store, fold: int, row: np.ndarray, r: float, r2: float, status: str) -> dict[str, np.ndarray]:
     """RESULT arrays with one fold filled in."""
-    n_folds = store.root["sample_split"].shape[0]
-    values = {"prediction": np.full((n_folds, len(row)), np.nan, np.float32), "pearson_r": np.full(n_folds, np.nan, np.float32),
-              "r2": np.full(n_folds, np.nan, np.float32), "status": np.full(n_folds, "not run", dtype=object)}
+    values = blank_result({"folds": store.root["sample_split"].shape[0], "samples": len(row)})
     values["prediction"][fold], values["pearson_r"][fold], values["r2"][fold], values["status"][fold] = row, r, r2, status
     return values
 
@@ -106,8 +102,7 @@ def evaluate_base(config: EvaluateConfig, weights: Path | None, model_config: st
     genes = list(config.genes) or list(store.genes.index)
     everyone = {g: np.flatnonzero(~np.isnan(store.gene(g)["target"][:])) for g in genes}
     reader = GeneReader(config.store, window, config.read_path)
-    predict_track: Callable[[torch.Tensor], torch.Tensor] = lambda x: cage_prediction(enformer, x, track)
-    predictions = predict(predict_track, reader, evaluation_batches(everyone, config.micro_batch), device, config.workers)
+    predictions = predict(partial(cage_prediction, enformer, track=track), reader, evaluation_batches(everyone, config.micro_batch), device, config.workers)
     n_folds = store.root["sample_split"].shape[0]
     records = []
     for gene_id in genes:
