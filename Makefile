@@ -32,6 +32,7 @@ demo: $(STAMP)
 	  --fasta $(DEMO)/cohort/reference.fa --vcf $(DEMO)/cohort/genotypes.vcf.gz \
 	  --gtf $(DEMO)/cohort/annotation.gtf.gz --expression $(DEMO)/cohort/expression.bed.gz
 	$(BIN)/pstore info $(DEMO)/whole_blood.zarr
+	$(BIN)/python -m performer_store.demo $(DEMO)
 
 test: $(STAMP) sysdeps
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) -q
