@@ -11,13 +11,16 @@ import math
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
+from enformer_pytorch import Enformer
 
 from .inputs import InputError
-from .loader import GeneReader, evaluation_batches, split_rows
-from .model import CAGE_TRACKS, cage_prediction, check_window, enformer_from_config, enformer_from_weights, load_checkpoint
+from .loader import BatchLoader, GeneReader, evaluation_batches, split_rows
+from .model import (CAGE_TRACKS, Performer, cage_prediction, check_window, enformer_from_config, enformer_from_weights,
+                    load_checkpoint)
 from .predict import gene_metrics, predict
 from .results import blank_result, write_result
 from .store import Store
@@ -60,22 +63,40 @@ def fold_values(store: Store, fold: int, row: np.ndarray, r: float, r2: float, s
     return values
 
 
+def load_run(run: Path, store: Store) -> tuple[Performer, dict[str, Any]]:
+    """A run's best checkpoint and metadata; refused when its window is wider than the store's or its name is reserved."""
+    model, meta, _ = load_checkpoint(Path(run) / "best.pt")
+    if meta["window"] > store.window:
+        raise InputError(f"run {run}: its model reads {meta['window']} bp windows but store {store.path} holds {store.window} bp; build the store with --window {meta['window']}")
+    if meta["name"] in RESERVED_NAMES:
+        raise InputError(f"run {run}: its name {meta['name']!r} is reserved for a baseline; retrain with --name")
+    return model, meta
+
+
+def load_base(store: Store, weights: Path | None, model_config: str | None, track: int | None,
+              window: int | None) -> tuple[Enformer, int, int]:
+    """Base Enformer (local weights, or a random-init named config), its CAGE track (default by tissue) and window."""
+    track = track if track is not None else CAGE_TRACKS.get(store.attrs["tissue"])
+    if track is None:
+        raise InputError(f"no default CAGE track for tissue {store.attrs['tissue']!r}; give --track (4950 = CAGE:blood, 4980 = CAGE:brain)")
+    window = window or store.window
+    check_window(window)
+    enformer = enformer_from_weights(weights) if weights else enformer_from_config(model_config or "tiny")
+    return enformer, track, window
+
+
 def evaluate_run(config: EvaluateConfig, run: Path) -> pd.DataFrame:
     """Predict held-out people of every chosen gene with a run's best checkpoint; write results; return metrics."""
-    model, meta, _ = load_checkpoint(Path(run) / "best.pt")
     store = Store(config.store)
-    if meta["window"] > store.window:
-        raise InputError(f"run {run}: its model reads {meta['window']} bp windows but store {config.store} holds {store.window} bp; build the store with --window {meta['window']}")
+    model, meta = load_run(run, store)
     name = meta["name"]
-    if name in RESERVED_NAMES:
-        raise InputError(f"run {run}: its name {name!r} is reserved for a baseline; retrain with --name")
     same_store = meta["store"] == store_identity(store)
     genes = list(config.genes) or list(store.genes.index)
     device = choose_device(config.device)
     model = model.to(device).eval()
     reader = GeneReader(config.store, meta["window"], config.read_path)
     rows = {g: np.concatenate(list(held_out_rows(store, g, meta["fold"]).values())) for g in genes}
-    predictions = predict(model, reader, evaluation_batches(rows, config.micro_batch), device, config.workers)
+    predictions = predict(model, BatchLoader(reader, config.workers, device), evaluation_batches(rows, config.micro_batch))
     records = []
     for gene_id in genes:
         gene_rows, prediction, _ = predictions.get(gene_id, (np.zeros(0, int), np.zeros(0), np.zeros(0)))
@@ -91,18 +112,14 @@ def evaluate_base(config: EvaluateConfig, weights: Path | None, model_config: st
                   window: int | None = None) -> pd.DataFrame:
     """Base Enformer's CAGE prediction for every person, scored per fold on the same people as every model."""
     store = Store(config.store)
-    track = track if track is not None else CAGE_TRACKS.get(store.attrs["tissue"])
-    if track is None:
-        raise InputError(f"no default CAGE track for tissue {store.attrs['tissue']!r}; give --track (4950 = CAGE:blood, 4980 = CAGE:brain)")
-    window = window or store.window
-    check_window(window)
-    enformer = enformer_from_weights(weights) if weights else enformer_from_config(model_config or "tiny")
+    enformer, track, window = load_base(store, weights, model_config, track, window)
     device = choose_device(config.device)
     enformer = enformer.to(device).eval()
     genes = list(config.genes) or list(store.genes.index)
     everyone = {g: np.flatnonzero(~np.isnan(store.gene(g)["target"][:])) for g in genes}
     reader = GeneReader(config.store, window, config.read_path)
-    predictions = predict(partial(cage_prediction, enformer, track=track), reader, evaluation_batches(everyone, config.micro_batch), device, config.workers)
+    predictions = predict(partial(cage_prediction, enformer, track=track), BatchLoader(reader, config.workers, device),
+                          evaluation_batches(everyone, config.micro_batch))
     n_folds = store.root["sample_split"].shape[0]
     records = []
     for gene_id in genes:

@@ -54,26 +54,27 @@ class Batch:
     onehot: torch.Tensor | None = None  # (B, window, 4) float16, stored path
     reference: torch.Tensor | None = None  # (window, 4) float16, expand path
     flat: torch.Tensor | None = None  # (K,) long indices into a flattened (window * 4) one-hot
-    changes: torch.Tensor | None = None  # (B, K) float16
+    values: torch.Tensor | None = None  # (B, K) float16: each person's one-hot at those indices
 
     def pin_memory(self) -> "Batch":
         """Page-locked copies of the tensors, for non-blocking copies to CUDA."""
         return Batch(self.micro, self.target.pin_memory(),
-                     *(t.pin_memory() if t is not None else None for t in (self.onehot, self.reference, self.flat, self.changes)))
+                     *(t.pin_memory() if t is not None else None for t in (self.onehot, self.reference, self.flat, self.values)))
 
     def to(self, device: torch.device | str, non_blocking: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         """(dosage one-hots (B, window, 4) float16, targets (B,)) on `device`; compact batches expand there."""
         target = self.target.to(device, non_blocking=non_blocking)
         if self.onehot is not None:
             return self.onehot.to(device, non_blocking=non_blocking), target
-        reference, flat, changes = (t.to(device, non_blocking=non_blocking) for t in (self.reference, self.flat, self.changes))
-        return expand(reference, flat, changes), target
+        reference, flat, values = (t.to(device, non_blocking=non_blocking) for t in (self.reference, self.flat, self.values))
+        return expand(reference, flat, values), target
 
 
-def expand(reference: torch.Tensor, flat: torch.Tensor, changes: torch.Tensor) -> torch.Tensor:
-    """Dosage one-hots from the reference and per-person changes: a broadcast copy and one scatter-add."""
-    out = reference.unsqueeze(0).expand(changes.shape[0], -1, -1).clone()
-    out.view(changes.shape[0], -1)[:, flat] += changes
+def expand(reference: torch.Tensor, flat: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """Dosage one-hots from the reference and each person's values where people differ: a broadcast copy and
+    one index copy (runs wherever the tensors are; on CUDA the windows are built on the GPU)."""
+    out = reference.unsqueeze(0).expand(values.shape[0], -1, -1).clone()
+    out.view(values.shape[0], -1).index_copy_(1, flat, values)
     return out
 
 
@@ -88,12 +89,22 @@ def split_rows(store: Store, gene_id: str, fold: int, split: str) -> np.ndarray:
     return np.flatnonzero((store.split(fold) == schemas.SPLIT_CODES[split]) & ~np.isnan(target))
 
 
-def epoch_blocks(train_rows: dict[str, np.ndarray], epoch: int, seed: int, block_size: int) -> list[tuple[str, np.ndarray]]:
+def epoch_blocks(train_rows: dict[str, np.ndarray], epoch: int, seed: int, block_size: int,
+                 chunk: int | None = None) -> list[tuple[str, np.ndarray]]:
     """The method's epoch: per gene the largest multiple of block_size of its people, drawn afresh, in blocks;
-    blocks of all genes shuffled together. A gene with fewer people than a block gives one smaller block."""
+    blocks of all genes shuffled together. A gene with fewer people than a block gives one smaller block.
+
+    With `chunk` (people per stored chunk), people are drawn chunk by chunk (chunks in a fresh random order,
+    people within a chunk too), so a micro-batch reads two or three chunks instead of most of the gene's; the
+    store's people order is itself a seeded shuffle, so chunk-mates are a random set.
+    """
     blocks = []
     for index, (gene_id, rows) in enumerate(train_rows.items()):
-        drawn = np.random.default_rng([seed, epoch, index]).permutation(rows)
+        rng = np.random.default_rng([seed, epoch, index])
+        drawn = rng.permutation(rows)
+        if chunk:
+            chunk_rank = rng.permutation(int(rows.max()) // chunk + 1 if len(rows) else 0)
+            drawn = drawn[np.argsort(chunk_rank[drawn // chunk], kind="stable")]
         usable = max(len(drawn) // block_size * block_size, min(len(drawn), block_size))
         blocks += [(gene_id, drawn[i : i + block_size]) for i in range(0, usable, block_size)]
     order = np.random.default_rng([seed, epoch]).permutation(len(blocks))
@@ -164,14 +175,14 @@ class GeneReader:
         target = torch.from_numpy(group["target"].get_orthogonal_selection(batch.rows).astype(np.float32))
         crop = slice(self.offset, self.offset + self.window)
         if self.read_path == "stored":
-            delta = group["dosage_onehot_delta"].get_orthogonal_selection((batch.rows, crop, slice(None)))
+            delta = read_rows(group["dosage_onehot_delta"], batch.rows, crop)
             onehot = torch.from_numpy(add_reference(delta, group["reference_onehot"][crop]))
             return Batch(batch, target, onehot=onehot)
-        reference, flat, changes = self.compact(batch.gene_id)
-        return Batch(batch, target, reference=reference, flat=flat, changes=changes[torch.from_numpy(batch.rows.astype(np.int64))])
+        reference, flat, values = self.compact(batch.gene_id)
+        return Batch(batch, target, reference=reference, flat=flat, values=values[torch.from_numpy(batch.rows.astype(np.int64))])
 
     def compact(self, gene_id: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """A gene's reference (window, 4), changed flat positions (K,) and every person's changes (people, K)."""
+        """A gene's reference (window, 4), the flat positions where anyone differs (K,), everyone's values there."""
         if gene_id not in self._compact:
             group = self.group(gene_id)
             reference = group["reference_onehot"][:]
@@ -181,38 +192,70 @@ class GeneReader:
             alts = base_codes(group["variant_allele"][:, 1]) if len(offsets) else np.zeros(0, np.int8)
             flat, changes = dosage_changes(reference, offsets, alts, haplotype_carriers(calls, offsets))
             keep = (flat >= self.offset * 4) & (flat < (self.offset + self.window) * 4)
+            values = (reference.reshape(-1)[flat[keep]].astype(np.float32) + changes[:, keep]).astype(np.float16)
             self._compact[gene_id] = (torch.from_numpy(reference[self.offset : self.offset + self.window].copy()),
-                                      torch.from_numpy(flat[keep] - self.offset * 4), torch.from_numpy(changes[:, keep]))
+                                      torch.from_numpy(flat[keep] - self.offset * 4), torch.from_numpy(values))
             if len(self._compact) > GENE_CACHE:
                 self._compact.popitem(last=False)
         self._compact.move_to_end(gene_id)
         return self._compact[gene_id]
 
 
-class MicroBatches(torch.utils.data.Dataset):
-    """A fixed list of micro-batches read by a GeneReader; use with DataLoader(batch_size=None)."""
+def read_rows(array: zarr.Array, rows: np.ndarray, crop: slice) -> np.ndarray:
+    """Rows (sorted) of a people-chunked array, read chunk by chunk as slices (Zarr's orthogonal selection
+    of scattered rows costs ~10x more than slicing the same chunks)."""
+    size = array.chunks[0]
+    chunk = rows // size
+    parts = []
+    for index in np.unique(chunk):
+        block = array[index * size : (index + 1) * size, crop]
+        parts.append(block[rows[chunk == index] - index * size])
+    return np.concatenate(parts) if parts else np.zeros((0, crop.stop - crop.start, 4), np.float16)
 
-    def __init__(self, reader: GeneReader, batches: Sequence[MicroBatch]):
-        self.reader = reader
-        self.batches = list(batches)
+
+class _Plan(torch.utils.data.Sampler):
+    """The micro-batches of the current pass, handed to DataLoader as its 'indices' (set before each pass)."""
+
+    def __init__(self) -> None:
+        self.batches: list[MicroBatch] = []
+
+    def __iter__(self) -> Iterator[MicroBatch]:
+        return iter(self.batches)
 
     def __len__(self) -> int:
         return len(self.batches)
 
-    def __getitem__(self, index: int) -> Batch:
-        return self.reader.read(self.batches[index])
+
+class _Reads(torch.utils.data.Dataset):
+    """A 'dataset' whose keys are MicroBatch plans, read by a GeneReader."""
+
+    def __init__(self, reader: GeneReader):
+        self.reader = reader
+
+    def __getitem__(self, batch: MicroBatch) -> Batch:
+        return self.reader.read(batch)
 
 
-def loader(reader: GeneReader, batches: Sequence[MicroBatch], workers: int = 0, pin_memory: bool = False) -> torch.utils.data.DataLoader:
-    """A DataLoader over micro-batches in the given order (the epoch plan already shuffled them)."""
-    return torch.utils.data.DataLoader(MicroBatches(reader, batches), batch_size=None, shuffle=False,
-                                       num_workers=workers, pin_memory=pin_memory,
-                                       persistent_workers=False, prefetch_factor=4 if workers else None)
+class BatchLoader:
+    """Reads planned micro-batches ahead with DataLoader workers that live as long as the loader, so their
+    per-gene caches (open arrays, compact forms) last across epochs; batches arrive on `device`."""
+
+    def __init__(self, reader: GeneReader, workers: int = 0, device: str | torch.device = "cpu"):
+        self.device = torch.device(device)
+        self.plan = _Plan()
+        pin = self.device.type == "cuda"
+        self.loader = torch.utils.data.DataLoader(_Reads(reader), batch_size=None, sampler=self.plan, num_workers=workers,
+                                                  pin_memory=pin, persistent_workers=workers > 0,
+                                                  prefetch_factor=4 if workers else None)
+
+    def __call__(self, batches: Sequence[MicroBatch]) -> Iterator[tuple[Batch, torch.Tensor, torch.Tensor]]:
+        """(batch, dosage one-hots, targets) for each planned micro-batch, in order."""
+        self.plan.batches = list(batches)
+        for batch in self.loader:
+            onehot, target = batch.to(self.device, non_blocking=self.device.type == "cuda")
+            yield batch, onehot, target
 
 
 def iterate(reader: GeneReader, batches: Sequence[MicroBatch], workers: int = 0, device: str = "cpu") -> Iterator[tuple[Batch, torch.Tensor, torch.Tensor]]:
-    """(batch, dosage one-hots, targets) on `device`, read ahead by `workers` processes."""
-    pin = torch.device(device).type == "cuda"
-    for batch in loader(reader, batches, workers, pin_memory=pin):
-        onehot, target = batch.to(device, non_blocking=pin)
-        yield batch, onehot, target
+    """One pass over planned micro-batches (a BatchLoader used once)."""
+    yield from BatchLoader(reader, workers, device)(batches)

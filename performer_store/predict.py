@@ -12,7 +12,7 @@ import torch
 from scipy.stats import NearConstantInputWarning, pearsonr
 from sklearn.metrics import r2_score
 
-from .loader import GeneReader, MicroBatch, iterate
+from .loader import BatchLoader, MicroBatch
 
 
 def autocast(device: torch.device):
@@ -21,12 +21,12 @@ def autocast(device: torch.device):
 
 
 @torch.no_grad()
-def predict(model: Callable[[torch.Tensor], torch.Tensor], reader: GeneReader, batches: Sequence[MicroBatch],
-            device: torch.device, workers: int = 0) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+def predict(model: Callable[[torch.Tensor], torch.Tensor], loader: BatchLoader,
+            batches: Sequence[MicroBatch]) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """Per gene: (store rows, predictions, targets) of every person in the batches."""
     out: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
-    for batch, onehot, target in iterate(reader, batches, workers, str(device)):
-        with autocast(device):
+    for batch, onehot, target in loader(batches):
+        with autocast(loader.device):
             prediction = model(onehot).float()
         out.setdefault(batch.micro.gene_id, []).append((batch.micro.rows, prediction.cpu().numpy(), target.cpu().numpy()))
     return {gene: tuple(np.concatenate(parts) for parts in zip(*chunks)) for gene, chunks in out.items()}

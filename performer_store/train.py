@@ -25,7 +25,8 @@ import torch.distributed as dist
 from tqdm.auto import tqdm
 
 from .inputs import InputError
-from .loader import GeneReader, epoch_blocks, evaluation_batches, iterate, micro_batches, rank_blocks, split_rows
+from . import schemas
+from .loader import BatchLoader, GeneReader, epoch_blocks, evaluation_batches, micro_batches, rank_blocks, split_rows
 from .model import Performer, check_window, enformer_from_config, enformer_from_weights, load_checkpoint, save_checkpoint
 from .predict import autocast, gene_metrics, predict
 from .store import Store
@@ -189,6 +190,9 @@ def train(config: TrainConfig) -> TrainState:
     meta = run_meta(config, store)
     if distributed.main:
         (config.out / "run.json").write_text(json.dumps({**meta, "config": _jsonable(asdict(config))}, indent=1))
+    chunk = schemas.PEOPLE_PER_CHUNK if config.read_path == "stored" else None  # stored reads: chunk-local draws
+    train_loader = BatchLoader(reader, config.workers, distributed.device)
+    tune_loader = BatchLoader(reader, config.workers, distributed.device)
     model, optimizer, state = build_model(config, store, distributed)
     step_model = torch.nn.parallel.DistributedDataParallel(model) if distributed.world_size > 1 else model
     bar = tqdm(total=config.max_epochs, initial=state.epoch, desc="epochs", unit="epoch", file=sys.stderr,
@@ -196,10 +200,10 @@ def train(config: TrainConfig) -> TrainState:
     while state.epoch < config.max_epochs and state.stale_epochs < config.patience:
         torch.manual_seed(config.seed * 100_003 + state.epoch)  # dropout draws depend only on (seed, epoch)
         started = time.perf_counter()
-        blocks = rank_blocks(epoch_blocks(train_rows, state.epoch, config.seed, config.block_size),
+        blocks = rank_blocks(epoch_blocks(train_rows, state.epoch, config.seed, config.block_size, chunk),
                              distributed.rank, distributed.world_size)
-        loss = run_epoch(step_model, optimizer, reader, micro_batches(blocks, config.micro_batch), config, distributed)
-        tune_r, tune_r2 = validate(model, reader, tune_rows, config, distributed)
+        loss = run_epoch(step_model, optimizer, train_loader, micro_batches(blocks, config.micro_batch), config, distributed)
+        tune_r, tune_r2 = validate(model, tune_loader, tune_rows, config, distributed)
         record_epoch(state, loss, tune_r, tune_r2, time.perf_counter() - started, model, optimizer, config, meta, distributed)
         bar.set_postfix(loss=f"{loss:.4f}", tune_r=f"{tune_r:.3f}", tune_r2=f"{tune_r2:.4f}")
         bar.update()
@@ -209,13 +213,13 @@ def train(config: TrainConfig) -> TrainState:
     return state
 
 
-def run_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, reader: GeneReader, batches: list,
+def run_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, loader: BatchLoader, batches: list,
               config: TrainConfig, distributed: Distributed) -> float:
     """One pass over this rank's micro-batches; the optimizer steps at the end of every block."""
     model.train()
     losses = []
     steps = sum(b.step_end for b in batches)
-    for batch, onehot, target in iterate(reader, batches, config.workers, str(distributed.device)):
+    for batch, onehot, target in loader(batches):
         with autocast(distributed.device):
             prediction = model(onehot).float()
         loss = pairwise_loss(prediction, target)
@@ -233,12 +237,12 @@ def run_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, reader: 
     return float(np.mean(distributed.gather(mean)))
 
 
-def validate(model: Performer, reader: GeneReader, tune_rows: dict[str, np.ndarray], config: TrainConfig,
+def validate(model: Performer, loader: BatchLoader, tune_rows: dict[str, np.ndarray], config: TrainConfig,
              distributed: Distributed) -> tuple[float, float]:
     """Mean over training genes of Pearson r and of R2 across tune people (genes shared out among ranks)."""
     model.eval()
     mine = dict(list(tune_rows.items())[distributed.rank :: distributed.world_size])
-    predictions = predict(model, reader, evaluation_batches(mine, config.micro_batch), distributed.device, config.workers)
+    predictions = predict(model, loader, evaluation_batches(mine, config.micro_batch))
     scores = {gene: gene_metrics(p, t) for gene, (_, p, t) in predictions.items()}
     merged = np.array([v for part in distributed.gather(scores) for v in part.values()], dtype=float).reshape(-1, 2)
     with warnings.catch_warnings():

@@ -102,3 +102,32 @@ def test_split_rows_exclude_nan_targets_and_other_splits(tiny_store):
     parts = [split_rows(store, gene, 1, s) for s in ("train", "tune", "test")]
     assert sorted(np.concatenate(parts).tolist()) == list(range(len(store.sample_id)))
     assert np.all(store.split(1)[parts[2]] == 2)
+
+
+def test_chunk_grouped_draws_keep_the_epoch_rules():
+    """Drawing chunk by chunk: still the largest multiple of the block, distinct people, a fresh draw each
+    epoch, and each 32-person micro-batch spans at most 3 of the 32-person chunks (chunks hold ~25 of them)."""
+    rows = {"A": np.sort(np.random.default_rng(0).choice(700, 536, replace=False))}
+    plans = [epoch_blocks(rows, epoch, 0, 128, chunk=32) for epoch in (0, 1)]
+    for plan in plans:
+        people = np.concatenate([b for _, b in plan])
+        assert len(plan) == 4 and len(set(people)) == 512 and set(people) <= set(rows["A"])
+        for batch in micro_batches(plan, 32):
+            assert len(np.unique(batch.rows // 32)) <= 3
+    assert {tuple(b) for _, b in plans[0]} != {tuple(b) for _, b in plans[1]}
+
+
+def test_persistent_workers_follow_new_plans(tiny_store):
+    """One BatchLoader with 2 persistent workers serves successive plans (epochs) in order."""
+    from performer_store.loader import BatchLoader
+
+    store = Store(tiny_store)
+    rows = {g: split_rows(store, g, 0, "train") for g in store.genes.index}
+    reader = GeneReader(tiny_store, None, "expand")
+    loader = BatchLoader(reader, workers=2)
+    for epoch in range(2):
+        batches = micro_batches(epoch_blocks(rows, epoch, 0, 8), 4)
+        served = [(b.micro.gene_id, b.micro.rows.tolist(), x) for b, x, _ in loader(batches)]
+        assert [(g, r) for g, r, _ in served] == [(b.gene_id, b.rows.tolist()) for b in batches]
+        for (gene, people, x), batch in zip(served, batches):
+            assert torch.equal(x, torch.from_numpy(store.dosage_onehot(gene, np.array(people))))

@@ -22,7 +22,7 @@ from sklearn.metrics import r2_score
 
 from conftest import pstore
 from performer_store.inputs import InputError
-from performer_store.loader import GeneReader, epoch_blocks, micro_batches, rank_blocks, split_rows
+from performer_store.loader import BatchLoader, GeneReader, epoch_blocks, micro_batches, rank_blocks, split_rows
 from performer_store.model import CONFIGS, Performer, _prepare
 from performer_store.results import read_result
 from performer_store.store import Store
@@ -203,7 +203,7 @@ def _ddp_rank(rank: int, world_size: int, store: str, port: int, out: str) -> No
     genes = Store(Path(store)).genes.index
     for batch in batches:  # every micro-batch holds people of one gene, from that gene's train split
         assert batch.gene_id in genes and len(set(batch.rows)) == len(batch.rows)
-    run_epoch(ddp, sgd(model), GeneReader(Path(store)), batches, config, distributed)
+    run_epoch(ddp, sgd(model), BatchLoader(GeneReader(Path(store))), batches, config, distributed)
     if rank == 0:
         torch.save(model.state_dict(), Path(out) / "ddp.pt")
     del ddp  # its reducer holds the process group: drop it before destroying the group
@@ -243,7 +243,7 @@ def test_ddp_on_two_gloo_processes_equals_one_process(sim_store, tmp_path):
     parts = len(both)
     both = [b.__class__(b.gene_id, b.rows, i == parts - 1, parts) for i, b in enumerate(both)]
     before = {k: v.clone() for k, v in single.state_dict().items()}
-    run_epoch(single, sgd(single), GeneReader(sim_store), both, config, Distributed("cpu"))
+    run_epoch(single, sgd(single), BatchLoader(GeneReader(sim_store)), both, config, Distributed("cpu"))
     distributed_state = torch.load(tmp_path / "ddp.pt", weights_only=True)
     moved = 0
     for name, value in single.state_dict().items():
