@@ -22,14 +22,14 @@ from .store import gene_path, is_complete, publish, staging_path, store_lock, wr
 NOT_RUN = "not run"
 
 
-def result_path(store: Path, gene_id: str, model: str) -> Path:
-    """Directory of one model's result group for one gene."""
-    return gene_path(store, gene_id) / schemas.RESULTS_GROUP / model
+def result_path(store: Path, gene_id: str, model: str, group: str = schemas.RESULTS_GROUP) -> Path:
+    """Directory of one model's result group (`results`, or `ism` for ISM scores) for one gene."""
+    return gene_path(store, gene_id) / group / model
 
 
-def result_models(store: Path, gene_id: str) -> list[str]:
+def result_models(store: Path, gene_id: str, group: str = schemas.RESULTS_GROUP) -> list[str]:
     """Names of a gene's complete result groups, sorted."""
-    directory = gene_path(store, gene_id) / schemas.RESULTS_GROUP
+    directory = gene_path(store, gene_id) / group
     if not directory.is_dir():
         return []
     return sorted(d.name for d in directory.iterdir() if d.is_dir() and is_complete(d))
@@ -55,9 +55,10 @@ def blank_result(sizes: Mapping[str, int], specs: tuple[schemas.GroupSpec, ...] 
     }
 
 
-def read_result(store: Path, gene_id: str, model: str) -> tuple[dict[str, np.ndarray], dict[str, Any]] | None:
+def read_result(store: Path, gene_id: str, model: str,
+                group: str = schemas.RESULTS_GROUP) -> tuple[dict[str, np.ndarray], dict[str, Any]] | None:
     """A complete result group's arrays (status as Python strings) and attributes, or None when there is none."""
-    directory = result_path(store, gene_id, model)
+    directory = result_path(store, gene_id, model, group)
     if not is_complete(directory):
         return None
     group = zarr.open_group(str(directory), mode="r")
@@ -67,7 +68,8 @@ def read_result(store: Path, gene_id: str, model: str) -> tuple[dict[str, np.nda
 
 
 def write_result(store: Path, gene_id: str, model: str, kind: str, folds: Sequence[int], values: Mapping[str, np.ndarray],
-                 attrs: Mapping[str, Any] | None = None, specs: tuple[schemas.GroupSpec, ...] = (schemas.RESULT,)) -> None:
+                 attrs: Mapping[str, Any] | None = None, specs: tuple[schemas.GroupSpec, ...] = (schemas.RESULT,),
+                 group: str = schemas.RESULTS_GROUP) -> None:
     """Store the given folds' rows of `values` as `model`'s result for a gene, keeping its other folds.
 
     Attributes are merged into the stored ones (dict values key by key), `kind` is set and `folds` becomes
@@ -78,7 +80,7 @@ def write_result(store: Path, gene_id: str, model: str, kind: str, folds: Sequen
         raise AssertionError(f"result arrays {sorted(values)} do not match the layout {sorted(layout)}")
     rows = list(folds)
     with store_lock(store, wait=True):
-        previous = read_result(store, gene_id, model)
+        previous = read_result(store, gene_id, model, group)
         if previous is None:
             arrays = {name: np.full(np.shape(values[name]), _blank_value(spec), dtype=object if spec.dtype == "str" else spec.dtype)
                       for name, spec in layout.items()}
@@ -95,20 +97,20 @@ def write_result(store: Path, gene_id: str, model: str, kind: str, folds: Sequen
             merged[key] = {**before, **value} if isinstance(before, dict) and isinstance(value, dict) else value
         merged.update(kind=kind, folds=sorted({*merged.get("folds", []), *rows}))
         merged.pop("complete", None)
-        _publish_result(store, gene_id, model, arrays, merged, layout)
+        _publish_result(store, gene_id, model, arrays, merged, layout, group)
 
 
 def _publish_result(store: Path, gene_id: str, model: str, arrays: Mapping[str, np.ndarray], attrs: Mapping[str, Any],
-                    layout: Mapping[str, schemas.ArraySpec]) -> None:
+                    layout: Mapping[str, schemas.ArraySpec], group: str) -> None:
     """Write a result group in staging, `complete: true` last, and rename it into place."""
-    results_dir = gene_path(store, gene_id) / schemas.RESULTS_GROUP
+    results_dir = gene_path(store, gene_id) / group
     if not (results_dir / "zarr.json").is_file():
         zarr.open_group(str(results_dir), mode="a", attributes={"description": "One group per model, named by model."})
-    staging = staging_path(store, f"{gene_id}.{model}")
+    staging = staging_path(store, f"{gene_id}.{group}.{model}")
     group = zarr.open_group(str(staging), mode="w")
     for name, spec in layout.items():
         data = np.asarray(arrays[name])
         write_array(group, spec, data.astype(str) if spec.dtype == "str" else data.astype(spec.dtype))
     group.attrs.update(dict(attrs))
     group.attrs["complete"] = True  # written last: the result counts only once everything above is on disk
-    publish(staging, result_path(store, gene_id, model))
+    publish(staging, result_path(store, gene_id, model, group))

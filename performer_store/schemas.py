@@ -224,7 +224,30 @@ ENET_RESULT = GroupSpec(
     },
 )
 
-GROUPS: tuple[GroupSpec, ...] = (ROOT, GENE, RESULT, ENET_RESULT)
+ISM_GROUP = "ism"
+
+ISM_RESULT = GroupSpec(
+    path=f"{GENES_GROUP}/{{gene_id}}/{ISM_GROUP}/{{model}}",
+    description=(
+        "In-silico mutagenesis of one model for one gene (`model` as in results), aligned with the gene's variant "
+        "table and published atomically like a result. Score = prediction of the reference window with the "
+        "variant's ALT base minus that of the reference window (Performer: centre bin; base Enformer: CAGE track "
+        "summed over the 3 centre bins). Folds not run hold NaN and status `not run`."
+    ),
+    arrays=(
+        ArraySpec("ism_score", ("folds", "variants"), "float32", "ALT minus REF prediction of each variant (float32 model)."),
+        ArraySpec("ism_reference", ("folds",), "float32", "Prediction of the reference window."),
+        ArraySpec("status", ("folds",), "str", "'ok' or 'not run'."),
+    ),
+    attributes={
+        "complete": "true once every array is written.",
+        "kind": "performer or enformer.",
+        "folds": "Folds that were run.",
+        "method": "How scores were computed per fold: 'splice' (tower tokens around the SNV recomputed) or 'full'.",
+    },
+)
+
+GROUPS: tuple[GroupSpec, ...] = (ROOT, GENE, RESULT, ENET_RESULT, ISM_RESULT)
 
 LAYOUT_RATIONALE = """\
 ## Why this layout

@@ -93,13 +93,22 @@ def _complete_groups(parent: Path, where: str, fix: str, problems: list[str]) ->
             problems.append(f"{here}: incomplete {fix}")
 
 
+def _result_specs(kind: str, group_name: str) -> tuple[schemas.GroupSpec, ...]:
+    """The specs a result group follows: ISM_RESULT for ISM scores, RESULT (+ ENET_RESULT for linear models)."""
+    if group_name == schemas.ISM_GROUP:
+        return (schemas.ISM_RESULT,)
+    return (schemas.RESULT, schemas.ENET_RESULT) if kind in ("enet", "lasso") else (schemas.RESULT,)
+
+
 def _check_results(gene_dir: Path, sizes: dict[str, int], where: str) -> list[str]:
-    """A gene's model results: complete, arrays as RESULT (+ ENET_RESULT for linear models), statuses matching folds."""
+    """A gene's model results and ISM scores: complete, arrays as their specs, statuses matching folds."""
     problems: list[str] = []
     fix = "(an interrupted write?); run the command that writes it again"
-    for here, _, group in _complete_groups(gene_dir / schemas.RESULTS_GROUP, f"{where}/{schemas.RESULTS_GROUP}", fix, problems):
-        linear = group.attrs.get("kind") in ("enet", "lasso")
-        found = [p for spec in (schemas.RESULT, schemas.ENET_RESULT)[: 1 + linear] for p in _check_arrays(group, spec, dict(sizes), here)]
+    groups = [(name, here, group) for name in (schemas.RESULTS_GROUP, schemas.ISM_GROUP)
+              for here, _, group in _complete_groups(gene_dir / name, f"{where}/{name}", fix, problems)]
+    for name, here, group in groups:
+        specs = _result_specs(group.attrs.get("kind"), name)
+        found = [p for spec in specs for p in _check_arrays(group, spec, dict(sizes), here)]
         if not found:
             run = set(group.attrs["folds"])
             disagree = [f for f, status in enumerate(group["status"][:]) if (status == NOT_RUN) == (f in run)]
