@@ -107,10 +107,10 @@ def _publish_result(store: Path, gene_id: str, model: str, arrays: Mapping[str, 
     if not (results_dir / "zarr.json").is_file():
         zarr.open_group(str(results_dir), mode="a", attributes={"description": "One group per model, named by model."})
     staging = staging_path(store, f"{gene_id}.{group}.{model}")
-    group = zarr.open_group(str(staging), mode="w")
+    written = zarr.open_group(str(staging), mode="w")
     for name, spec in layout.items():
         data = np.asarray(arrays[name])
-        write_array(group, spec, data.astype(str) if spec.dtype == "str" else data.astype(spec.dtype))
-    group.attrs.update(dict(attrs))
-    group.attrs["complete"] = True  # written last: the result counts only once everything above is on disk
+        write_array(written, spec, data.astype(str) if spec.dtype == "str" else data.astype(spec.dtype))
+    written.attrs.update(dict(attrs))
+    written.attrs["complete"] = True  # written last: the result counts only once everything above is on disk
     publish(staging, result_path(store, gene_id, model, group))
