@@ -234,6 +234,70 @@ def evaluate(store: Path, run_dir: Path | None, base: bool, weights: Path | None
         click.echo(f"{setting}: {part['gene_id'].nunique()} genes, mean r {means['pearson_r']:.4f}, mean R2 {means['r2']:.4f}")
 
 
+@main.command()
+@click.option("--store", required=True, type=PathArg, help="Store built by `pstore build`; scores go to genes/<gene>/ism/<model>.")
+@click.option("--run", "run_dir", type=PathArg, help="Run directory of `pstore train` (its best.pt): scores fill the run's fold.")
+@click.option("--base", is_flag=True, help="Base Enformer (CAGE track, 3 centre bins) instead of a run: the same scores fill every fold.")
+@click.option("--weights", type=PathArg, help="With --base: pretrained Enformer weights (directory or file).")
+@click.option("--config", "model_config", type=click.Choice(["tiny", "small", "full"]), help="With --base: a random-init Enformer (tests, demo).")
+@click.option("--track", type=int, help="With --base: human CAGE track (default by tissue: whole_blood 4950, brain 4980).")
+@click.option("--window", type=int, help="With --base: window in bp (default: the store's).")
+@click.option("--gene", "gene_ids", multiple=True, help="Gene to score (repeatable). Default: every gene of the store.")
+@click.option("--genes", "genes_file", type=PathArg, help="File with one gene ID per line.")
+@click.option("--batch", type=click.IntRange(min=1), default=32, show_default=True, help="SNVs per forward pass (lower it on CPU for the full-size model).")
+@click.option("--exact-full", is_flag=True, help="Whole-window forward passes instead of the conv-tower splice (slower; same scores up to float rounding).")
+@click.option("--bf16", is_flag=True, help="bf16 autocast (CUDA only). Default: float32.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+@click.option("--force", is_flag=True, help="Score genes again even when their scores for these folds and method are stored.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def ism(store: Path, run_dir: Path | None, base: bool, weights: Path | None, model_config: str | None, track: int | None,
+        window: int | None, gene_ids: tuple[str, ...], genes_file: Path | None, batch: int, exact_full: bool, bf16: bool,
+        device: str, force: bool, quiet: bool) -> None:
+    """In-silico mutagenesis: ALT minus REF prediction of every SNV in each gene's variant table.
+
+    Per gene, the reference window (cropped to the model's window, centred, when the model reads a shorter one)
+    is predicted once, then that window with each SNV's ALT base. Only SNVs inside the model's window are
+    scored; the others hold NaN. By default the conv tower is recomputed only on ~1.7 kb around each SNV and
+    spliced into the reference window's (exact: an SNV changes no tower output beyond 259 bp of its bin);
+    --exact-full runs whole windows. Genes already scored for the model's folds by the same method are skipped.
+    """
+    from .ism import IsmConfig, enformer_model, performer_model, run_ism
+    from .store import Store
+
+    if base == (run_dir is not None):
+        raise click.UsageError("give --run RUN or --base")
+    config = IsmConfig(store=store, genes=_gene_list(gene_ids, genes_file), batch=batch, method="full" if exact_full else "splice",
+                       device=device, bf16=bf16, force=force, progress=not quiet)
+    opened = Store(store)
+    model = enformer_model(opened, weights, model_config, track, window) if base else performer_model(run_dir, opened)
+    table = run_ism(config, model)
+    scored = table[table["status"] == "scored"]
+    click.echo(f"{store}: scored {scored['scored'].sum()} SNVs of {len(scored)} genes with {model.name} ({config.method}, "
+               f"folds {','.join(map(str, model.folds))}) into genes/<gene>/ism/{model.name}; "
+               f"{(scored['variants'] - scored['scored']).sum()} SNVs outside its {model.window} bp window left NaN; "
+               f"{len(table) - len(scored)} genes already complete (--force scores them again)")
+
+
+@main.command("run")
+@click.argument("config_file", type=PathArg)
+@click.option("--steps", help="Only these steps, comma-separated (build, enet, train, evaluate, ism, report). Default: all.")
+def run_command(config_file: Path, steps: str | None) -> None:
+    """Run the whole method from a TOML config: build -> enet -> train -> evaluate -> ism -> report.
+
+    Finished work is skipped, so running the same config again resumes an interrupted run. Every key is
+    documented in configs/example.toml; relative paths are relative to the config file.
+    """
+    from .pipeline import STEPS, load_config, run_pipeline
+
+    chosen = tuple(s.strip() for s in steps.split(",") if s.strip()) if steps else STEPS
+    unknown = [s for s in chosen if s not in STEPS]
+    if unknown:
+        raise click.UsageError(f"unknown step {unknown[0]!r}; steps are {', '.join(STEPS)}")
+    table = run_pipeline(load_config(config_file), chosen, log=click.echo)
+    click.echo("\nper gene: simulated h2 (when known), test-set R2 per model (fold mean), causal-variant auROC per model")
+    click.echo(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+
+
 def _fold_list(value: str | None) -> tuple[int, ...] | None:
     """Folds from a comma-separated list such as '0,1,2' (None = every fold)."""
     if value is None:
@@ -324,3 +388,55 @@ def export_predictdb_command(store: Path, out: Path, model: str, fold: int) -> N
                f"{len(report.left_out)} genes left out")
     for gene_id, reason in report.left_out.items():
         click.echo(f"{gene_id}: {reason}")
+
+
+@main.command("query")
+@click.option("--store", required=True, type=PathArg, help="Store with `pstore enet` and `pstore ism` results.")
+@click.option("--fold", type=click.IntRange(min=0), default=0, show_default=True, help="Fold whose coefficients, scores and flags are read.")
+@click.option("--gene", "gene_ids", multiple=True, help="Gene ID to export (repeatable). Default: every gene.")
+@click.option("--min-maf", type=click.FloatRange(0, 0.5), help="Keep SNVs with MAF >= this.")
+@click.option("--max-maf", type=click.FloatRange(0, 0.5), help="Keep SNVs with MAF <= this.")
+@click.option("--flag", "flags", multiple=True, help="Keep SNVs with this flag, e.g. hsv_<model> or driver_<model> (repeatable: all must hold).")
+@click.option("--scheduler", help="Address of a running dask.distributed scheduler (store path must be shared).")
+@click.option("--out", required=True, type=PathArg, help="File to write: .parquet or .tsv.")
+def query_command(store: Path, fold: int, gene_ids: tuple[str, ...], min_maf: float | None, max_maf: float | None,
+                  flags: tuple[str, ...], scheduler: str | None, out: Path) -> None:
+    """Export variant weights: per gene and SNV, position, alleles, MAF, signed TSS distance, elastic-net
+    coefficient, each model's ISM score, and its HSV and driver flags (see `performer_store.analysis`)."""
+    from contextlib import nullcontext
+
+    from .analysis import query
+    from .compare import write_table
+
+    if out.suffix not in (".parquet", ".tsv"):
+        raise click.BadParameter(f"{out}: give a .tsv or .parquet file name", param_hint="--out")
+    if scheduler:
+        from distributed import Client
+    with Client(scheduler) if scheduler else nullcontext() as client:
+        table = query(store, fold, gene_ids, min_maf, max_maf, flags, client)
+    write_table(table, out)
+    click.echo(f"wrote {out}: {len(table)} variants of {table['gene_id'].nunique()} genes (fold {fold})")
+
+
+@main.command("report")
+@click.option("--store", required=True, type=PathArg, help="Store with results (`pstore enet`, `pstore evaluate`, `pstore ism`).")
+@click.option("--out", required=True, type=PathArg, help="Directory to write index.html into (created if missing).")
+@click.option("--fold", type=click.IntRange(min=0), default=0, show_default=True, help="Fold whose test people, runs and variant weights are shown (the per-gene table and figures 2-3 average all folds, like `pstore compare`).")
+@click.option("--gene", "gene_ids", multiple=True, help="Gene of the per-gene figures (repeatable). Default: up to 4 with the most models scored.")
+@click.option("--genes", "genes_file", type=PathArg, help="File with one gene ID per line (per-gene figures).")
+@click.option("--finemapped", type=PathArg, help="TSV of fine-mapped eQTLs (contig, position; optionally gene_id, ref, alt) for the auROC figure.")
+@click.option("--states", type=PathArg, help="Chromatin-state BED (chrom, start, end, state) for the enrichment figure.")
+@click.option("--truth", type=PathArg, help="Simulated cohorts: truth_variants.tsv, for the causal-variant auROC.")
+def report_command(store: Path, out: Path, fold: int, gene_ids: tuple[str, ...], genes_file: Path | None,
+                   finemapped: Path | None, states: Path | None, truth: Path | None) -> None:
+    """A self-contained HTML page of the method's figures, rebuilt from the store (OUT/index.html, opens offline).
+
+    Figures: observed vs predicted expression, per-gene r and R2 against the elastic net, difference by
+    heritability group, variant weights around the TSS, MAF and TSS distance of HSVs and drivers, direction
+    agreement, chromatin-state enrichment, motif disruption, fine-mapped (and causal) variant auROC, training
+    curves, multi- vs single-gene runs. A figure the store lacks data for says what to run instead.
+    """
+    from .report import write_report
+
+    written = write_report(store, out, fold, _gene_list(gene_ids, genes_file), finemapped, states, truth)
+    click.echo(f"wrote {written / 'index.html'}")

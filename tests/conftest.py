@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import os
+
+# One torch/OpenMP thread per test process (and the processes tests start): pytest -n 2 runs two on 2 cores,
+# and tiny models gain nothing from a second thread while oversubscribed OpenMP threads wait on each other
+# for milliseconds per op (measured 40x slower).
+os.environ["OMP_NUM_THREADS"] = "1"
+
 import shutil
 import traceback
 from pathlib import Path
 
 import pytest
+import torch
 from click.testing import CliRunner
 
 from performer_store.cli import main
 from tiny import WINDOW, TinyCohort, write_tiny_cohort
+
+torch.set_num_threads(1)
 
 
 def build_args(cohort: TinyCohort, store: Path, *extra: str) -> list[str]:
