@@ -28,11 +28,8 @@ sysdeps:
 
 demo: $(STAMP)
 	$(BIN)/pstore simulate $(DEMO)/cohort --demo --seed 1
-	$(BIN)/pstore build --store $(DEMO)/whole_blood.zarr --tissue whole_blood --workers 2 \
-	  --fasta $(DEMO)/cohort/reference.fa --vcf $(DEMO)/cohort/genotypes.vcf.gz \
-	  --gtf $(DEMO)/cohort/annotation.gtf.gz --expression $(DEMO)/cohort/expression.bed.gz
-	$(BIN)/pstore info $(DEMO)/whole_blood.zarr
 	$(BIN)/python -m performer_store.demo $(DEMO)
+	$(BIN)/pstore run $(DEMO)/config.toml
 
 test: $(STAMP) sysdeps
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) -q

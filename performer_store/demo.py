@@ -1,7 +1,8 @@
-"""Choices for the demo and the learning checks on simulated cohorts, made from the simulation's truth table."""
+"""The demo's `pstore run` config and the learning checks' choices, made from a simulated cohort's truth table."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -32,31 +33,57 @@ def shuffle_targets(store: Path, gene_id: str, seed: int = 0) -> None:
 
 
 
-def train_and_score(store: Path, truth_genes: Path, truth_variants: Path, runs: Path, genes: int = 3, fold: int = 0) -> pd.DataFrame:
-    """The demo's modelling step: a tiny Performer per chosen gene and the elastic net, both scored on the
-    fold's test people; one row per gene with the simulated h2 and both models' test r and R2."""
-    from .enet import run_enet
-    from .evaluate import EvaluateConfig, evaluate_run
-    from .train import TrainConfig, train
+def demo_config(demo: Path, genes: int = 3) -> str:
+    """The demo's `pstore run` config: the whole method on the demo cohort with tiny models on CPU, training
+    on the `genes` genes whose common causal SNVs lie closest to the TSS (so a 2,048-bp window sees them)."""
+    cohort = demo / "cohort"
+    chosen = proximal_genes(cohort / "truth_variants.tsv", DEMO_TRAINING["window"], genes)
+    settings = DEMO_TRAINING
+    return f"""# Written by `python -m performer_store.demo {demo}`; run with `pstore run {demo}/config.toml`.
+store = "whole_blood.zarr"
+out = "pipeline"
 
-    chosen = proximal_genes(truth_variants, DEMO_TRAINING["window"], genes)
-    performer = []
-    for gene in chosen:
-        run = runs / f"performer_{gene}"
-        train(TrainConfig(store=store, genes=(gene,), fold=fold, out=run, name="performer", resume=True, **DEMO_TRAINING))
-        performer.append(evaluate_run(EvaluateConfig(store=store, genes=(gene,)), run).iloc[0])
-    enet, _ = run_enet(store, chosen, [fold], progress=False)
-    h2 = pd.read_csv(truth_genes, sep="\t").set_index("gene_id")
-    table = pd.DataFrame(performer).set_index("gene_id")[["pearson_r", "r2"]].add_prefix("performer_")
-    table = table.join(enet.set_index("gene_id")[["pearson_r", "r2"]].add_prefix("enet_"))
-    return h2[["gene_name", "h2"]].join(table, how="inner").reset_index()
+[inputs]
+fasta = "cohort/reference.fa"
+vcf = "cohort/genotypes.vcf.gz"
+gtf = "cohort/annotation.gtf.gz"
+expression = "cohort/expression.bed.gz"
+tissue = "whole_blood"
+chromatin_states = "cohort/chromatin_states.bed"
+finemapped = "cohort/finemapped_eqtls.tsv"
+truth = "cohort/truth_variants.tsv"
+truth_genes = "cohort/truth_genes.tsv"
+
+[build]
+workers = 2
+
+[enet]
+folds = [0]
+workers = 2
+
+[train]
+config = "{settings['config']}"   # a tiny random-init Enformer: the demo runs on CPU in minutes
+folds = [0]
+genes = {json.dumps(chosen)}
+window = {settings['window']}
+lr = {settings['lr']}
+accumulation = {settings['accumulation']}
+max_epochs = {settings['max_epochs']}
+patience = {settings['patience']}
+device = "cpu"
+
+[ism]
+batch = 64
+
+[report]
+genes = {json.dumps(chosen)}
+"""
 
 
 def main(demo: Path) -> None:
-    """`python -m performer_store.demo DIR`: train and score on the demo store in DIR, print the table."""
-    table = train_and_score(demo / "whole_blood.zarr", demo / "cohort" / "truth_genes.tsv", demo / "cohort" / "truth_variants.tsv", demo / "runs")
-    print("\nheld-out people (fold 0 test set): tiny Performer (random init, 2,048 bp, CPU) vs elastic net")
-    print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    """`python -m performer_store.demo DIR`: write DIR/config.toml for the demo cohort in DIR/cohort."""
+    (demo / "config.toml").write_text(demo_config(demo))
+    print(f"wrote {demo / 'config.toml'}")
 
 
 if __name__ == "__main__":

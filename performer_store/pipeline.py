@@ -1,0 +1,374 @@
+"""`pstore run CONFIG`: the whole method from inputs to report, each step skipped when its work is done.
+
+Steps: build -> enet -> train (single-gene and/or multi-gene runs, every fold asked for) -> evaluate (runs and
+base Enformer) -> ism -> report. Every step resumes by itself (the build skips complete genes, the elastic net
+fits missing folds, training continues from `last.pt`, ISM skips scored genes), and evaluation is skipped
+where a run's result for its fold is already in the store, so an interrupted `pstore run` is resumed by
+running it again. The config is TOML; `configs/example.toml` documents every key, and relative paths are
+relative to the config file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+
+from .inputs import InputError
+
+STEPS = ("build", "enet", "train", "evaluate", "ism", "report")
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """The cohort's files (as `pstore build` reads them) and optional annotations for the analysis."""
+
+    fasta: Path
+    vcf: Path
+    gtf: Path
+    expression: Path
+    tissue: str
+    sample_map: Path | None = None
+    chromatin_states: Path | None = None  # BED: chrom start end state
+    finemapped: Path | None = None  # fine-mapped eQTLs (TSV)
+    truth: Path | None = None  # a simulated cohort's truth_variants.tsv
+    truth_genes: Path | None = None  # a simulated cohort's truth_genes.tsv (per-gene h2 in the summary)
+
+
+@dataclass(frozen=True)
+class BuildStep:
+    """`pstore build` settings."""
+
+    genes: list[str] = field(default_factory=list)  # default: every gene of the expression BED
+    window: int = 49_152
+    seed: int = 0
+    workers: int = 1
+    scheduler: str | None = None  # Dask scheduler address
+
+
+@dataclass(frozen=True)
+class EnetStep:
+    """`pstore enet` settings."""
+
+    genes: list[str] = field(default_factory=list)  # default: every gene of the store
+    folds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    workers: int = 1
+    scheduler: str | None = None
+
+
+@dataclass(frozen=True)
+class TrainStep:
+    """`pstore train` settings, shared by every run."""
+
+    config: str | None = None  # a named random-init Enformer (tiny, small, full) ...
+    weights: Path | None = None  # ... or local pretrained Enformer weights
+    folds: list[int] = field(default_factory=lambda: [0])
+    genes: list[str] = field(default_factory=list)  # single-gene runs, one per gene (default: the store's genes)
+    single_gene: bool = True
+    multi_gene: bool = False  # one run over `genes` minus `held_out_genes` (scored HOP and HOGP)
+    held_out_genes: list[str] = field(default_factory=list)
+    window: int | None = None
+    lr: float = 5e-6
+    micro_batch: int = 32
+    accumulation: int = 4
+    max_epochs: int = 150
+    patience: int = 20
+    seed: int = 0
+    workers: int = 0
+    device: str = "auto"
+    processes: int = 1  # > 1: each run under torchrun (DDP; gloo on CPU, NCCL on GPUs)
+
+
+@dataclass(frozen=True)
+class EvaluateStep:
+    """`pstore evaluate` settings: base Enformer beside the runs."""
+
+    base: bool = True
+    track: int | None = None  # default by tissue
+    micro_batch: int = 32
+
+
+@dataclass(frozen=True)
+class IsmStep:
+    """`pstore ism` settings (for every run and base Enformer, on the runs' genes)."""
+
+    enabled: bool = True
+    batch: int = 32
+    exact_full: bool = False
+
+
+@dataclass(frozen=True)
+class ReportStep:
+    """`pstore report` settings."""
+
+    fold: int = 0
+    genes: list[str] = field(default_factory=list)  # genes of the observed-vs-predicted figure (default: a few)
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """A whole `pstore run`."""
+
+    path: Path
+    store: Path
+    out: Path
+    inputs: Inputs
+    build: BuildStep = BuildStep()
+    enet: EnetStep = EnetStep()
+    train: TrainStep = TrainStep()
+    evaluate: EvaluateStep = EvaluateStep()
+    ism: IsmStep = IsmStep()
+    report: ReportStep = ReportStep()
+
+
+# --- reading and checking the config --------------------------------------------------------------------
+
+
+def _check_value(value: Any, kind: Any, where: str) -> Any:
+    """`value` as the annotated type (paths from strings), or a one-line error naming the key."""
+    if typing.get_origin(kind) in (typing.Union, types.UnionType):
+        options = [k for k in typing.get_args(kind) if k is not type(None)]
+        return _check_value(value, options[0], where)
+    if typing.get_origin(kind) is list:
+        (item,) = typing.get_args(kind)
+        if not isinstance(value, list):
+            raise InputError(f"{where}: expected a list of {item.__name__}, got {value!r}")
+        return [_check_value(v, item, where) for v in value]
+    if kind is Path:
+        kind = str
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise InputError(f"{where}: expected {kind.__name__}, got {value!r}")
+    return value
+
+
+def _section(cls: type, table: dict[str, Any], where: str, base: Path) -> Any:
+    """A settings dataclass from a TOML table: unknown keys, wrong types and missing keys are errors."""
+    if not isinstance(table, dict):
+        raise InputError(f"{where}: expected a table")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(table) - set(fields))
+    if unknown:
+        raise InputError(f"{where}: unknown key {unknown[0]!r} (known: {', '.join(fields)})")
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for name, value in table.items():
+        value = _check_value(value, hints[name], f"{where}.{name}")
+        is_path = Path in typing.get_args(hints[name]) or hints[name] is Path
+        values[name] = (base / value) if is_path else value
+    missing = [n for n, f in fields.items() if n not in values and f.default is dataclasses.MISSING
+               and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise InputError(f"{where}: missing key {missing[0]!r}")
+    return cls(**values)
+
+
+def load_config(path: Path) -> PipelineConfig:
+    """Read and check a `pstore run` config (TOML); paths become relative to its directory."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"config {path}: no such file; see configs/example.toml")
+    try:
+        raw = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as error:
+        raise InputError(f"config {path}: not valid TOML ({error})") from None
+    base = path.parent
+    sections = {"inputs": Inputs, "build": BuildStep, "enet": EnetStep, "train": TrainStep, "evaluate": EvaluateStep,
+                "ism": IsmStep, "report": ReportStep}
+    unknown = sorted(set(raw) - set(sections) - {"store", "out"})
+    if unknown:
+        raise InputError(f"config {path}: unknown key or table {unknown[0]!r} (known: store, out, {', '.join(sections)})")
+    for key in ("store", "out", "inputs"):
+        if key not in raw:
+            raise InputError(f"config {path}: missing {key!r} (see configs/example.toml)")
+    parsed = {name: _section(cls, raw.get(name, {}), f"config {path}: [{name}]", base) for name, cls in sections.items()}
+    train = parsed["train"]
+    if (train.config is None) == (train.weights is None):
+        raise InputError(f"config {path}: [train] give exactly one of config = \"tiny\" (random init) or weights = \"PATH\"")
+    store = base / _check_value(raw["store"], Path, f"config {path}: store")
+    out = base / _check_value(raw["out"], Path, f"config {path}: out")
+    return PipelineConfig(path=path, store=store, out=out, **parsed)
+
+
+# --- the steps ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Run:
+    """One training run: its directory, results name, genes and fold."""
+
+    out: Path
+    name: str
+    genes: tuple[str, ...]
+    fold: int
+
+
+def planned_runs(config: PipelineConfig, store_genes: list[str]) -> list[Run]:
+    """Single-gene runs (results name `performer`) and the multi-gene run (`performer_multi`) of every fold."""
+    train = config.train
+    genes = train.genes or store_genes
+    runs = []
+    for fold in train.folds:
+        if train.single_gene:
+            runs += [Run(config.out / "runs" / f"performer_{gene}_fold{fold}", "performer", (gene,), fold) for gene in genes]
+        if train.multi_gene:
+            chosen = tuple(g for g in genes if g not in train.held_out_genes)
+            runs.append(Run(config.out / "runs" / f"performer_multi_fold{fold}", "performer_multi", chosen, fold))
+    return runs
+
+
+def run_build(config: PipelineConfig) -> None:
+    """Build the store (complete genes are skipped)."""
+    from .build import BuildConfig, build_store
+
+    inputs, step = config.inputs, config.build
+    build_store(BuildConfig(store=config.store, fasta=inputs.fasta, vcf=inputs.vcf, gtf=inputs.gtf, expression=inputs.expression,
+                            tissue=inputs.tissue, genes=tuple(step.genes), window=step.window, seed=step.seed,
+                            sample_map=inputs.sample_map, workers=step.workers, scheduler=step.scheduler,
+                            command_line=f"pstore run {config.path}"))
+
+
+def run_enet_step(config: PipelineConfig) -> None:
+    """Elastic net on every gene and fold asked for (fitted folds are skipped)."""
+    from .enet import run_enet
+
+    step = config.enet
+    run_enet(config.store, step.genes, folds=step.folds, workers=step.workers, scheduler=step.scheduler)
+
+
+def train_command(config: PipelineConfig, run: Run) -> list[str]:
+    """`pstore train` arguments of one run (resuming), under torchrun when several processes are asked for."""
+    step = config.train
+    args = ["train", "--store", str(config.store), "--fold", str(run.fold), "--out", str(run.out), "--name", run.name,
+            "--lr", str(step.lr), "--micro-batch", str(step.micro_batch), "--accumulation", str(step.accumulation),
+            "--max-epochs", str(step.max_epochs), "--patience", str(step.patience), "--seed", str(step.seed),
+            "--workers", str(step.workers), "--device", step.device, "--resume"]
+    args += ["--config", step.config] if step.config else ["--weights", str(step.weights)]
+    args += ["--window", str(step.window)] if step.window else []
+    args += [a for gene in run.genes for a in ("--gene", gene)]
+    if step.processes > 1:
+        return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={step.processes}",
+                "-m", "performer_store", *args]
+    return [sys.executable, "-m", "performer_store", *args]
+
+
+def run_training(config: PipelineConfig, runs: list[Run]) -> None:
+    """Train (or finish) every run, each in its own process so a failure names its run."""
+    for run in runs:
+        print(f"train {run.out.name}: {len(run.genes)} gene(s), fold {run.fold}", flush=True)
+        if subprocess.run(train_command(config, run)).returncode:
+            raise InputError(f"training {run.out} failed (see above); fix the cause and run `pstore run {config.path}` again to resume")
+
+
+def evaluated(store: Path, run: Run, gene_id: str) -> bool:
+    """Whether the store holds this run's result for the gene and fold."""
+    from .results import read_result
+
+    result = read_result(store, gene_id, run.name)
+    return result is not None and result[1].get("runs", {}).get(str(run.fold)) == str(run.out.resolve())
+
+
+def run_evaluation(config: PipelineConfig, runs: list[Run], store_genes: list[str]) -> None:
+    """Score each run on its genes' held-out people (multi-gene runs on every gene: HOP and HOGP); base Enformer."""
+    from .evaluate import EvaluateConfig, evaluate_base, evaluate_run
+    from .results import read_result
+
+    for run in runs:
+        genes = store_genes if run.name == "performer_multi" else list(run.genes)
+        missing = tuple(g for g in genes if not evaluated(config.store, run, g))
+        if missing:
+            evaluate_run(EvaluateConfig(store=config.store, genes=missing, micro_batch=config.evaluate.micro_batch,
+                                        device=config.train.device), run.out)
+    if config.evaluate.base:
+        missing = tuple(g for g in store_genes if read_result(config.store, g, "enformer") is None)
+        if missing:
+            evaluate_base(EvaluateConfig(store=config.store, genes=missing, micro_batch=config.evaluate.micro_batch,
+                                         device=config.train.device),
+                          config.train.weights, config.train.config, config.evaluate.track, config.train.window)
+
+
+def run_ism_step(config: PipelineConfig, runs: list[Run]) -> None:
+    """ISM of every run on its genes, and of base Enformer on all of them (scored genes are skipped)."""
+    from .ism import IsmConfig, enformer_model, performer_model, run_ism
+    from .store import Store
+
+    store = Store(config.store)
+    method = "full" if config.ism.exact_full else "splice"
+    for run in runs:
+        run_ism(IsmConfig(store=config.store, genes=run.genes, batch=config.ism.batch, method=method,
+                          device=config.train.device), performer_model(run.out, store))
+    if config.evaluate.base:
+        genes = tuple(dict.fromkeys(g for run in runs for g in run.genes))
+        base = enformer_model(store, config.train.weights, config.train.config, config.evaluate.track, config.train.window)
+        run_ism(IsmConfig(store=config.store, genes=genes, batch=config.ism.batch, method=method, device=config.train.device), base)
+
+
+def run_report(config: PipelineConfig) -> Path:
+    """Render the HTML report from the store."""
+    from .report import write_report
+
+    inputs = config.inputs
+    return write_report(config.store, config.out / "report", fold=config.report.fold, genes=config.report.genes,
+                        finemapped=inputs.finemapped, states=inputs.chromatin_states, truth=inputs.truth)
+
+
+def run_pipeline(config: PipelineConfig, steps: tuple[str, ...] = STEPS, log: Callable[[str], None] = print) -> pd.DataFrame:
+    """Run the asked steps in order; returns the per-gene summary table."""
+    from .store import Store
+
+    for name, action in (("build", lambda: run_build(config)),):
+        if name in steps:
+            log(f"== {name}")
+            action()
+    store_genes = list(Store(config.store).genes.index)
+    runs = planned_runs(config, store_genes)
+    actions: dict[str, Callable[[], Any]] = {
+        "enet": lambda: run_enet_step(config),
+        "train": lambda: run_training(config, runs),
+        "evaluate": lambda: run_evaluation(config, runs, store_genes),
+        "ism": lambda: run_ism_step(config, runs) if config.ism.enabled else None,
+        "report": lambda: log(f"report: {run_report(config) / 'index.html'}"),
+    }
+    for name, action in actions.items():
+        if name in steps:
+            log(f"== {name}")
+            action()
+    return summary_table(config, runs)
+
+
+def summary_table(config: PipelineConfig, runs: list[Run]) -> pd.DataFrame:
+    """Per trained gene: simulated h2 (when given), test R2 of enet, Performer and base Enformer (fold means),
+    and causal-variant auROC per model (when a truth table is given)."""
+    from .compare import fold_metrics
+    from .store import Store
+
+    genes = list(dict.fromkeys(g for run in runs for g in run.genes))
+    metrics = fold_metrics(Store(config.store))
+    metrics = metrics[metrics["gene_id"].isin(genes)]
+    table = metrics.pivot_table(index="gene_id", columns="model", values="r2", aggfunc="mean").add_suffix(" R2")
+    table = table.reindex(genes)
+    if config.inputs.truth_genes is not None:
+        h2 = pd.read_csv(config.inputs.truth_genes, sep="\t").set_index("gene_id")[["gene_name", "h2"]]
+        table = h2.join(table, how="right")
+    if config.inputs.truth is not None:
+        table = table.join(causal_auroc(config, genes))
+    return table.reset_index()
+
+
+def causal_auroc(config: PipelineConfig, genes: list[str]) -> pd.DataFrame:
+    """auROC of each model's |weight| (enet coefficient, ISM scores) for the truth table's causal variants, per gene."""
+    from .analysis import compute, read_variant_list, recovery_auroc, variant_weights
+
+    weights = compute(variant_weights(config.store, config.report.fold, genes=genes))
+    auroc = recovery_auroc(weights, read_variant_list(config.inputs.truth))
+    return auroc.pivot(index="gene_id", columns="weight", values="auroc").add_suffix(" auROC")

@@ -1,0 +1,113 @@
+"""`pstore run`: config checking, and the whole method end to end on a small simulated cohort, resumed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import pstore
+
+from performer_store.pipeline import load_config
+from performer_store.results import read_result
+from performer_store import schemas
+from performer_store.simulate import simulate_cohort
+from performer_store.store import Store
+from performer_store.validate import validate_store
+
+REPO = Path(__file__).resolve().parents[1]
+
+MINIMAL = """
+store = "store.zarr"
+out = "out"
+[inputs]
+fasta = "cohort/reference.fa"
+vcf = "cohort/genotypes.vcf.gz"
+gtf = "cohort/annotation.gtf.gz"
+expression = "cohort/expression.bed.gz"
+tissue = "whole_blood"
+[train]
+config = "tiny"
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    """A config file in tmp_path."""
+    path = tmp_path / "config.toml"
+    path.write_text(text)
+    return path
+
+
+def test_example_config_is_valid_and_paths_are_relative_to_it():
+    config = load_config(REPO / "configs" / "example.toml")
+    assert config.store == REPO / "configs" / "out" / "whole_blood.zarr"
+    assert config.inputs.fasta == REPO / "configs" / "cohort" / "reference.fa"
+    assert config.train.config == "tiny" and config.enet.folds == [0, 1, 2] and config.train.lr == 5e-6
+
+
+@pytest.mark.parametrize("change, message", [
+    ("[train]\nconfig = \"tiny\"\nlrr = 1.0", "[train]: unknown key 'lrr'"),
+    ("[train]\nconfig = \"tiny\"\nfolds = 0", "[train].folds: expected a list of int, got 0"),
+    ("[train]\nconfig = \"tiny\"\nmax_epochs = \"ten\"", "[train].max_epochs: expected int, got 'ten'"),
+    ("[train]\nconfig = \"tiny\"\nweights = \"w.safetensors\"", "give exactly one of config"),
+    ("[trian]\nconfig = \"tiny\"", "unknown key or table 'trian'"),
+    ("[train]\nconfig = \"tiny\"\n[inputs]\nfasta = 1", "not valid TOML"),
+])
+def test_bad_configs_get_one_line_errors(tmp_path, change, message):
+    text = MINIMAL.replace('[train]\nconfig = "tiny"\n', change + "\n")
+    result = pstore("run", str(write(tmp_path, text)), expect=1)
+    assert message in result.output and str(tmp_path / "config.toml") in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "store.zarr").exists()
+
+
+def test_missing_input_key_and_missing_file(tmp_path):
+    result = pstore("run", str(write(tmp_path, MINIMAL.replace('tissue = "whole_blood"\n', ""))), expect=1)
+    assert "[inputs]: missing key 'tissue'" in result.output
+    assert "no such file" in pstore("run", str(tmp_path / "nope.toml"), expect=1).output
+    assert "unknown step 'trian'" in pstore("run", str(write(tmp_path, MINIMAL)), "--steps", "build,trian", expect=2).output
+
+
+def test_run_end_to_end_then_resume_skips_finished_work(tmp_path):
+    simulate_cohort(tmp_path / "cohort", individuals=60, genes=2, seed=5, progress=False)
+    annotations = "".join(f'{key} = "cohort/{name}"\n' for key, name in (
+        ("truth", "truth_variants.tsv"), ("truth_genes", "truth_genes.tsv"),
+        ("chromatin_states", "chromatin_states.bed"), ("finemapped", "finemapped_eqtls.tsv")))
+    text = MINIMAL.replace('tissue = "whole_blood"\n', 'tissue = "whole_blood"\n' + annotations) + """max_epochs = 1
+micro_batch = 16
+accumulation = 1
+lr = 5e-4
+device = "cpu"
+multi_gene = true
+[build]
+window = 1024
+[enet]
+folds = [0]
+[ism]
+batch = 16
+"""
+    config = write(tmp_path, text)
+    first = pstore("run", str(config))
+    store = Store(tmp_path / "store.zarr")
+    assert validate_store(store.path) == []
+    gene_ids = list(store.genes.index)
+    runs = tmp_path / "out" / "runs"
+    assert sorted(p.name for p in runs.iterdir()) == sorted([f"performer_{g}_fold0" for g in gene_ids] + ["performer_multi_fold0"])
+    for gene in gene_ids:
+        for model in ("enet", "performer", "performer_multi", "enformer"):
+            arrays, attrs = read_result(store.path, gene, model)
+            assert arrays["status"][0].startswith("ok"), (gene, model)
+        for model in ("performer", "performer_multi", "enformer"):
+            assert read_result(store.path, gene, model, schemas.ISM_GROUP) is not None, (gene, model)
+    assert (tmp_path / "out" / "report" / "index.html").is_file()
+    for gene in gene_ids:  # the summary table names every trained gene with each model's R2
+        line = next(l for l in first.output.splitlines() if l.strip().startswith(gene))
+        assert "nan" not in line.split()[3:5]
+    stamps = {p: p.stat().st_mtime_ns for p in [*runs.glob("*/best.pt"), *runs.glob("*/metrics.jsonl"),
+                                                  *(store.path / "genes").glob("*/results/*/zarr.json"),
+                                                  *(store.path / "genes").glob("*/ism/*/zarr.json")]}
+    history = {p: p.read_text() for p in runs.glob("*/metrics.jsonl")}
+    pstore("run", str(config))
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+    assert {p: p.read_text() for p in history} == history
+    assert all(len(json.loads(l)) for t in history.values() for l in t.splitlines())
