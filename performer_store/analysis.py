@@ -435,8 +435,9 @@ def distribution_summary(weights: pd.DataFrame) -> pd.DataFrame:
 
 def summarize(store: Path | str, fold: int = 0, finemapped: Path | None = None, states: Path | None = None,
               client: Any = None, motifs: Sequence[Motif] | None = None, pvalue: float = PVALUE,
-              background: Sequence[float] = UNIFORM) -> dict[str, pd.DataFrame]:
-    """Every summary of a fold's variant weights, as DataFrames by name.
+              background: Sequence[float] = UNIFORM, weights: pd.DataFrame | None = None) -> dict[str, pd.DataFrame]:
+    """Every summary of a fold's variant weights, as DataFrames by name (`weights`: the fold's computed
+    variant-weights table, when the caller has it already).
 
     Always: `distribution_summary`, `distributions`, `direction`, `motifs` (flagged SNVs and a seeded sample of up
     to 1,000 unflagged ones, the `control` group) and `motif_rates`. With a variant list (`finemapped`, e.g.
@@ -444,7 +445,8 @@ def summarize(store: Path | str, fold: int = 0, finemapped: Path | None = None, 
     chromatin-state BED (`states`): `enrichment`.
     """
     opened = Store(store)
-    weights = compute(variant_weights(opened.path, fold, client), client).reset_index(drop=True)
+    if weights is None:
+        weights = compute(variant_weights(opened.path, fold, client), client).reset_index(drop=True)
     flagged = weights[flag_names(weights.columns)].any(axis=1).to_numpy()
     unflagged = np.flatnonzero(~flagged)
     control = np.random.default_rng(0).choice(unflagged, min(CONTROL_VARIANTS, unflagged.size), replace=False)

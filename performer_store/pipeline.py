@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 import pandas as pd
 
 from .inputs import InputError
@@ -326,11 +325,10 @@ def run_pipeline(config: PipelineConfig, steps: tuple[str, ...] = STEPS, log: Ca
     """Run the asked steps in order; returns the per-gene summary table."""
     from .store import Store
 
-    for name, action in (("build", lambda: run_build(config)),):
-        if name in steps:
-            log(f"== {name}")
-            action()
-    store_genes = list(Store(config.store).genes.index)
+    if "build" in steps:
+        log("== build")
+        run_build(config)
+    store_genes = list(Store(config.store).genes.index)  # the store exists only after the build
     runs = planned_runs(config, store_genes)
     actions: dict[str, Callable[[], Any]] = {
         "enet": lambda: run_enet_step(config),

@@ -105,7 +105,7 @@ class ReportInputs:
         """analysis.summarize's tables of the fold (chromatin states when given), or MissingData without ISM scores."""
         if not self.ism_models:
             raise MissingData(NO_ISM.format(fold=self.fold))
-        return summarize(self.store.path, self.fold, states=self.states)
+        return summarize(self.store.path, self.fold, states=self.states, weights=self.weights)
 
     @cached_property
     def performer_runs(self) -> pd.DataFrame:
