@@ -294,7 +294,7 @@ def run_command(config_file: Path, steps: str | None) -> None:
     if unknown:
         raise click.UsageError(f"unknown step {unknown[0]!r}; steps are {', '.join(STEPS)}")
     table = run_pipeline(load_config(config_file), chosen, log=click.echo)
-    click.echo("\nper gene: simulated h2 (when known), test-set R2 per model (fold mean), causal-variant auROC per model")
+    click.echo("\nper gene: simulated h2 (when known), test-set Pearson r and R2 per model (fold means), causal-variant auROC per model")
     click.echo(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
 
 

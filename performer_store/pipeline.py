@@ -345,7 +345,7 @@ def run_pipeline(config: PipelineConfig, steps: tuple[str, ...] = STEPS, log: Ca
 
 
 def summary_table(config: PipelineConfig, runs: list[Run]) -> pd.DataFrame:
-    """Per trained gene: simulated h2 (when given), test R2 of enet, Performer and base Enformer (fold means),
+    """Per trained gene: simulated h2 (when given), test r and R2 of enet, Performer and base Enformer (fold means),
     and causal-variant auROC per model (when a truth table is given)."""
     from .compare import fold_metrics
     from .store import Store
@@ -353,8 +353,9 @@ def summary_table(config: PipelineConfig, runs: list[Run]) -> pd.DataFrame:
     genes = list(dict.fromkeys(g for run in runs for g in run.genes))
     metrics = fold_metrics(Store(config.store))
     metrics = metrics[metrics["gene_id"].isin(genes)]
-    table = metrics.pivot_table(index="gene_id", columns="model", values="r2", aggfunc="mean").add_suffix(" R2")
-    table = table.reindex(genes)
+    table = metrics.pivot_table(index="gene_id", columns="model", values=["pearson_r", "r2"], aggfunc="mean")
+    table.columns = [f"{model} {'r' if value == 'pearson_r' else 'R2'}" for value, model in table.columns]
+    table = table[sorted(table.columns)].reindex(genes)  # each model's r beside its R2
     if config.inputs.truth_genes is not None:
         h2 = pd.read_csv(config.inputs.truth_genes, sep="\t").set_index("gene_id")[["gene_name", "h2"]]
         table = h2.join(table, how="right")
