@@ -20,7 +20,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -150,11 +150,12 @@ class GeneReader:
             raise InputError(f"store {store_path}: windows are {self.store_window} bp; a model of {self.window} bp cannot read them; build the store with --window {self.window}")
         self.offset = self.store_window // 2 - self.window // 2  # keeps the TSS at index window // 2
         self._compact: OrderedDict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = OrderedDict()
+        self._small: OrderedDict[str, tuple[np.ndarray, np.ndarray, zarr.Array]] = OrderedDict()
 
     def __getstate__(self) -> dict:
         """Pickled for DataLoader workers without open handles or caches."""
         state = self.__dict__.copy()
-        state["_compact"] = OrderedDict()
+        state["_compact"], state["_small"] = OrderedDict(), OrderedDict()
         state.pop("_groups", None)
         return state
 
@@ -169,36 +170,54 @@ class GeneReader:
             self._groups[gene_id] = Store(self.store_path).gene(gene_id)
         return self._groups[gene_id]
 
+    def small(self, gene_id: str) -> tuple[np.ndarray, np.ndarray, zarr.Array]:
+        """A gene's targets (float32), cropped reference one-hot and `dosage_onehot_delta`, kept for the last
+        GENE_CACHE genes of this process (Zarr's per-call overhead of re-reading them cost more than a micro-batch)."""
+        def read() -> tuple[np.ndarray, np.ndarray, zarr.Array]:
+            group = self.group(gene_id)
+            crop = slice(self.offset, self.offset + self.window)
+            return group["target"][:].astype(np.float32), group["reference_onehot"][crop], group["dosage_onehot_delta"]
+
+        return _remember(self._small, gene_id, read)
+
     def read(self, batch: MicroBatch) -> Batch:
         """One micro-batch as tensors by this reader's path."""
-        group = self.group(batch.gene_id)
-        target = torch.from_numpy(group["target"].get_orthogonal_selection(batch.rows).astype(np.float32))
-        crop = slice(self.offset, self.offset + self.window)
+        targets, reference, delta = self.small(batch.gene_id)
+        target = torch.from_numpy(targets[batch.rows])
         if self.read_path == "stored":
-            delta = read_rows(group["dosage_onehot_delta"], batch.rows, crop)
-            onehot = torch.from_numpy(add_reference(delta, group["reference_onehot"][crop]))
-            return Batch(batch, target, onehot=onehot)
+            rows = read_rows(delta, batch.rows, slice(self.offset, self.offset + self.window))
+            return Batch(batch, target, onehot=torch.from_numpy(add_reference(rows, reference)))
         reference, flat, values = self.compact(batch.gene_id)
         return Batch(batch, target, reference=reference, flat=flat, values=values[torch.from_numpy(batch.rows.astype(np.int64))])
 
     def compact(self, gene_id: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """A gene's reference (window, 4), the flat positions where anyone differs (K,), everyone's values there."""
-        if gene_id not in self._compact:
-            group = self.group(gene_id)
-            reference = group["reference_onehot"][:]
-            start = int(group.attrs["window_start"])
-            offsets = group["variant_position"][:].astype(np.int64) - 1 - start
-            calls = group["call_genotype"][:]
-            alts = base_codes(group["variant_allele"][:, 1]) if len(offsets) else np.zeros(0, np.int8)
-            flat, changes = dosage_changes(reference, offsets, alts, haplotype_carriers(calls, offsets))
-            keep = (flat >= self.offset * 4) & (flat < (self.offset + self.window) * 4)
-            values = (reference.reshape(-1)[flat[keep]].astype(np.float32) + changes[:, keep]).astype(np.float16)
-            self._compact[gene_id] = (torch.from_numpy(reference[self.offset : self.offset + self.window].copy()),
-                                      torch.from_numpy(flat[keep] - self.offset * 4), torch.from_numpy(values))
-            if len(self._compact) > GENE_CACHE:
-                self._compact.popitem(last=False)
-        self._compact.move_to_end(gene_id)
-        return self._compact[gene_id]
+        """A gene's reference (window, 4), the flat positions where anyone differs (K,), everyone's values there
+        (kept for the last GENE_CACHE genes of this process)."""
+        return _remember(self._compact, gene_id, lambda: self._make_compact(gene_id))
+
+    def _make_compact(self, gene_id: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The compact form of a gene, from its variant table."""
+        group = self.group(gene_id)
+        reference = group["reference_onehot"][:]
+        start = int(group.attrs["window_start"])
+        offsets = group["variant_position"][:].astype(np.int64) - 1 - start
+        calls = group["call_genotype"][:]
+        alts = base_codes(group["variant_allele"][:, 1]) if len(offsets) else np.zeros(0, np.int8)
+        flat, changes = dosage_changes(reference, offsets, alts, haplotype_carriers(calls, offsets))
+        keep = (flat >= self.offset * 4) & (flat < (self.offset + self.window) * 4)
+        values = (reference.reshape(-1)[flat[keep]].astype(np.float32) + changes[:, keep]).astype(np.float16)
+        return (torch.from_numpy(reference[self.offset : self.offset + self.window].copy()),
+                torch.from_numpy(flat[keep] - self.offset * 4), torch.from_numpy(values))
+
+
+def _remember(cache: OrderedDict, key: str, make: Callable[[], Any]) -> Any:
+    """`cache[key]`, made when missing; the least recently used entry goes beyond GENE_CACHE entries."""
+    if key not in cache:
+        cache[key] = make()
+        if len(cache) > GENE_CACHE:
+            cache.popitem(last=False)
+    cache.move_to_end(key)
+    return cache[key]
 
 
 def read_rows(array: zarr.Array, rows: np.ndarray, crop: slice) -> np.ndarray:
