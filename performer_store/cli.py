@@ -165,6 +165,8 @@ def _gene_list(gene_ids: tuple[str, ...], genes_file: Path | None) -> tuple[str,
 @click.option("--weights", type=PathArg, help="Pretrained Enformer: a local directory (config.json + weights) or a .safetensors/.pt file.")
 @click.option("--name", help="Name of the run's results in the store (default: the --out directory's name); runs of several folds may share it.")
 @click.option("--window", type=int, help="Window in bp (default: the store's); a shorter one is the centre of the stored window.")
+@click.option("--train-fraction", type=click.FloatRange(0, 1, min_open=True), default=1.0, show_default=True,
+              help="Train on this share of the fold's train people (nested for one seed: 0.25 within 0.5 within 1), for learning curves; tune and test people are untouched.")
 @click.option("--lr", type=float, default=5e-6, show_default=True, help="AdamW learning rate.")
 @click.option("--micro-batch", type=click.IntRange(min=1), default=32, show_default=True, help="People per forward pass (all of one gene).")
 @click.option("--accumulation", type=click.IntRange(min=1), default=4, show_default=True, help="Micro-batches per optimizer step.")
@@ -179,7 +181,7 @@ def _gene_list(gene_ids: tuple[str, ...], genes_file: Path | None) -> tuple[str,
 @click.option("--resume", is_flag=True, help="Continue from --out/last.pt (same result as an uninterrupted run).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def train(store: Path, gene_ids: tuple[str, ...], genes_file: Path | None, fold: int, out: Path, model_config: str | None,
-          weights: Path | None, name: str | None, window: int | None, lr: float, micro_batch: int, accumulation: int,
+          weights: Path | None, name: str | None, window: int | None, train_fraction: float, lr: float, micro_batch: int, accumulation: int,
           clip: float, max_epochs: int, patience: int, seed: int, workers: int, read_path: str, device: str,
           resume: bool, quiet: bool) -> None:
     """Fine-tune Performer (Enformer + one linear track) on the people of one or many genes.
@@ -192,7 +194,7 @@ def train(store: Path, gene_ids: tuple[str, ...], genes_file: Path | None, fold:
 
     config = TrainConfig(
         store=store, genes=_gene_list(gene_ids, genes_file), fold=fold, out=out, config=model_config, weights=weights,
-        name=name, window=window, lr=lr, micro_batch=micro_batch, accumulation=accumulation, clip=clip,
+        name=name, window=window, train_fraction=train_fraction, lr=lr, micro_batch=micro_batch, accumulation=accumulation, clip=clip,
         max_epochs=max_epochs, patience=patience, seed=seed, workers=workers, read_path=read_path, device=device,
         resume=resume, progress=not quiet,
     )

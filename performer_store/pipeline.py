@@ -75,6 +75,7 @@ class TrainStep:
     single_gene: bool = True
     multi_gene: bool = False  # one run over `genes` minus `held_out_genes` (scored HOP and HOGP)
     held_out_genes: list[str] = field(default_factory=list)
+    train_fractions: list[float] = field(default_factory=lambda: [1.0])  # learning curves: nested shares of train people
     window: int | None = None
     lr: float = 5e-6
     micro_batch: int = 32
@@ -194,6 +195,8 @@ def load_config(path: Path) -> PipelineConfig:
     train = parsed["train"]
     if (train.config is None) == (train.weights is None):
         raise InputError(f"config {path}: [train] give exactly one of config = \"tiny\" (random init) or weights = \"PATH\"")
+    if not all(0 < f <= 1 for f in train.train_fractions):
+        raise InputError(f"config {path}: [train].train_fractions: each must be in (0, 1], got {train.train_fractions}")
     store = base / _check_value(raw["store"], Path, f"config {path}: store")
     out = base / _check_value(raw["out"], Path, f"config {path}: out")
     return PipelineConfig(path=path, store=store, out=out, **parsed)
@@ -204,25 +207,32 @@ def load_config(path: Path) -> PipelineConfig:
 
 @dataclass(frozen=True)
 class Run:
-    """One training run: its directory, results name, genes and fold."""
+    """One training run: its directory, results name, genes, fold and share of the train people."""
 
     out: Path
     name: str
     genes: tuple[str, ...]
     fold: int
+    multi: bool = False
+    fraction: float = 1.0
 
 
 def planned_runs(config: PipelineConfig, store_genes: list[str]) -> list[Run]:
-    """Single-gene runs (results name `performer`) and the multi-gene run (`performer_multi`) of every fold."""
+    """Single-gene runs (results name `performer`) and the multi-gene run (`performer_multi`) of every fold and
+    train fraction (below 1 the name gets `_frac<F>`, e.g. `performer_frac0.5`)."""
     train = config.train
     genes = train.genes or store_genes
     runs = []
-    for fold in train.folds:
-        if train.single_gene:
-            runs += [Run(config.out / "runs" / f"performer_{gene}_fold{fold}", "performer", (gene,), fold) for gene in genes]
-        if train.multi_gene:
-            chosen = tuple(g for g in genes if g not in train.held_out_genes)
-            runs.append(Run(config.out / "runs" / f"performer_multi_fold{fold}", "performer_multi", chosen, fold))
+    for fraction in train.train_fractions:
+        suffix = "" if fraction == 1 else f"_frac{fraction:g}"
+        for fold in train.folds:
+            if train.single_gene:
+                runs += [Run(config.out / "runs" / f"performer{suffix}_{gene}_fold{fold}", f"performer{suffix}", (gene,), fold,
+                             fraction=fraction) for gene in genes]
+            if train.multi_gene:
+                chosen = tuple(g for g in genes if g not in train.held_out_genes)
+                runs.append(Run(config.out / "runs" / f"performer_multi{suffix}_fold{fold}", f"performer_multi{suffix}", chosen,
+                                fold, multi=True, fraction=fraction))
     return runs
 
 
@@ -251,7 +261,7 @@ def train_command(config: PipelineConfig, run: Run) -> list[str]:
     args = ["train", "--store", str(config.store), "--fold", str(run.fold), "--out", str(run.out), "--name", run.name,
             "--lr", str(step.lr), "--micro-batch", str(step.micro_batch), "--accumulation", str(step.accumulation),
             "--max-epochs", str(step.max_epochs), "--patience", str(step.patience), "--seed", str(step.seed),
-            "--workers", str(step.workers), "--device", step.device, "--resume"]
+            "--workers", str(step.workers), "--device", step.device, "--train-fraction", str(run.fraction), "--resume"]
     args += ["--config", step.config] if step.config else ["--weights", str(step.weights)]
     args += ["--window", str(step.window)] if step.window else []
     args += [a for gene in run.genes for a in ("--gene", gene)]
@@ -283,7 +293,7 @@ def run_evaluation(config: PipelineConfig, runs: list[Run], store_genes: list[st
     from .results import read_result
 
     for run in runs:
-        genes = store_genes if run.name == "performer_multi" else list(run.genes)
+        genes = store_genes if run.multi else list(run.genes)
         missing = tuple(g for g in genes if not evaluated(config.store, run, g))
         if missing:
             evaluate_run(EvaluateConfig(store=config.store, genes=missing, micro_batch=config.evaluate.micro_batch,
@@ -297,12 +307,14 @@ def run_evaluation(config: PipelineConfig, runs: list[Run], store_genes: list[st
 
 
 def run_ism_step(config: PipelineConfig, runs: list[Run]) -> None:
-    """ISM of every run on its genes, and of base Enformer on all of them (scored genes are skipped)."""
+    """ISM of every run trained on all its train people (learning-curve runs are only evaluated) and of base
+    Enformer on their genes (scored genes are skipped)."""
     from .ism import IsmConfig, enformer_model, performer_model, run_ism
     from .store import Store
 
     store = Store(config.store)
     method = "full" if config.ism.exact_full else "splice"
+    runs = [run for run in runs if run.fraction == 1]
     for run in runs:
         run_ism(IsmConfig(store=config.store, genes=run.genes, batch=config.ism.batch, method=method,
                           device=config.train.device), performer_model(run.out, store))

@@ -26,7 +26,8 @@ from tqdm.auto import tqdm
 
 from .inputs import InputError
 from . import schemas
-from .loader import BatchLoader, GeneReader, epoch_blocks, evaluation_batches, micro_batches, rank_blocks, split_rows
+from .loader import (BatchLoader, GeneReader, epoch_blocks, evaluation_batches, micro_batches, rank_blocks, split_rows,
+                     train_people)
 from .model import Performer, check_window, enformer_from_config, enformer_from_weights, load_checkpoint, save_checkpoint
 from .predict import autocast, gene_metrics, predict
 from .store import Store
@@ -44,6 +45,7 @@ class TrainConfig:
     weights: Path | None = None  # ... or local pretrained Enformer weights
     name: str | None = None  # results name in the store (default: the run directory's name)
     window: int | None = None  # default: the store's window
+    train_fraction: float = 1.0  # a nested share of the train people (learning curves); tune and test untouched
     lr: float = 5e-6
     weight_decay: float = 0.01
     micro_batch: int = 32
@@ -164,7 +166,7 @@ def run_meta(config: TrainConfig, store: Store) -> dict:
     """The facts a checkpoint must agree on with a resumed run or an evaluated store."""
     return {"genes": list(config.genes), "fold": config.fold, "window": config.window or store.window,
             "store": store_identity(store), "name": config.name or config.out.name, "seed": config.seed,
-            "block_size": config.block_size, "micro_batch": config.micro_batch}
+            "block_size": config.block_size, "micro_batch": config.micro_batch, "train_fraction": config.train_fraction}
 
 
 def check_same_run(found: dict, expected: dict, path: Path) -> None:
@@ -184,7 +186,8 @@ def train(config: TrainConfig) -> TrainState:
     if not genes:
         raise InputError("no genes to train on; give --gene or --genes")
     reader = GeneReader(config.store, window, config.read_path)
-    train_rows = {g: split_rows(store, g, config.fold, "train") for g in genes}
+    chosen = train_people(store, config.fold, config.train_fraction, config.seed)
+    train_rows = {g: np.intersect1d(split_rows(store, g, config.fold, "train"), chosen) for g in genes}
     tune_rows = {g: split_rows(store, g, config.fold, "tune") for g in genes}
     config.out.mkdir(parents=True, exist_ok=True)
     meta = run_meta(config, store)

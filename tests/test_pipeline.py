@@ -51,6 +51,7 @@ def test_example_config_is_valid_and_paths_are_relative_to_it():
     ("[train]\nconfig = \"tiny\"\nmax_epochs = \"ten\"", "[train].max_epochs: expected int, got 'ten'"),
     ("[train]\nconfig = \"tiny\"\nweights = \"w.safetensors\"", "give exactly one of config"),
     ("[trian]\nconfig = \"tiny\"", "unknown key or table 'trian'"),
+    ("[train]\nconfig = \"tiny\"\ntrain_fractions = [0.5, 1.5]", "train_fractions: each must be in (0, 1]"),
     ("[train]\nconfig = \"tiny\"\n[inputs]\nfasta = 1", "not valid TOML"),
 ])
 def test_bad_configs_get_one_line_errors(tmp_path, change, message):
@@ -79,6 +80,7 @@ accumulation = 1
 lr = 5e-4
 device = "cpu"
 multi_gene = true
+train_fractions = [0.5, 1.0]
 [build]
 window = 1024
 [enet]
@@ -92,9 +94,10 @@ batch = 16
     assert validate_store(store.path) == []
     gene_ids = list(store.genes.index)
     runs = tmp_path / "out" / "runs"
-    assert sorted(p.name for p in runs.iterdir()) == sorted([f"performer_{g}_fold0" for g in gene_ids] + ["performer_multi_fold0"])
+    assert sorted(p.name for p in runs.iterdir()) == sorted([f"performer{s}_{g}_fold0" for g in gene_ids for s in ("", "_frac0.5")]
+                                                            + ["performer_multi_fold0", "performer_multi_frac0.5_fold0"])
     for gene in gene_ids:
-        for model in ("enet", "performer", "performer_multi", "enformer"):
+        for model in ("enet", "performer", "performer_multi", "enformer", "performer_frac0.5", "performer_multi_frac0.5"):
             arrays, attrs = read_result(store.path, gene, model)
             assert arrays["status"][0].startswith("ok"), (gene, model)
         for model in ("performer", "performer_multi", "enformer"):

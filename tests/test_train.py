@@ -22,7 +22,7 @@ from sklearn.metrics import r2_score
 
 from conftest import pstore
 from performer_store.inputs import InputError
-from performer_store.loader import BatchLoader, GeneReader, epoch_blocks, micro_batches, rank_blocks, split_rows
+from performer_store.loader import BatchLoader, GeneReader, epoch_blocks, micro_batches, rank_blocks, split_rows, train_people
 from performer_store.model import CONFIGS, Performer, _prepare
 from performer_store.results import read_result
 from performer_store.store import Store
@@ -250,3 +250,18 @@ def test_ddp_on_two_gloo_processes_equals_one_process(sim_store, tmp_path):
         torch.testing.assert_close(distributed_state[name], value, rtol=1e-5, atol=1e-6, msg=name)
         moved += not torch.equal(value, before[name])
     assert moved > 50  # the step changed the weights, so equal weights mean equal gradients
+
+
+def test_train_fraction_takes_nested_shares_of_the_train_people(sim_store, tmp_path, monkeypatch):
+    store = Store(sim_store)
+    train_split = np.flatnonzero(store.split(0) == 0)
+    shares = {f: set(train_people(store, 0, f, seed=3)) for f in (0.25, 0.5, 0.75, 1.0)}
+    assert shares[0.25] <= shares[0.5] <= shares[0.75] <= shares[1.0] == set(train_split)
+    assert [len(shares[f]) for f in (0.25, 0.5)] == [round(0.25 * len(train_split)), round(0.5 * len(train_split))]
+    assert shares[0.5] != set(train_people(store, 0, 0.5, seed=4))  # another seed, another share
+    seen = []
+    monkeypatch.setattr("performer_store.train.epoch_blocks", lambda rows, *a: seen.append(rows) or epoch_blocks(rows, *a))
+    train(tiny_config(sim_store, tmp_path / "half", train_fraction=0.5, seed=3, max_epochs=1))
+    for gene, rows in seen[0].items():  # only the half's people with a target, every one of them
+        assert set(rows) == shares[0.5] & set(split_rows(store, gene, 0, "train"))
+    assert json.loads((tmp_path / "half" / "run.json").read_text())["train_fraction"] == 0.5
