@@ -337,3 +337,24 @@ def auroc_strips(aurocs: Mapping[str, pd.DataFrame], colors: Mapping[str, tuple]
         ax.set_title(name, fontsize=10)
         ax.set_ylabel("auROC of |weight| per gene")
     return figure
+
+
+def learning_curves(curves: pd.DataFrame) -> Figure:
+    """Mean test r and R2 against the number of train people, one line per run family and gene group.
+
+    curves: family, group, people, pearson_r, r2 (means over genes).
+    """
+    figure, axes = panels(1, 2, (4.6, 3.2))
+    lines = list(dict.fromkeys(zip(curves["family"], curves["group"])))
+    colors = model_colors([f"{family}, {group}" for family, group in lines])
+    for (family, group), part in curves.groupby(["family", "group"], sort=False):
+        label = f"{family}, {group}"
+        part = part.sort_values("people")
+        for ax, column in zip(axes[0], ("pearson_r", "r2")):
+            ax.plot(part["people"], part[column], marker="o", color=colors[label], linewidth=1.2, label=label)
+    axes[0, 0].set_ylabel("mean test r")
+    axes[0, 1].set_ylabel("mean test R2")
+    for ax in axes[0]:
+        ax.set_xlabel("train people")
+    axes[0, 1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1))
+    return figure

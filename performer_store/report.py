@@ -289,6 +289,24 @@ def figure_multi(inputs: ReportInputs) -> Figure:
     return figures.multi_vs_single(runs, [c for c in order if c in set(runs["category"])])
 
 
+RUN_FAMILY = r"^(?P<family>performer(?:_multi)?)(?:_frac(?P<fraction>[0-9.]+))?$"  # names `pstore run` gives
+
+
+def figure_learning(inputs: ReportInputs) -> Figure:
+    """Learning curves: mean test r and R2 of Performer runs against their number of train people, per gene group."""
+    folds = inputs.in_fold
+    names = folds["model"].str.extract(RUN_FAMILY)
+    runs = folds.assign(family=names["family"], fraction=names["fraction"].astype(float).fillna(1.0)).dropna(subset=["family"])
+    if not (runs.groupby("family")["fraction"].nunique() >= 2).any():
+        raise MissingData(f"needs Performer runs of fold {inputs.fold} on at least two train fractions "
+                          "(`train_fractions` in `pstore run`, or `pstore train --train-fraction F --name performer_fracF`)")
+    table = inputs.comparison.table.set_index("gene_id")
+    n_train = int((inputs.store.split(inputs.fold) == 0).sum())
+    runs = runs.assign(group=table["group"].reindex(runs["gene_id"]).to_numpy(), people=(runs["fraction"] * n_train).round())
+    curves = runs.groupby(["family", "group", "people"], as_index=False)[["pearson_r", "r2"]].mean()
+    return figures.learning_curves(curves)
+
+
 class FigureSpec(NamedTuple):
     """A figure of the page: anchor (fig-<id>), title, one-line caption, and the function that draws it."""
 
@@ -335,6 +353,9 @@ FIGURES: tuple[FigureSpec, ...] = tuple(FigureSpec(*spec) for spec in (
     ("multi", "Multi-gene vs single-gene training",
      "Each point is a gene scored by a run trained on it alone, by a multi-gene run trained on it (HOP) or by one that "
      f"never saw it (HOGP; the paper found these near r = 0); lines join a gene's runs ({FLOORED}).", figure_multi),
+    ("learning", "Learning curves",
+     "Mean test r and R2 of Performer runs trained on nested shares of the train people, by the elastic net's R2 group: "
+     "where the curve flattens, more people add little (the paper: ~250 people suffice).", figure_learning),
 ))
 
 

@@ -59,7 +59,7 @@ def write_run_dir(directory, genes: list[str], epochs: int = 6) -> None:
 @pytest.fixture(scope="module")
 def stores(tmp_path_factory):
     """A bare simulated store (160 people, 4 genes, 8,192 bp) and a copy with results of fold 0: enet; single-gene
-    Performer runs `performer` on genes 0-1; a multi-gene run `multi` trained on genes 0-2, scored on all 4; base
+    Performer runs `performer` (and `performer_frac0.5`, as on half the train people) on genes 0-1; a multi-gene run `multi` trained on genes 0-2, scored on all 4; base
     `enformer`; ISM scores of all three (near the enet coefficients, so HSVs and drivers exist)."""
     directory = tmp_path_factory.mktemp("report")
     cohort, bare = simulated_store(directory, 8_192)
@@ -74,6 +74,8 @@ def stores(tmp_path_factory):
         if k < 2:
             write_run_dir(directory / "runs" / f"single_{k}", [gene_id])
             write_run(path, gene_id, "performer", "performer", directory / "runs" / f"single_{k}", 0.6, k)
+            write_run_dir(directory / "runs" / f"half_{k}", [gene_id])  # a learning-curve run on half the people
+            write_run(path, gene_id, "performer_frac0.5", "performer", directory / "runs" / f"half_{k}", 1.2, 30 + k)
             write_ism(path, gene_id, "performer", "performer", coefficients + 0.01 * rng.normal(size=len(coefficients)))
         write_run(path, gene_id, "multi", "performer", directory / "runs" / "multi", 0.9 + k, 10 + k)
         write_run(path, gene_id, "enformer", "enformer", None, 3.0, 20 + k)
@@ -139,7 +141,7 @@ def page(stores, tmp_path_factory) -> Page:
 
 
 def test_every_figure_is_an_embedded_png_with_a_caption(page):
-    """Figures 1-11 each have an id, one non-empty base64 PNG and a caption; none is reported missing."""
+    """Figures 1-12 each have an id, one non-empty base64 PNG and a caption; none is reported missing."""
     assert [f"fig-{spec.id}" for spec in FIGURES] == list(page.figures)
     for identifier, figure in page.figures.items():
         assert not figure["missing"], f"{identifier}: {figure['missing']}"
@@ -177,6 +179,7 @@ def test_missing_inputs_are_said_in_place(stores, tmp_path):
     notes = {identifier: figure["missing"] for identifier, figure in found.figures.items()}
     assert "pstore enet" in notes["fig-metrics"] and "pstore ism" in notes["fig-weights"]
     assert "--finemapped" in notes["fig-auroc"] and "pstore train" in notes["fig-training"]
+    assert "train_fractions" in notes["fig-learning"]
     assert re.search(r"no model results in this store", (tmp_path / "index.html").read_text())
 
 
