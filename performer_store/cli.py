@@ -5,6 +5,7 @@ from __future__ import annotations
 import shlex
 import sys
 from pathlib import Path
+from typing import Callable
 
 import click
 
@@ -205,16 +206,32 @@ def train(store: Path, gene_ids: tuple[str, ...], genes_file: Path | None, fold:
     click.echo(f"{out}: {state.epoch} epochs; best mean tune R2 {state.best_r2:.4f} at epoch {state.best_epoch}")
 
 
+def model_choice(command: Callable) -> Callable:
+    """The options that pick a model for `evaluate` and `ism`: a run, or base Enformer and how to build it."""
+    options = [
+        click.option("--run", "run_dir", type=PathArg, help="Run directory of `pstore train` (its best.pt): results fill the run's fold."),
+        click.option("--base", is_flag=True, help="Base Enformer (CAGE track, 3 centre bins) instead of a run: the same results fill every fold."),
+        click.option("--weights", type=PathArg, help="With --base: pretrained Enformer weights (directory or file)."),
+        click.option("--config", "model_config", type=click.Choice(["tiny", "small", "full"]), help="With --base: a random-init Enformer (tests, demo)."),
+        click.option("--track", type=int, help="With --base: human CAGE track (default by tissue: whole_blood 4950, brain 4980)."),
+        click.option("--window", type=int, help="With --base: window in bp (default: the store's)."),
+        click.option("--gene", "gene_ids", multiple=True, help="Gene to use (repeatable). Default: every gene of the store."),
+        click.option("--genes", "genes_file", type=PathArg, help="File with one gene ID per line."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def _check_model_choice(base: bool, run_dir: Path | None) -> None:
+    """Exactly one of --run and --base."""
+    if base == (run_dir is not None):
+        raise click.UsageError("give --run RUN or --base")
+
+
 @main.command()
 @click.option("--store", required=True, type=PathArg, help="Store whose people to predict.")
-@click.option("--run", "run_dir", type=PathArg, help="Run directory of `pstore train` (its best.pt).")
-@click.option("--base", is_flag=True, help="Evaluate base Enformer (CAGE track, 3 centre bins) instead of a run.")
-@click.option("--weights", type=PathArg, help="With --base: pretrained Enformer weights (directory or file).")
-@click.option("--config", "model_config", type=click.Choice(["tiny", "small", "full"]), help="With --base: a random-init Enformer (tests, demo).")
-@click.option("--track", type=int, help="With --base: human CAGE track (default by tissue: whole_blood 4950, brain 4980).")
-@click.option("--window", type=int, help="With --base: window in bp (default: the store's).")
-@click.option("--gene", "gene_ids", multiple=True, help="Gene to evaluate (default: every gene of the store).")
-@click.option("--genes", "genes_file", type=PathArg, help="File with one gene ID per line.")
+@model_choice
 @click.option("--micro-batch", type=click.IntRange(min=1), default=32, show_default=True)
 @click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True)
@@ -226,8 +243,7 @@ def evaluate(store: Path, run_dir: Path | None, base: bool, weights: Path | None
     """
     from .evaluate import EvaluateConfig, evaluate_base, evaluate_run, mean_metrics
 
-    if base == (run_dir is not None):
-        raise click.UsageError("give --run RUN or --base")
+    _check_model_choice(base, run_dir)
     config = EvaluateConfig(store=store, genes=_gene_list(gene_ids, genes_file), micro_batch=micro_batch, workers=workers, device=device)
     table = evaluate_base(config, weights, model_config, track, window) if base else evaluate_run(config, run_dir)
     click.echo(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
@@ -238,14 +254,7 @@ def evaluate(store: Path, run_dir: Path | None, base: bool, weights: Path | None
 
 @main.command()
 @click.option("--store", required=True, type=PathArg, help="Store built by `pstore build`; scores go to genes/<gene>/ism/<model>.")
-@click.option("--run", "run_dir", type=PathArg, help="Run directory of `pstore train` (its best.pt): scores fill the run's fold.")
-@click.option("--base", is_flag=True, help="Base Enformer (CAGE track, 3 centre bins) instead of a run: the same scores fill every fold.")
-@click.option("--weights", type=PathArg, help="With --base: pretrained Enformer weights (directory or file).")
-@click.option("--config", "model_config", type=click.Choice(["tiny", "small", "full"]), help="With --base: a random-init Enformer (tests, demo).")
-@click.option("--track", type=int, help="With --base: human CAGE track (default by tissue: whole_blood 4950, brain 4980).")
-@click.option("--window", type=int, help="With --base: window in bp (default: the store's).")
-@click.option("--gene", "gene_ids", multiple=True, help="Gene to score (repeatable). Default: every gene of the store.")
-@click.option("--genes", "genes_file", type=PathArg, help="File with one gene ID per line.")
+@model_choice
 @click.option("--batch", type=click.IntRange(min=1), default=32, show_default=True, help="SNVs per forward pass (lower it on CPU for the full-size model).")
 @click.option("--exact-full", is_flag=True, help="Whole-window forward passes instead of the conv-tower splice (slower; same scores up to float rounding).")
 @click.option("--bf16", is_flag=True, help="bf16 autocast (CUDA only). Default: float32.")
@@ -266,8 +275,7 @@ def ism(store: Path, run_dir: Path | None, base: bool, weights: Path | None, mod
     from .ism import IsmConfig, enformer_model, performer_model, run_ism
     from .store import Store
 
-    if base == (run_dir is not None):
-        raise click.UsageError("give --run RUN or --base")
+    _check_model_choice(base, run_dir)
     config = IsmConfig(store=store, genes=_gene_list(gene_ids, genes_file), batch=batch, method="full" if exact_full else "splice",
                        device=device, bf16=bf16, force=force, progress=not quiet)
     opened = Store(store)
