@@ -40,14 +40,16 @@ def main() -> None:
 @click.argument("out_dir", type=PathArg)
 @click.option("--demo", is_flag=True, help="The demo cohort: 670 people, 24 genes, multi-allelic sites and indels included.")
 @click.option("--individuals", type=click.IntRange(min=10), default=670, show_default=True, help="Diploid people in the VCF (GTEx Whole Blood size).")
-@click.option("--genes", "n_genes", type=click.IntRange(min=1), default=24, show_default=True, help="Genes (one 49,152-bp window each).")
+@click.option("--genes", "n_genes", type=click.IntRange(min=1), default=24, show_default=True, help="Genes (one window each).")
+@click.option("--window", type=click.IntRange(min=8_192), default=49_152, show_default=True,
+              help="bp simulated around each TSS: genotypes, enhancers and causal variants (196608 = Enformer's full input).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed; the same seed gives identical files.")
 @click.option("--multiallelic", is_flag=True, help="Add a few multi-allelic sites.")
 @click.option("--indels", is_flag=True, help="Add a few indels and symbolic alleles (the build skips and counts them).")
 @click.option("--reference", type=ExistingFile, help="Take windows from this real FASTA (plain or gzip) instead of synthetic contigs.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def simulate(out_dir: Path, demo: bool, individuals: int, n_genes: int, seed: int, multiallelic: bool,
-             indels: bool, reference: Path | None, quiet: bool) -> None:
+             indels: bool, reference: Path | None, window: int, quiet: bool) -> None:
     """Simulate a GTEx-like cohort with known causal variants into OUT_DIR.
 
     Coalescent genotypes (msprime, stdpopsim OutOfAfrica_2T12, 87% EUR / 13% AFR), a reference with
@@ -59,13 +61,13 @@ def simulate(out_dir: Path, demo: bool, individuals: int, n_genes: int, seed: in
     try:
         files = simulate_cohort(
             out_dir, individuals=individuals, genes=n_genes, seed=seed, multiallelic=multiallelic or demo,
-            indels=indels or demo, reference=reference, progress=not quiet,
+            indels=indels or demo, reference=reference, window=window, progress=not quiet,
         )
     except (ValueError, ImportError) as error:
         raise click.ClickException(str(error)) from None
     stats = files.summary
     click.echo(f"wrote {out_dir}: {stats['individuals']} people, {stats['genes']} genes, "
-               f"{stats['snvs_per_window']:.0f} SNVs per 49,152 bp window, "
+               f"{stats['snvs_per_window']:.0f} SNVs per {window:,}-bp window, "
                f"{100 * stats['fraction_maf_below_1pct']:.0f}% with MAF < 1%")
 
 
@@ -170,6 +172,9 @@ def _gene_list(gene_ids: tuple[str, ...], genes_file: Path | None) -> tuple[str,
               help="Train on this share of the fold's train people (nested for one seed: 0.25 within 0.5 within 1), for learning curves; tune and test people are untouched.")
 @click.option("--lr", type=float, default=5e-6, show_default=True, help="AdamW learning rate.")
 @click.option("--micro-batch", type=click.IntRange(min=1), default=32, show_default=True, help="People per forward pass (all of one gene).")
+@click.option("--gradient-checkpointing", is_flag=True,
+              help="Recompute activations in the backward pass instead of keeping them: much less memory per sample "
+                   "(196,608-bp windows; see BENCHMARKS.md) for ~1.3x the compute; same results.")
 @click.option("--accumulation", type=click.IntRange(min=1), default=4, show_default=True, help="Micro-batches per optimizer step.")
 @click.option("--clip", type=float, default=0.05, show_default=True, help="Gradient-norm clip.")
 @click.option("--max-epochs", type=click.IntRange(min=1), default=150, show_default=True)
@@ -182,7 +187,8 @@ def _gene_list(gene_ids: tuple[str, ...], genes_file: Path | None) -> tuple[str,
 @click.option("--resume", is_flag=True, help="Continue from --out/last.pt (same result as an uninterrupted run).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def train(store: Path, gene_ids: tuple[str, ...], genes_file: Path | None, fold: int, out: Path, model_config: str | None,
-          weights: Path | None, name: str | None, window: int | None, train_fraction: float, lr: float, micro_batch: int, accumulation: int,
+          weights: Path | None, name: str | None, window: int | None, train_fraction: float, lr: float, micro_batch: int,
+          gradient_checkpointing: bool, accumulation: int,
           clip: float, max_epochs: int, patience: int, seed: int, workers: int, read_path: str, device: str,
           resume: bool, quiet: bool) -> None:
     """Fine-tune Performer (Enformer + one linear track) on the people of one or many genes.
@@ -195,7 +201,8 @@ def train(store: Path, gene_ids: tuple[str, ...], genes_file: Path | None, fold:
 
     config = TrainConfig(
         store=store, genes=_gene_list(gene_ids, genes_file), fold=fold, out=out, config=model_config, weights=weights,
-        name=name, window=window, train_fraction=train_fraction, lr=lr, micro_batch=micro_batch, accumulation=accumulation, clip=clip,
+        name=name, window=window, train_fraction=train_fraction, lr=lr, micro_batch=micro_batch,
+        gradient_checkpointing=gradient_checkpointing, accumulation=accumulation, clip=clip,
         max_epochs=max_epochs, patience=patience, seed=seed, workers=workers, read_path=read_path, device=device,
         resume=resume, progress=not quiet,
     )

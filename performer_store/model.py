@@ -19,6 +19,7 @@ from enformer_pytorch import Enformer
 from enformer_pytorch.finetune import HeadAdapterWrapper, freeze_batchnorms_
 from enformer_pytorch.modeling_enformer import Attention
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from .inputs import InputError
 
@@ -142,6 +143,34 @@ class Performer(nn.Module):
         """(batch, window, 4) dosage one-hots -> (batch,) predictions at the centre bin."""
         tracks = self.net(onehot.float())
         return tracks[:, tracks.shape[1] // 2, 0]
+
+
+class Recomputed(nn.Sequential):
+    """A Sequential run as checkpoint segments (each child, or all as one) when gradients are on: training keeps
+    only segment outputs and recomputes the rest in backward, so long windows fit for ~1.3x the compute."""
+
+    def __init__(self, sequential: nn.Sequential, whole: bool):
+        super().__init__(*sequential)  # same child names, so state-dict keys are unchanged
+        self.whole = whole
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The children in order, through torch.utils.checkpoint while gradients are recorded."""
+        if not torch.is_grad_enabled():
+            return super().forward(x)
+        if self.whole:
+            return checkpoint(super().forward, x, use_reentrant=False)
+        for child in self:
+            x = checkpoint(child, x, use_reentrant=False)
+        return x
+
+
+def recompute_activations(enformer: Enformer) -> None:
+    """Gradient checkpointing of the stem (one segment), each conv-tower block and each transformer layer.
+    (enformer-pytorch's own `use_checkpointing` covers the transformer only, where little memory goes.)"""
+    for index, name, whole in ((1, "stem", True), (2, "conv_tower", False), (4, "transformer", False)):
+        module = Recomputed(getattr(enformer, name), whole)
+        setattr(enformer, name, module)
+        enformer._trunk[index] = module  # the trunk holds the same modules; replace both references
 
 
 def cage_prediction(enformer: Enformer, onehot: torch.Tensor, track: int) -> torch.Tensor:

@@ -80,6 +80,7 @@ class TrainStep:
     lr: float = 5e-6
     micro_batch: int = 32
     accumulation: int = 4
+    gradient_checkpointing: bool = False  # recompute activations in backward (196,608-bp windows)
     max_epochs: int = 150
     patience: int = 20
     seed: int = 0
@@ -264,6 +265,7 @@ def train_command(config: PipelineConfig, run: Run) -> list[str]:
             "--workers", str(step.workers), "--device", step.device, "--train-fraction", str(run.fraction), "--resume"]
     args += ["--config", step.config] if step.config else ["--weights", str(step.weights)]
     args += ["--window", str(step.window)] if step.window else []
+    args += ["--gradient-checkpointing"] if step.gradient_checkpointing else []
     args += [a for gene in run.genes for a in ("--gene", gene)]
     if step.processes > 1:
         return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={step.processes}",

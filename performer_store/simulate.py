@@ -34,8 +34,8 @@ from tqdm import tqdm
 
 logger = logging.getLogger(__name__)
 
-WINDOW = 49_152
-HALF_WINDOW = WINDOW // 2
+WINDOW = 49_152  # default window; --window takes others (e.g. Enformer's full 196,608 bp)
+MIN_WINDOW = 8_192  # room for a promoter and distal enhancers
 DEMOGRAPHIC_MODEL = "OutOfAfrica_2T12"
 AFR_FRACTION = 0.13
 EXPRESSION_ONLY_PEOPLE = 2
@@ -56,7 +56,7 @@ CPG_DEAMINATED = 0.8
 MIN_ACGT_FRACTION = 0.99
 GENE_SPACING = (60_000, 150_000)
 PROMOTER = (-1_000, 300)
-DISTAL = (2_000, HALF_WINDOW - 1_000)
+DISTAL_FROM, DISTAL_EDGE = 2_000, 1_000  # enhancers 2 kb from the TSS up to 1 kb inside the window edge
 MOTIF_MARGIN = 30
 PROXIMAL_SPACING = 50
 DISTAL_SPACING = 2_000
@@ -186,6 +186,7 @@ class _Gene:
     tss: int
     strand: str
     exons: tuple[tuple[int, int], ...]
+    half_window: int
 
     @property
     def sign(self) -> int:
@@ -194,8 +195,13 @@ class _Gene:
 
     @property
     def window(self) -> tuple[int, int]:
-        """The 49,152-bp window centred on the TSS; starts below 0 where it runs off the contig."""
-        return self.tss - HALF_WINDOW, self.tss + HALF_WINDOW
+        """The window centred on the TSS; starts below 0 where it runs off the contig."""
+        return self.tss - self.half_window, self.tss + self.half_window
+
+    @property
+    def distal(self) -> tuple[int, int]:
+        """TSS distances where enhancers and distal causal variants go."""
+        return DISTAL_FROM, self.half_window - DISTAL_EDGE
 
     @property
     def span(self) -> tuple[int, int]:
@@ -286,6 +292,7 @@ def simulate_cohort(
     indels: bool = False,
     missing_rate: float = 0.002,
     reference: Path | None = None,
+    window: int = WINDOW,
     progress: bool = False,
 ) -> CohortFiles:
     """Write a realistic GTEx-like cohort with ground truth into ``out_dir``.
@@ -301,7 +308,7 @@ def simulate_cohort(
         People in the VCF. Two more people have expression only, and ~2% of the genotyped people
         have no expression.
     genes
-        Genes, one 49,152-bp window each, spread over the contigs.
+        Genes, one window each, spread over the contigs.
     seed
         Seed of every random draw.
     multiallelic
@@ -312,10 +319,13 @@ def simulate_cohort(
         Fraction of genotype calls written as ``./.``.
     reference
         A plain or gzip/bgzip FASTA to take windows from instead of synthetic ``chr1``-``chr3``.
+    window
+        Window simulated around each TSS (genotypes, elements, causal variants); genes are spaced so
+        that windows do not overlap.
     progress
         Show a progress bar over genes.
     """
-    _check_arguments(individuals, genes, seed, missing_rate, reference)
+    _check_arguments(individuals, genes, seed, missing_rate, reference, window)
     stdpopsim, pyjaspar = _import_simulation_extras()
     out_dir = Path(out_dir)
     species = stdpopsim.get_species("HomSap")
@@ -326,7 +336,7 @@ def simulate_cohort(
         engine=stdpopsim.get_engine("msprime"),
         model=model,
         contig=species.get_contig(
-            length=WINDOW,
+            length=window,
             mutation_rate=model.mutation_rate,
             recombination_rate=species.genome.mean_recombination_rate,
         ),
@@ -338,16 +348,16 @@ def simulate_cohort(
         missing_rate=missing_rate,
     )
     if reference is None:
-        sequences, layout = _synthetic_genome(genes, _rng(seed, "genome"))
+        sequences, layout = _synthetic_genome(genes, window, _rng(seed, "genome"))
     else:
-        sequences, layout = _reference_genome(Path(reference), genes, _rng(seed, "genome"))
-    gene_models = _gene_models(layout, sequences, _rng(seed, "genes"))
+        sequences, layout = _reference_genome(Path(reference), genes, window, _rng(seed, "genome"))
+    gene_models = _gene_models(layout, sequences, window, _rng(seed, "genes"))
     heritability = _heritabilities(len(gene_models), _rng(seed, "h2"))
     results = [
         _simulate_gene(simulation, index, gene, heritability[index], sequences[gene.contig])
         for index, gene in enumerate(tqdm(gene_models, desc="simulating genes", disable=not progress))
     ]
-    stats = _cohort_stats(sequences, gene_models, results)
+    stats = _cohort_stats(sequences, gene_models, results, window)
     summary = {
         "individuals": individuals,
         "genes": genes,
@@ -356,6 +366,7 @@ def simulate_cohort(
         "indels": indels,
         "missing_rate": missing_rate,
         "reference": None if reference is None else str(reference),
+        "window": window,
         **_simulation_summary(simulation, species, stdpopsim.__version__),
         **stats,
     }
@@ -364,7 +375,9 @@ def simulate_cohort(
     return CohortFiles(out_dir=out_dir, summary=summary, **{k: out_dir / v for k, v in FILE_NAMES.items()})
 
 
-def _check_arguments(individuals: int, genes: int, seed: int, missing_rate: float, reference: Path | None) -> None:
+def _check_arguments(
+    individuals: int, genes: int, seed: int, missing_rate: float, reference: Path | None, window: int
+) -> None:
     """Reject arguments the simulation cannot honour, saying what is allowed."""
     if individuals < 10:
         raise ValueError(f"individuals must be at least 10 (got {individuals})")
@@ -374,6 +387,8 @@ def _check_arguments(individuals: int, genes: int, seed: int, missing_rate: floa
         raise ValueError(f"seed must be a non-negative integer (got {seed})")
     if not 0 <= missing_rate < 1:
         raise ValueError(f"missing_rate must be in [0, 1) (got {missing_rate})")
+    if window < MIN_WINDOW or window % 2:
+        raise ValueError(f"window must be an even number of bp, at least {MIN_WINDOW:,} (got {window})")
     if reference is not None and not Path(reference).is_file():
         raise ValueError(f"reference FASTA {reference} does not exist; pass a FASTA file or leave it out")
 
@@ -440,17 +455,26 @@ def _participant_ids(count: int, rng: np.random.Generator) -> np.ndarray:
     return candidates[np.sort(first)[:count]]
 
 
-def _synthetic_genome(genes: int, rng: np.random.Generator) -> tuple[dict[str, np.ndarray], list[tuple[str, int]]]:
+def _gene_spacing(window: int) -> tuple[int, int]:
+    """TSS-to-TSS distances: 60-150 kb for the default window, widened so that longer windows never overlap."""
+    extra = max(window - WINDOW, 0)
+    return GENE_SPACING[0] + extra, GENE_SPACING[1] + extra
+
+
+def _synthetic_genome(
+    genes: int, window: int, rng: np.random.Generator
+) -> tuple[dict[str, np.ndarray], list[tuple[str, int]]]:
     """Synthetic contigs and gene TSSs; the first chr1 window runs off the contig start, another has an N gap."""
+    half = window // 2
     layout = []
     for index, contig in enumerate(SYNTHETIC_CONTIGS[:genes]):
-        after_telomere = rng.integers(4_000, 12_000) if index == 0 else HALF_WINDOW + rng.integers(5_000, 60_000)
+        after_telomere = rng.integers(4_000, 12_000) if index == 0 else half + rng.integers(5_000, 60_000)
         first = TELOMERE + int(after_telomere)
-        spacing = rng.integers(*GENE_SPACING, size=len(range(index, genes, len(SYNTHETIC_CONTIGS))) - 1)
+        spacing = rng.integers(*_gene_spacing(window), size=len(range(index, genes, len(SYNTHETIC_CONTIGS))) - 1)
         layout += [(contig, first + int(offset)) for offset in np.concatenate([[0], np.cumsum(spacing)])]
     last_tss = {contig: tss for contig, tss in layout}
     sequences = {
-        contig: _synthetic_sequence(tss + HALF_WINDOW + int(rng.integers(20_000, 80_000)), rng)
+        contig: _synthetic_sequence(max(tss + half + int(rng.integers(20_000, 80_000)), window), rng)  # >= one window
         for contig, tss in last_tss.items()
     }
     contig, tss = layout[min(1, len(layout) - 1)]
@@ -474,25 +498,26 @@ def _synthetic_sequence(length: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def _reference_genome(
-    path: Path, genes: int, rng: np.random.Generator
+    path: Path, genes: int, window: int, rng: np.random.Generator
 ) -> tuple[dict[str, np.ndarray], list[tuple[str, int]]]:
-    """The contigs of a real FASTA that receive genes, and TSSs 60-150 kb apart with mostly A/C/G/T windows."""
+    """The contigs of a real FASTA that receive genes, and TSSs apart by `_gene_spacing` with mostly A/C/G/T windows."""
     sequences = _read_fasta(path)
+    half, spacing = window // 2, _gene_spacing(window)
     names = list(sequences)
     layout = []
     for index, contig in enumerate(names[:genes]):
         acgt = BASE_CODE[sequences[contig]] >= 0
-        tss = int(np.argmax(acgt)) + HALF_WINDOW + int(rng.integers(0, GENE_SPACING[1]))
+        tss = int(np.argmax(acgt)) + half + int(rng.integers(0, spacing[1]))
         for _ in range(index, genes, len(names)):
-            while np.count_nonzero(acgt[tss - HALF_WINDOW : tss + HALF_WINDOW]) < MIN_ACGT_FRACTION * WINDOW:
-                if tss + HALF_WINDOW >= acgt.size:
+            while np.count_nonzero(acgt[tss - half : tss + half]) < MIN_ACGT_FRACTION * window:
+                if tss + half >= acgt.size:
                     raise ValueError(
                         f"{path}: contig {contig!r} ({acgt.size:,} bp) has no room for another gene window "
                         f"that is {MIN_ACGT_FRACTION:.0%} A/C/G/T; pass fewer genes (got {genes}) or longer contigs"
                     )
                 tss += 10_000
             layout.append((contig, tss))
-            tss += int(rng.integers(*GENE_SPACING))
+            tss += int(rng.integers(*spacing))
     return {name: sequences[name] for name in names[:genes]}, layout
 
 
@@ -519,7 +544,7 @@ def _strand_interval(tss: int, sign: int, start: int, end: int) -> tuple[int, in
 
 
 def _gene_models(
-    layout: list[tuple[str, int]], sequences: dict[str, np.ndarray], rng: np.random.Generator
+    layout: list[tuple[str, int]], sequences: dict[str, np.ndarray], window: int, rng: np.random.Generator
 ) -> list[_Gene]:
     """Gene models at the TSSs: both strands, 2-40 kb bodies kept on sequence, 1-3 exons, some lncRNAs."""
     strands = np.where(rng.permutation(len(layout)) % 2 == 0, "+", "-")
@@ -541,6 +566,7 @@ def _gene_models(
                 tss=tss,
                 strand=strand,
                 exons=exons,
+                half_window=window // 2,
             )
         )
     return models
@@ -652,7 +678,7 @@ def _choose_causal_sites(
     """Site indices of causal SNVs, a mix of common and rare, proximal (promoter) and distal (enhancer)."""
     offset = (position - gene.tss) * gene.sign
     in_promoter = (offset >= PROMOTER[0] + MOTIF_MARGIN) & (offset < PROMOTER[1] - MOTIF_MARGIN)
-    in_distal = (np.abs(offset) >= DISTAL[0]) & (np.abs(offset) <= DISTAL[1])
+    in_distal = (np.abs(offset) >= gene.distal[0]) & (np.abs(offset) <= gene.distal[1])
     common = maf >= COMMON_MAF
     rare = (maf >= RARE_MAF) & ~common
     available = _all_acgt(sequence, position - MOTIF_MARGIN, position + MOTIF_MARGIN)
@@ -710,7 +736,7 @@ def _place_enhancers(
         if len(enhancers) == wanted:
             break
         length = int(rng.integers(300, 801))
-        start = gene.tss + int(rng.choice([-1, 1]) * rng.integers(*DISTAL)) - length // 2
+        start = gene.tss + int(rng.choice([-1, 1]) * rng.integers(*gene.distal)) - length // 2
         if _fits(gene, sequence, taken, start, start + length):
             taken.append((start, start + length))
             enhancers.append((_Element("enhancer", start, start + length), []))
@@ -1044,7 +1070,6 @@ def _simulation_summary(simulation: _Simulation, species: Any, stdpopsim_version
         "demographic_model": DEMOGRAPHIC_MODEL,
         "mutation_rate": simulation.model.mutation_rate,
         "recombination_rate": species.genome.mean_recombination_rate,
-        "window": WINDOW,
         "stdpopsim_version": stdpopsim_version,
         "samples": simulation.samples,
         "people": {
@@ -1058,8 +1083,10 @@ def _simulation_summary(simulation: _Simulation, species: Any, stdpopsim_version
     }
 
 
-def _cohort_stats(sequences: dict[str, np.ndarray], genes: list[_Gene], results: list[_GeneResult]) -> dict:
-    """Measured realism: bi-allelic SNVs per 49,152 bp of A/C/G/T window, rare fractions, GC, CpG o/e."""
+def _cohort_stats(
+    sequences: dict[str, np.ndarray], genes: list[_Gene], results: list[_GeneResult], window: int
+) -> dict:
+    """Measured realism: bi-allelic SNVs per window of A/C/G/T, rare fractions, GC, CpG o/e."""
     acgt_bp = sum(
         np.count_nonzero(BASE_CODE[sequences[g.contig][max(g.window[0], 0) : g.window[1]]] >= 0) for g in genes
     )
@@ -1070,7 +1097,7 @@ def _cohort_stats(sequences: dict[str, np.ndarray], genes: list[_Gene], results:
     counts = sum(np.bincount(code[code >= 0], minlength=4) for code in codes)
     cpg = sum(np.count_nonzero((s[:-1] == ord("C")) & (s[1:] == ord("G"))) for s in sequences.values())
     return {
-        "snvs_per_window": round(float(maf.size * WINDOW / acgt_bp), 1),
+        "snvs_per_window": round(float(maf.size * window / acgt_bp), 1),
         "fraction_maf_below_1pct": round(float(np.mean(maf < 0.01)), 4),
         "fraction_maf_below_5pct": round(float(np.mean(maf < 0.05)), 4),
         "gc_fraction": round(float(counts[1:3].sum() / counts.sum()), 4),

@@ -28,7 +28,8 @@ from .inputs import InputError
 from . import schemas
 from .loader import (BatchLoader, GeneReader, epoch_blocks, evaluation_batches, micro_batches, rank_blocks, split_rows,
                      train_people)
-from .model import Performer, check_window, enformer_from_config, enformer_from_weights, load_checkpoint, save_checkpoint
+from .model import (Performer, check_window, enformer_from_config, enformer_from_weights, load_checkpoint, recompute_activations,
+                    save_checkpoint)
 from .predict import autocast, gene_metrics, predict
 from .store import Store
 
@@ -46,6 +47,7 @@ class TrainConfig:
     name: str | None = None  # results name in the store (default: the run directory's name)
     window: int | None = None  # default: the store's window
     train_fraction: float = 1.0  # a nested share of the train people (learning curves); tune and test untouched
+    gradient_checkpointing: bool = False  # recompute activations in backward (long windows): less memory, same result
     lr: float = 5e-6
     weight_decay: float = 0.01
     micro_batch: int = 32
@@ -197,6 +199,8 @@ def train(config: TrainConfig) -> TrainState:
     train_loader = BatchLoader(reader, config.workers, distributed.device)
     tune_loader = BatchLoader(reader, config.workers, distributed.device)
     model, optimizer, state = build_model(config, store, distributed)
+    if config.gradient_checkpointing:
+        recompute_activations(model.enformer)
     step_model = torch.nn.parallel.DistributedDataParallel(model) if distributed.world_size > 1 else model
     bar = tqdm(total=config.max_epochs, initial=state.epoch, desc="epochs", unit="epoch", file=sys.stderr,
                disable=not (config.progress and distributed.main))
