@@ -117,9 +117,9 @@ def model_summary(path: Path) -> pd.DataFrame:
     grouped = folds.groupby("model")
     return pd.DataFrame({
         "kind": grouped["kind"].first(),
-        "trained_in": grouped["trained_in"].first(),
         "genes": grouped["gene_id"].nunique(),
         "folds": grouped["fold"].agg(lambda f: ",".join(str(x) for x in sorted(set(f)))),
         "mean_r": grouped["pearson_r"].mean(),
         "mean_r2": grouped["r2"].mean(),
+        "trained_in": grouped["trained_in"].first(),
     }).reset_index()

@@ -236,7 +236,7 @@ def test_cross_cohort_run_end_to_end(cohorts, run_a, tmp_path):
     compared = pstore("compare", "--store", str(store)).output
     assert re.search(r"enet_from_a\s+enet_transfer\s+a\.zarr", compared) and re.search(r"perf_a\s+performer\s+a\.zarr", compared)
     info = pstore("info", str(store)).output
-    assert re.search(r"enet\s+enet\s+this store", info) and re.search(r"perf_a\s+performer\s+a\.zarr", info)
+    assert re.search(r"\benet\s+enet\s+3\s+0,1,2\s.*this store", info) and re.search(r"perf_a\s+performer\s+3\s+1\s.*a\.zarr", info)
     message = pstore("evaluate", "--store", str(store), "--run", str(run_a), "--name", "enet_from_a", "--device", "cpu", expect=1).output
     assert "already has a result named 'enet_from_a' (enet_transfer, trained in a.zarr)" in message and "give --name" in message
     assert validate_store(store) == []
