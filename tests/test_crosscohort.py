@@ -240,3 +240,38 @@ def test_cross_cohort_run_end_to_end(cohorts, run_a, tmp_path):
     message = pstore("evaluate", "--store", str(store), "--run", str(run_a), "--name", "enet_from_a", "--device", "cpu", expect=1).output
     assert "already has a result named 'enet_from_a' (enet_transfer, trained in a.zarr)" in message and "give --name" in message
     assert validate_store(store) == []
+
+
+def test_pipeline_scores_runs_and_enets_on_other_stores(cohorts, run_a, tmp_path):
+    """`[evaluate].other_stores`: runs and the elastic nets of the config's store score the other store's people,
+    named `<run>_from_<store>` and `enet_from_<store>`; a second pass finds them done."""
+    from performer_store.pipeline import Run, load_config, run_cross_cohort
+
+    other = copy_store(cohorts["store_b"], tmp_path)
+    config_file = tmp_path / "config.toml"
+    config_file.write_text(f'''store = "{cohorts['store_a']}"
+out = "out"
+[inputs]
+fasta = "x.fa"
+vcf = "x.vcf.gz"
+gtf = "x.gtf"
+expression = "x.bed.gz"
+tissue = "whole_blood"
+[train]
+config = "tiny"
+[evaluate]
+other_stores = ["{other.name}"]
+''')
+    config = load_config(config_file)
+    assert config.evaluate.other_stores == [other]
+    gene_a = Store(cohorts["store_a"]).genes.index[0]
+    run = Run(run_a, "perf_a", (gene_a,), 1)
+    run_cross_cohort(config, [run])
+    gene_b = resolve_genes(Store(other), [gene_a])[0]
+    assert [g for g in Store(other).genes.index if read_result(other, g, "perf_a_from_a")] == [gene_b]
+    arrays, attrs = read_result(other, gene_b, "perf_a_from_a")
+    assert attrs["source_gene_id"] == gene_a and attrs["folds"] == [1]
+    assert all(read_result(other, g, "enet_from_a")[1]["folds"] == [0, 1, 2] for g in Store(other).genes.index)
+    before = (other / "genes" / gene_b / "results" / "perf_a_from_a" / "zarr.json").stat().st_mtime_ns
+    run_cross_cohort(config, [run])
+    assert (other / "genes" / gene_b / "results" / "perf_a_from_a" / "zarr.json").stat().st_mtime_ns == before
