@@ -20,8 +20,7 @@ import pandas as pd
 import zarr
 
 from . import schemas
-from .crosscohort import (CROSS_SPECS, GeneMatch, check_fold, check_result_name, cross_values, match_genes, resolve_genes,
-                          source_record)
+from .crosscohort import CROSS_SPECS, GeneMatch, check_result_name, cross_values, match_genes, resolve_genes, source_record
 from .inputs import InputError
 from .results import read_result, write_result
 from .store import Store
@@ -146,7 +145,7 @@ def run_transfer(store: Path, source: Path, genes: Sequence[str] = (), folds: Se
     _check_stores(target, origin, model, name)
     folds = sorted(set(range(target.root["sample_split"].shape[0]) if folds is None else folds))
     for fold in folds:
-        check_fold(target, fold, f"fold {fold} of {origin.path}")
+        target.split(fold)  # refuses folds the store does not have
     match = match_genes(list(origin.genes.index), resolve_genes(target, genes), f"store {origin.path}", f"store {target.path}")
     record = source_record(store_identity(origin), origin.path.resolve())
     skipped = {g: _window_disagreement(origin, s, target, g) for g, s in match.pairs.items()}
