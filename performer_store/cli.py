@@ -47,28 +47,39 @@ def main() -> None:
 @click.option("--multiallelic", is_flag=True, help="Add a few multi-allelic sites.")
 @click.option("--indels", is_flag=True, help="Add a few indels and symbolic alleles (the build skips and counts them).")
 @click.option("--reference", type=ExistingFile, help="Take windows from this real FASTA (plain or gzip) instead of synthetic contigs.")
+@click.option("--second-cohort", type=PathArg, help="Also write a second cohort of other people of the same population into this folder (cross-cohort tests).")
+@click.option("--second-individuals", type=click.IntRange(min=10), help="People of the second cohort (default: --individuals).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def simulate(out_dir: Path, demo: bool, individuals: int, n_genes: int, seed: int, multiallelic: bool,
-             indels: bool, reference: Path | None, window: int, quiet: bool) -> None:
+             indels: bool, reference: Path | None, window: int, second_cohort: Path | None,
+             second_individuals: int | None, quiet: bool) -> None:
     """Simulate a GTEx-like cohort with known causal variants into OUT_DIR.
 
     Coalescent genotypes (msprime, stdpopsim OutOfAfrica_2T12, 87% EUR / 13% AFR), a reference with
     planted JASPAR motifs, causal SNVs with per-gene heritability 0-0.6, and every file `pstore build`
     reads: reference.fa, genotypes.vcf.gz, annotation.gtf.gz, expression.bed.gz (+ truth tables).
-    """
-    from .simulate import simulate_cohort
 
+    With --second-cohort DIR, one population of both cohorts' people is simulated and split: the two cohorts
+    share reference, genes, causal variants and effects but no person; each VCF holds the records polymorphic
+    among its people, each expression is inverse-normal within its cohort, and the second cohort's gene IDs
+    have versions 3 higher (ENSG....11 -> ENSG....14), as two GENCODE releases would.
+    """
+    from .simulate import simulate_cohorts
+
+    folders = [out_dir] + ([second_cohort] if second_cohort else [])
+    counts = [individuals] + ([second_individuals or individuals] if second_cohort else [])
     try:
-        files = simulate_cohort(
-            out_dir, individuals=individuals, genes=n_genes, seed=seed, multiallelic=multiallelic or demo,
+        written = simulate_cohorts(
+            folders, individuals=counts, genes=n_genes, seed=seed, multiallelic=multiallelic or demo,
             indels=indels or demo, reference=reference, window=window, progress=not quiet,
         )
     except (ValueError, ImportError) as error:
         raise click.ClickException(str(error)) from None
-    stats = files.summary
-    click.echo(f"wrote {out_dir}: {stats['individuals']} people, {stats['genes']} genes, "
-               f"{stats['snvs_per_window']:.0f} SNVs per {window:,}-bp window, "
-               f"{100 * stats['fraction_maf_below_1pct']:.0f}% with MAF < 1%")
+    for files in written:
+        stats = files.summary
+        click.echo(f"wrote {files.out_dir}: {stats['individuals']} people, {stats['genes']} genes, "
+                   f"{stats['snvs_per_window']:.0f} SNVs per {window:,}-bp window, "
+                   f"{100 * stats['fraction_maf_below_1pct']:.0f}% with MAF < 1%")
 
 
 @main.command()
@@ -239,21 +250,28 @@ def _check_model_choice(base: bool, run_dir: Path | None) -> None:
 @main.command()
 @click.option("--store", required=True, type=PathArg, help="Store whose people to predict.")
 @model_choice
+@click.option("--name", help="With --run: name of the results in the store (default: the run's name).")
 @click.option("--micro-batch", type=click.IntRange(min=1), default=32, show_default=True)
 @click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True)
 def evaluate(store: Path, run_dir: Path | None, base: bool, weights: Path | None, model_config: str | None, track: int | None,
-             window: int | None, gene_ids: tuple[str, ...], genes_file: Path | None, micro_batch: int, workers: int, device: str) -> None:
+             window: int | None, gene_ids: tuple[str, ...], genes_file: Path | None, name: str | None, micro_batch: int,
+             workers: int, device: str) -> None:
     """Predict held-out people and write predictions, Pearson r and R2 per gene into the store.
 
     Genes a run trained on are scored as HOP (held-out people), the others as HOGP (held-out genes and people).
+    A run trained on another store (cross-cohort) predicts every person of this one: genes are matched by ID
+    with versions ignored, the run's fold f fills this store's fold f (r and R2 on its test people, as this
+    store's own models; cross_r and cross_R2 on everyone), and the result records its source store.
     """
     from .evaluate import EvaluateConfig, evaluate_base, evaluate_run, mean_metrics
 
     _check_model_choice(base, run_dir)
     config = EvaluateConfig(store=store, genes=_gene_list(gene_ids, genes_file), micro_batch=micro_batch, workers=workers, device=device)
-    table = evaluate_base(config, weights, model_config, track, window) if base else evaluate_run(config, run_dir)
+    table = evaluate_base(config, weights, model_config, track, window) if base else evaluate_run(config, run_dir, name)
     click.echo(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    if "genes" in table.attrs:
+        click.echo(table.attrs["genes"])
     for setting, part in table.groupby("setting"):
         means = mean_metrics(part)
         click.echo(f"{setting}: {part['gene_id'].nunique()} genes, mean r {means['pearson_r']:.4f}, mean R2 {means['r2']:.4f}")
@@ -336,9 +354,11 @@ def _fold_list(value: str | None) -> tuple[int, ...] | None:
                    "sklearn: scikit-learn's defaults.")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Local worker processes (1 = fit in this process).")
 @click.option("--scheduler", help="Address of a running dask.distributed scheduler (store path must be shared).")
+@click.option("--from-store", type=PathArg, help="Fit nothing: this other store's --model results predict every person of --store (cross-cohort).")
+@click.option("--name", help="With --from-store: name of the results in --store (default: <model>_from_<other store's name>).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def enet(store: Path, gene_ids: tuple[str, ...], folds: str | None, model: str, solver: str, workers: int,
-         scheduler: str | None, quiet: bool) -> None:
+         scheduler: str | None, from_store: Path | None, name: str | None, quiet: bool) -> None:
     """Elastic-net (or lasso) baselines per gene and fold, on the same people as the deep models.
 
     Per gene and fold: the 0/1/2 ALT dosage of every SNV in the window (missing = 0), the fold's train people
@@ -348,7 +368,14 @@ def enet(store: Path, gene_ids: tuple[str, ...], folds: str | None, model: str, 
 
     A fold with fewer than 10 train people predicts nothing; with no SNV varying among its train people, or a
     constant target, it predicts the train mean with NaN metrics; its status says which.
+
+    With --from-store A, the models fitted in store A predict every person of --store (cross-cohort): genes matched
+    by ID with versions ignored, A's fold f into this store's fold f, variants matched by position, REF and ALT
+    (swapped alleles count A's ALT; a variant this store lacks contributes 0); the share of each model's
+    non-zero coefficients found is stored and printed. Windows must be as long in both stores.
     """
+    if from_store is not None:
+        return _enet_transfer(store, from_store, gene_ids, _fold_list(folds), model, name)
     from .enet import run_enet
 
     table, fitted = run_enet(store, gene_ids, _fold_list(folds), model, solver, workers, scheduler, progress=not quiet)
@@ -361,6 +388,23 @@ def enet(store: Path, gene_ids: tuple[str, ...], folds: str | None, model: str, 
                f"{table['n_nonzero'][table['n_nonzero'] >= 0].median():.0f}" if scored.any() else "no fold has test metrics")
     for row in table[table["status"] != "ok"].itertuples():
         click.echo(f"{row.gene_id} fold {row.fold}: {row.status}")
+
+
+def _enet_transfer(store: Path, source: Path, gene_ids: tuple[str, ...], folds: tuple[int, ...] | None, model: str,
+                   name: str | None) -> None:
+    """`pstore enet --from-store`: transfer the other store's linear models and print what was found."""
+    from .transfer import run_transfer
+
+    report = run_transfer(store, source, gene_ids, folds, model, name)
+    click.echo(report.table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    click.echo(report.genes.summary(source.name, store.name))
+    for gene_id, why in report.skipped.items():
+        click.echo(f"{gene_id}: skipped, {why}")
+    table = report.table
+    click.echo(f"{store}: {report.name} ({model} of {source}) on {table['gene_id'].nunique()} genes, {report.transferred} "
+               f"transferred now; mean test R2 {table['r2'].mean():.4f}, mean R2 on everyone {table['cross_r2'].mean():.4f}; "
+               f"{table['n_found'].clip(lower=0).sum()} of {table['n_nonzero'].clip(lower=0).sum()} non-zero coefficients' "
+               f"variants found ({table['n_flipped'].clip(lower=0).sum()} with REF and ALT swapped)")
 
 
 @main.command()

@@ -5,7 +5,8 @@ runs). A model's r and R2 for a gene are the means over the folds it has (finite
 difference from the baseline is the mean over the folds both have, so both are scored on the same people.
 Genes are grouped by the baseline's R2 as in the method's paper (Fig. 1c): none (<= 0), low (0-0.06) and
 medium/high (> 0.06); the headline is the fraction of genes where a model is within 0.02 R2 of the
-baseline or better (84% for Performer in the paper).
+baseline or better (84% for Performer in the paper). `trained_in` tells a model of another store (cross-cohort,
+`source_store` attribute) from one trained on this store's people.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from .inputs import InputError
-from .results import read_result, result_models
+from .results import read_result, result_models, result_source
 from .store import Store
 
 WITHIN = 0.02  # R2 margin of the paper's headline
@@ -42,10 +43,10 @@ def fold_metrics(store: Store, runs: Sequence[str] | None = None) -> pd.DataFram
             if runs and model not in runs:
                 continue
             arrays, attrs = read_result(store.path, gene_id, model)
-            records += [{"gene_id": gene_id, "model": model, "kind": attrs["kind"], "fold": fold,
+            records += [{"gene_id": gene_id, "model": model, "kind": attrs["kind"], "trained_in": result_source(attrs), "fold": fold,
                          "status": arrays["status"][fold], "pearson_r": float(arrays["pearson_r"][fold]),
                          "r2": float(arrays["r2"][fold])} for fold in attrs["folds"]]
-    return pd.DataFrame(records, columns=["gene_id", "model", "kind", "fold", "status", "pearson_r", "r2"])
+    return pd.DataFrame(records, columns=["gene_id", "model", "kind", "trained_in", "fold", "status", "pearson_r", "r2"])
 
 
 def heritability_group(r2: pd.Series) -> pd.Series:
@@ -85,11 +86,11 @@ def compare_models(path: Path, runs: Sequence[str] | None = None, baseline: str 
 
 def _summary(table: pd.DataFrame, folds: pd.DataFrame, models: Sequence[str], baseline: str) -> pd.DataFrame:
     """Per model: kind, genes compared, the headline fraction, and the mean R2 difference per group."""
-    kinds = folds.drop_duplicates("model").set_index("model")["kind"]
+    kinds = folds.drop_duplicates("model").set_index("model")[["kind", "trained_in"]]
     rows = []
     for model in models:
         difference = table[f"{model}_minus_{baseline}_r2"].dropna()
-        row = {"model": model, "kind": kinds[model], "genes": len(difference),
+        row = {"model": model, "kind": kinds.loc[model, "kind"], "trained_in": kinds.loc[model, "trained_in"], "genes": len(difference),
                f"within_{WITHIN}_of_{baseline}_or_better": float((difference >= -WITHIN).mean()) if len(difference) else np.nan,
                "mean_r2": float(table[f"{model}_r2"].mean()), f"mean_{baseline}_r2": float(table[f"{baseline}_r2"].mean())}
         for group in GROUP_NAMES:
@@ -120,4 +121,5 @@ def model_summary(path: Path) -> pd.DataFrame:
         "folds": grouped["fold"].agg(lambda f: ",".join(str(x) for x in sorted(set(f)))),
         "mean_r": grouped["pearson_r"].mean(),
         "mean_r2": grouped["r2"].mean(),
+        "trained_in": grouped["trained_in"].first(),
     }).reset_index()

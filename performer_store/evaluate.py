@@ -2,11 +2,14 @@
 
 A run is scored on the tune and test people of its fold (metrics on the test people): genes it trained on
 are HOP (held-out people), the others HOGP (held-out genes and people). Base Enformer, with no training,
-predicts every person once; each fold takes its own tune and test people from that.
+predicts every person once; each fold takes its own tune and test people from that. A run trained on another
+store predicts every person of this one (see `crosscohort`): genes matched by ID with versions ignored are
+"cross-cohort", the others "cross-cohort HOGP".
 """
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from functools import partial
@@ -17,6 +20,7 @@ import numpy as np
 import pandas as pd
 from enformer_pytorch import Enformer
 
+from .crosscohort import CROSS_SPECS, check_fold, check_result_name, cross_values, match_genes, resolve_genes, source_record
 from .inputs import InputError
 from .loader import BatchLoader, GeneReader, evaluation_batches, split_rows
 from .model import (CAGE_TRACKS, Performer, cage_prediction, check_window, enformer_from_config, enformer_from_weights,
@@ -63,13 +67,13 @@ def fold_values(store: Store, fold: int, row: np.ndarray, r: float, r2: float, s
     return values
 
 
-def load_run(run: Path, store: Store) -> tuple[Performer, dict[str, Any]]:
+def load_run(run: Path, store: Store, name: str | None = None) -> tuple[Performer, dict[str, Any]]:
     """A run's best checkpoint and metadata; refused when its window is wider than the store's or its name is reserved."""
     model, meta, _ = load_checkpoint(Path(run) / "best.pt")
     if meta["window"] > store.window:
         raise InputError(f"run {run}: its model reads {meta['window']} bp windows but store {store.path} holds {store.window} bp; build the store with --window {meta['window']}")
-    if meta["name"] in RESERVED_NAMES:
-        raise InputError(f"run {run}: its name {meta['name']!r} is reserved for a baseline; retrain with --name")
+    if (name or meta["name"]) in RESERVED_NAMES:
+        raise InputError(f"run {run}: the name {name or meta['name']!r} is reserved for a baseline; give --name (or retrain with --name)")
     return model, meta
 
 
@@ -85,27 +89,73 @@ def load_base(store: Store, weights: Path | None, model_config: str | None, trac
     return enformer, track, window
 
 
-def evaluate_run(config: EvaluateConfig, run: Path) -> pd.DataFrame:
-    """Predict held-out people of every chosen gene with a run's best checkpoint; write results; return metrics."""
-    store = Store(config.store)
-    model, meta = load_run(run, store)
-    name = meta["name"]
-    same_store = meta["store"] == store_identity(store)
-    genes = list(config.genes) or list(store.genes.index)
+def _predict_people(config: EvaluateConfig, model: Performer, window: int,
+                    rows: dict[str, np.ndarray]) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """A run's predictions of the chosen people (store rows) of each gene."""
     device = choose_device(config.device)
-    model = model.to(device).eval()
-    reader = GeneReader(config.store, meta["window"], config.read_path)
+    reader = GeneReader(config.store, window, config.read_path)
+    return predict(model.to(device).eval(), BatchLoader(reader, config.workers, device), evaluation_batches(rows, config.micro_batch))
+
+
+def evaluate_run(config: EvaluateConfig, run: Path, name: str | None = None) -> pd.DataFrame:
+    """Predict held-out people of every chosen gene with a run's best checkpoint; write results; return metrics.
+
+    A run trained on another store is scored on every person of this one (`evaluate_cross`).
+    """
+    store = Store(config.store)
+    model, meta = load_run(run, store, name)
+    name = name or meta["name"]
+    if meta["store"] != store_identity(store):
+        return evaluate_cross(config, run, store, model, meta, name)
+    genes = list(config.genes) or list(store.genes.index)
     rows = {g: np.concatenate(list(held_out_rows(store, g, meta["fold"]).values())) for g in genes}
-    predictions = predict(model, BatchLoader(reader, config.workers, device), evaluation_batches(rows, config.micro_batch))
+    predictions = _predict_people(config, model, meta["window"], rows)
     records = []
     for gene_id in genes:
         gene_rows, prediction, _ = predictions.get(gene_id, (np.zeros(0, int), np.zeros(0), np.zeros(0)))
         row, r, r2 = score_fold(store, gene_id, meta["fold"], gene_rows, prediction)
-        setting = "HOP" if gene_id in meta["genes"] and same_store else "HOGP" if gene_id not in meta["genes"] else "other cohort"
         write_result(store.path, gene_id, name, "performer", [meta["fold"]], fold_values(store, meta["fold"], row, r, r2, "ok"),
                      {"runs": {str(meta["fold"]): str(Path(run).resolve())}})
+        setting = "HOP" if gene_id in meta["genes"] else "HOGP"
         records.append({"gene_id": gene_id, "model": name, "fold": meta["fold"], "setting": setting, "pearson_r": r, "r2": r2})
     return pd.DataFrame(records)
+
+
+def run_store_path(run: Path) -> str | None:
+    """The store path a run was trained on, as its run.json records it (None without run.json)."""
+    record = Path(run) / "run.json"
+    return json.loads(record.read_text())["config"]["store"] if record.is_file() else None
+
+
+def evaluate_cross(config: EvaluateConfig, run: Path, store: Store, model: Performer, meta: dict[str, Any],
+                   name: str) -> pd.DataFrame:
+    """Every person of the chosen genes predicted by a run of another store, written into the run's fold.
+
+    The table's `attrs["genes"]` says how many of the run's genes were matched in this store.
+    """
+    check_fold(store, meta["fold"], f"run {run}")
+    genes = resolve_genes(store, config.genes)
+    match = match_genes(meta["genes"], genes, f"run {run}", f"store {store.path}")
+    source = source_record(meta["store"], run_store_path(run))
+    for gene_id in genes:
+        check_result_name(store, gene_id, name, "performer", source)
+    everyone = np.arange(len(store.sample_id))
+    predictions = _predict_people(config, model, meta["window"], {g: everyone for g in genes})
+    fold, records = meta["fold"], []
+    for gene_id in genes:
+        rows, prediction, _ = predictions[gene_id]
+        row = np.full(len(everyone), np.nan, dtype=np.float32)
+        row[rows] = prediction
+        values = cross_values(store, gene_id, fold, row, "ok")
+        attrs = {"runs": {str(fold): str(Path(run).resolve())}, "source_store": source, "source_gene_id": match.pairs.get(gene_id)}
+        write_result(store.path, gene_id, name, "performer", [fold], values, attrs, CROSS_SPECS)
+        setting = "cross-cohort" if gene_id in match.pairs else "cross-cohort HOGP"
+        records.append({"gene_id": gene_id, "model": name, "fold": fold, "setting": setting,
+                        **{key: float(values[key][fold]) for key in ("pearson_r", "r2", "cross_pearson_r", "cross_r2")}})
+    table = pd.DataFrame(records)
+    table.attrs["genes"] = (f"{match.summary(f'run {Path(run).name}', store.path.name)}; every person of {store.path.name} "
+                            f"predicted, metrics on fold {fold}'s test people (pearson_r, r2) and on everyone (cross_*)")
+    return table
 
 
 def evaluate_base(config: EvaluateConfig, weights: Path | None, model_config: str | None, track: int | None,

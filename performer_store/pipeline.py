@@ -1,7 +1,7 @@
 """`pstore run CONFIG`: the whole method from inputs to report, each step skipped when its work is done.
 
 Steps: build -> enet -> train (single-gene and/or multi-gene runs, every fold asked for) -> evaluate (runs and
-base Enformer) -> ism -> report. Every step resumes by itself (the build skips complete genes, the elastic net
+base Enformer; runs and elastic nets also on other cohorts' stores, `[evaluate].other_stores`) -> ism -> report. Every step resumes by itself (the build skips complete genes, the elastic net
 fits missing folds, training continues from `last.pt`, ISM skips scored genes), and evaluation is skipped
 where a run's result for its fold is already in the store, so an interrupted `pstore run` is resumed by
 running it again. The config is TOML; `configs/example.toml` documents every key, and relative paths are
@@ -96,6 +96,7 @@ class EvaluateStep:
     base: bool = True
     track: int | None = None  # default by tissue
     micro_batch: int = 32
+    other_stores: list[Path] = field(default_factory=list)  # cross-cohort: other cohorts' stores the runs and enets also score
 
 
 @dataclass(frozen=True)
@@ -166,7 +167,7 @@ def _section(cls: type, table: dict[str, Any], where: str, base: Path) -> Any:
     for name, value in table.items():
         value = _check_value(value, hints[name], f"{where}.{name}")
         is_path = Path in typing.get_args(hints[name]) or hints[name] is Path
-        values[name] = (base / value) if is_path else value
+        values[name] = ([base / v for v in value] if isinstance(value, list) else base / value) if is_path else value
     missing = [n for n, f in fields.items() if n not in values and f.default is dataclasses.MISSING
                and f.default_factory is dataclasses.MISSING]
     if missing:
@@ -281,11 +282,11 @@ def run_training(config: PipelineConfig, runs: list[Run]) -> None:
             raise InputError(f"training {run.out} failed (see above); fix the cause and run `pstore run {config.path}` again to resume")
 
 
-def evaluated(store: Path, run: Run, gene_id: str) -> bool:
-    """Whether the store holds this run's result for the gene and fold."""
+def evaluated(store: Path, run: Run, gene_id: str, name: str | None = None) -> bool:
+    """Whether the store holds this run's result (under its name or `name`) for the gene and fold."""
     from .results import read_result
 
-    result = read_result(store, gene_id, run.name)
+    result = read_result(store, gene_id, name or run.name)
     return result is not None and result[1].get("runs", {}).get(str(run.fold)) == str(run.out.resolve())
 
 
@@ -306,6 +307,27 @@ def run_evaluation(config: PipelineConfig, runs: list[Run], store_genes: list[st
             evaluate_base(EvaluateConfig(store=config.store, genes=missing, micro_batch=config.evaluate.micro_batch,
                                          device=config.train.device),
                           config.train.weights, config.train.config, config.evaluate.track, config.train.window)
+
+
+def run_cross_cohort(config: PipelineConfig, runs: list[Run]) -> None:
+    """Every run and the elastic nets of this store score each other store's people ([evaluate].other_stores):
+    results `<run name>_from_<store>` and `enet_from_<store>` there; genes matched by ID with versions ignored."""
+    from .crosscohort import match_genes
+    from .evaluate import EvaluateConfig, evaluate_run
+    from .store import Store
+    from .transfer import run_transfer
+
+    source = config.store.name.removesuffix(".zarr")
+    for other in config.evaluate.other_stores:
+        other_genes = list(Store(other).genes.index)
+        run_transfer(other, config.store, folds=config.enet.folds)
+        for run in runs:
+            name = f"{run.name}_from_{source}"
+            genes = other_genes if run.multi else list(match_genes(run.genes, other_genes).pairs)
+            missing = tuple(g for g in genes if not evaluated(other, run, g, name))
+            if missing:
+                evaluate_run(EvaluateConfig(store=other, genes=missing, micro_batch=config.evaluate.micro_batch,
+                                            device=config.train.device), run.out, name)
 
 
 def run_ism_step(config: PipelineConfig, runs: list[Run]) -> None:
@@ -347,7 +369,7 @@ def run_pipeline(config: PipelineConfig, steps: tuple[str, ...] = STEPS, log: Ca
     actions: dict[str, Callable[[], Any]] = {
         "enet": lambda: run_enet_step(config),
         "train": lambda: run_training(config, runs),
-        "evaluate": lambda: run_evaluation(config, runs, store_genes),
+        "evaluate": lambda: (run_evaluation(config, runs, store_genes), run_cross_cohort(config, runs)),
         "ism": lambda: run_ism_step(config, runs) if config.ism.enabled else None,
         "report": lambda: log(f"report: {run_report(config) / 'index.html'}"),
     }

@@ -35,6 +35,12 @@ def result_models(store: Path, gene_id: str, group: str = schemas.RESULTS_GROUP)
     return sorted(d.name for d in directory.iterdir() if d.is_dir() and is_complete(d))
 
 
+def result_source(attrs: Mapping[str, Any]) -> str:
+    """Where a result's model was trained, for tables: its source store's name (cross-cohort) or 'this store'."""
+    source = attrs.get("source_store")
+    return source["name"] if source else "this store"
+
+
 def _layout(specs: tuple[schemas.GroupSpec, ...]) -> dict[str, schemas.ArraySpec]:
     """Array specs of a result by name."""
     return {spec.name: spec for group in specs for spec in group.arrays}

@@ -198,7 +198,7 @@ RESULT = GroupSpec(
     ),
     attributes={
         "complete": "true once every array is written.",
-        "kind": "enet, lasso, enformer or performer.",
+        "kind": "enet, lasso, enformer, performer, enet_transfer or lasso_transfer.",
         "folds": "Folds that were run.",
     },
 )
@@ -224,6 +224,44 @@ ENET_RESULT = GroupSpec(
     },
 )
 
+CROSS_RESULT = GroupSpec(
+    path=RESULT.path,
+    description=(
+        "Arrays that a cross-cohort result holds besides those of every result: a model trained in another store "
+        "(attribute `source_store`; `pstore evaluate --run` of another store's run, `pstore enet --from-store`) "
+        "predicts every person of this store, none of whom it saw. The source's fold f fills this store's fold f: "
+        "`prediction` holds every person, `pearson_r`/`r2` score the fold's test people (the people this store's own "
+        "models are scored on, so `pstore compare` pairs them), and these arrays score every person with a target."
+    ),
+    arrays=(
+        ArraySpec("cross_pearson_r", ("folds",), "float32", "Pearson r between prediction and target over every person with a target."),
+        ArraySpec("cross_r2", ("folds",), "float32", "R2 (sklearn r2_score) over every person with a target."),
+    ),
+    attributes={
+        "source_store": "Where the model was trained: identity (creation time and input checksums), path and name of "
+        "the source store; absent on within-cohort results.",
+        "source_gene_id": "The gene's ID in the source store, matched with version suffixes ignored (null for genes a "
+        "Performer run did not train on).",
+    },
+)
+
+TRANSFER_RESULT = GroupSpec(
+    path=RESULT.path,
+    description=(
+        "Arrays that a transferred linear model (`pstore enet --from-store`, kind `enet_transfer` or `lasso_transfer`) "
+        "holds besides those of a cross-cohort result: how many of the source model's variants this store has. "
+        "Variants are matched by contig, position, REF and ALT; a variant with REF and ALT swapped counts the "
+        "source's ALT (this store's REF calls); a variant not found contributes 0."
+    ),
+    arrays=(
+        ArraySpec("transfer_n_nonzero", ("folds",), "int32", "Variants with a non-zero coefficient in the source model (-1 for folds without a model)."),
+        ArraySpec("transfer_n_found", ("folds",), "int32", "Of those, variants found in this gene's variant table (swapped alleles included)."),
+        ArraySpec("transfer_n_flipped", ("folds",), "int32", "Of those found, variants with REF and ALT swapped."),
+        ArraySpec("transfer_variant_share", ("folds",), "float32", "transfer_n_found / transfer_n_nonzero (NaN without a non-zero coefficient)."),
+    ),
+    attributes={"source_model": "Name of the source store's linear-model result (enet or lasso)."},
+)
+
 ISM_GROUP = "ism"
 
 ISM_RESULT = GroupSpec(
@@ -247,7 +285,7 @@ ISM_RESULT = GroupSpec(
     },
 )
 
-GROUPS: tuple[GroupSpec, ...] = (ROOT, GENE, RESULT, ENET_RESULT, ISM_RESULT)
+GROUPS: tuple[GroupSpec, ...] = (ROOT, GENE, RESULT, ENET_RESULT, CROSS_RESULT, TRANSFER_RESULT, ISM_RESULT)
 
 LAYOUT_RATIONALE = """\
 ## Why this layout

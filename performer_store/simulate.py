@@ -20,9 +20,9 @@ import shutil
 import string
 import tempfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -70,6 +70,7 @@ DETECTABLE_Z = 5.0
 CREDIBLE_R2 = 0.5
 CREDIBLE_MASS = 0.95
 WAKEFIELD_PRIOR_VARIANCE = 0.15**2
+VERSION_STEP = 3  # cohort k of a split population has gene versions + 3k (ENSG....11 -> ENSG....14)
 CHROMATIN_STATES = ("15_Quies", "13_ReprPC", "5_TxWk", "4_Tx", "7_Enh", "1_TssA")  # later paints over
 
 BASES = np.frombuffer(b"ACGT", dtype=np.uint8)
@@ -325,12 +326,43 @@ def simulate_cohort(
     progress
         Show a progress bar over genes.
     """
-    _check_arguments(individuals, genes, seed, missing_rate, reference, window)
+    return simulate_cohorts([out_dir], individuals=[individuals], genes=genes, seed=seed, multiallelic=multiallelic,
+                            indels=indels, missing_rate=missing_rate, reference=reference, window=window,
+                            progress=progress)[0]
+
+
+def simulate_cohorts(
+    out_dirs: Sequence[Path],
+    *,
+    individuals: Sequence[int],
+    genes: int = 24,
+    seed: int = 0,
+    multiallelic: bool = False,
+    indels: bool = False,
+    missing_rate: float = 0.002,
+    reference: Path | None = None,
+    window: int = WINDOW,
+    progress: bool = False,
+) -> list[CohortFiles]:
+    """Cohorts with disjoint people drawn from one simulated population, one folder each (cross-cohort tests).
+
+    One population of ``sum(individuals)`` genotyped people is simulated as by :func:`simulate_cohort` (which
+    is the one-folder case) and its people are split at random: cohort k gets ``individuals[k]`` of them (and
+    some of the two expression-only people). The cohorts share the reference, genes, windows, causal variants
+    and effects; each has its own people (so its own sample IDs), a VCF of the records polymorphic among its
+    people (so rare variants of one cohort are missing from another), expression inverse-normal transformed
+    within the cohort, and gene IDs whose version is raised by 3 per cohort (``ENSG....11`` in the first,
+    ``ENSG....14`` in the second), as in two releases of GENCODE. The truth and fine-mapping tables describe
+    the whole population (gene IDs as in each cohort); ``cohort.json`` records the split.
+    """
+    if len(out_dirs) != len(individuals) or not out_dirs:
+        raise ValueError(f"give one people count per cohort folder (got {len(out_dirs)} folders, {len(individuals)} counts)")
+    for count in individuals:
+        _check_arguments(count, genes, seed, missing_rate, reference, window)
     stdpopsim, pyjaspar = _import_simulation_extras()
-    out_dir = Path(out_dir)
     species = stdpopsim.get_species("HomSap")
     model = species.get_demographic_model(DEMOGRAPHIC_MODEL)
-    samples = _population_sizes(individuals)
+    samples = _population_sizes(sum(individuals))
     simulation = _Simulation(
         seed=seed,
         engine=stdpopsim.get_engine("msprime"),
@@ -357,22 +389,62 @@ def simulate_cohort(
         _simulate_gene(simulation, index, gene, heritability[index], sequences[gene.contig])
         for index, gene in enumerate(tqdm(gene_models, desc="simulating genes", disable=not progress))
     ]
-    stats = _cohort_stats(sequences, gene_models, results, window)
-    summary = {
-        "individuals": individuals,
-        "genes": genes,
-        "seed": seed,
-        "multiallelic": multiallelic,
-        "indels": indels,
-        "missing_rate": missing_rate,
-        "reference": None if reference is None else str(reference),
-        "window": window,
-        **_simulation_summary(simulation, species, stdpopsim.__version__),
-        **stats,
-    }
-    _write_outputs(out_dir, sequences, gene_models, simulation.people, results, summary)
+    arguments = {"genes": genes, "seed": seed, "multiallelic": multiallelic, "indels": indels, "missing_rate": missing_rate,
+                 "reference": None if reference is None else str(reference), "window": window}
+    if len(out_dirs) == 1:
+        return [_write_cohort(Path(out_dirs[0]), sequences, gene_models, simulation.people, results,
+                              {"individuals": individuals[0], **arguments, **_simulation_summary(simulation, species, stdpopsim.__version__)})]
+    files = []
+    for index, (out_dir, people) in enumerate(zip(out_dirs, _split_people(simulation.people, individuals, _rng(seed, "cohorts")))):
+        shift = VERSION_STEP * index
+        cohort_genes = [replace(gene, gene_id=_shifted_version(gene.gene_id, shift)) for gene in gene_models]
+        cohort_results = [_cohort_result(result, simulation.people, people, gene.gene_id) for result, gene in zip(results, cohort_genes)]
+        split = {"index": index, "folders": [str(d) for d in out_dirs], "individuals": list(individuals), "gene_version_shift": shift}
+        summary = {"individuals": individuals[index], **arguments, "cohort_split": split,
+                   **_simulation_summary(replace(simulation, people=people), species, stdpopsim.__version__)}
+        files.append(_write_cohort(Path(out_dir), sequences, cohort_genes, people, cohort_results, summary))
+    return files
+
+
+def _write_cohort(out_dir: Path, sequences: dict[str, np.ndarray], genes: list[_Gene], people: _People,
+                  results: list[_GeneResult], summary: dict) -> CohortFiles:
+    """Measure a cohort's statistics, write its files and return their paths."""
+    stats = _cohort_stats(sequences, genes, results, summary["window"])
+    summary = {**summary, **stats}
+    _write_outputs(out_dir, sequences, genes, people, results, summary)
     logger.info("simulated cohort in %s: %s", out_dir, stats)
     return CohortFiles(out_dir=out_dir, summary=summary, **{k: out_dir / v for k, v in FILE_NAMES.items()})
+
+
+def _split_people(people: _People, sizes: Sequence[int], rng: np.random.Generator) -> list[_People]:
+    """Disjoint cohorts of a population: sizes[k] genotyped people each, the expression-only people dealt out."""
+    genotyped = np.split(rng.permutation(people.vcf_order), np.cumsum(sizes)[:-1])
+    expression_only = np.array_split(rng.permutation(np.setdiff1d(np.arange(people.sample_id.size), people.vcf_order)), len(sizes))
+    cohorts = []
+    for members in map(np.concatenate, zip(genotyped, expression_only)):
+        cohorts.append(_People(sample_id=people.sample_id, vcf_order=people.vcf_order[np.isin(people.vcf_order, members)],
+                               expression_order=people.expression_order[np.isin(people.expression_order, members)]))
+    return cohorts
+
+
+def _shifted_version(gene_id: str, shift: int) -> str:
+    """A GENCODE ID with its version raised: ENSG00000120758.11 + 3 -> ENSG00000120758.14."""
+    stem, version = gene_id.rsplit(".", 1)
+    return f"{stem}.{int(version) + shift}"
+
+
+def _cohort_result(result: _GeneResult, population: _People, people: _People, gene_id: str) -> _GeneResult:
+    """A gene's result for one cohort: its people's calls of the records polymorphic among them, expression
+    inverse-normal within the cohort, truth tables under the cohort's gene ID."""
+    calls = result.calls[:, np.isin(population.vcf_order, people.vcf_order)]
+    keep = ((calls != MISSING_GT) & ((calls // 3 > 0) | (calls % 3 > 0))).any(axis=1)
+    records = result.records
+    records = _Records(records.contig, records.position[keep], records.ref[keep], records.alt[keep], records.info[keep],
+                       records.haplotypes[keep])
+    expression = _inverse_normal(result.expression[np.isin(population.expression_order, people.expression_order)])
+    return replace(result, records=records, calls=calls[keep], expression=expression,
+                   truth_gene={**result.truth_gene, "gene_id": gene_id},
+                   truth_variants=result.truth_variants.assign(gene_id=gene_id), finemapped=result.finemapped.assign(gene_id=gene_id))
 
 
 def _check_arguments(
@@ -1075,7 +1147,7 @@ def _simulation_summary(simulation: _Simulation, species: Any, stdpopsim_version
         "people": {
             "vcf": int(people.vcf_order.size),
             "expression": int(people.expression_order.size),
-            "expression_only": EXPRESSION_ONLY_PEOPLE,
+            "expression_only": int(np.setdiff1d(people.expression_order, people.vcf_order).size),
             "genotyped_without_expression": int(np.setdiff1d(people.vcf_order, people.expression_order).size),
         },
         "jaspar_release": JASPAR_RELEASE,

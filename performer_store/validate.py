@@ -93,11 +93,14 @@ def _complete_groups(parent: Path, where: str, fix: str, problems: list[str]) ->
             problems.append(f"{here}: incomplete {fix}")
 
 
-def _result_specs(kind: str, group_name: str) -> tuple[schemas.GroupSpec, ...]:
-    """The specs a result group follows: ISM_RESULT for ISM scores, RESULT (+ ENET_RESULT for linear models)."""
+def _result_specs(attrs: dict, group_name: str) -> tuple[schemas.GroupSpec, ...]:
+    """The specs a result group follows: ISM_RESULT for ISM scores, RESULT (+ ENET_RESULT for linear models,
+    + CROSS_RESULT for models of another store, + TRANSFER_RESULT for transferred linear models)."""
     if group_name == schemas.ISM_GROUP:
         return (schemas.ISM_RESULT,)
-    return (schemas.RESULT, schemas.ENET_RESULT) if kind in ("enet", "lasso") else (schemas.RESULT,)
+    kind = str(attrs.get("kind"))
+    return ((schemas.RESULT,) + (schemas.ENET_RESULT,) * (kind in ("enet", "lasso"))
+            + (schemas.CROSS_RESULT,) * ("source_store" in attrs) + (schemas.TRANSFER_RESULT,) * kind.endswith("_transfer"))
 
 
 def _check_results(gene_dir: Path, sizes: dict[str, int], where: str) -> list[str]:
@@ -107,7 +110,7 @@ def _check_results(gene_dir: Path, sizes: dict[str, int], where: str) -> list[st
     groups = [(name, here, group) for name in (schemas.RESULTS_GROUP, schemas.ISM_GROUP)
               for here, _, group in _complete_groups(gene_dir / name, f"{where}/{name}", fix, problems)]
     for name, here, group in groups:
-        specs = _result_specs(group.attrs.get("kind"), name)
+        specs = _result_specs(dict(group.attrs), name)
         found = [p for spec in specs for p in _check_arrays(group, spec, dict(sizes), here)]
         if not found:
             run = set(group.attrs["folds"])

@@ -1,0 +1,126 @@
+"""Cross-cohort results: a model trained in one store (the source) scores the people of another (the target).
+
+What `pstore evaluate --run` (another store's run) and `pstore enet --from-store` share:
+
+- genes are matched by ID with the version suffix ignored (ENSG00000120758.11 matches ENSG00000120758.14;
+  GENCODE's `_PAR_Y` suffix is kept), and the counts of matched and skipped genes are reported;
+- none of the target's people was seen in training, so every person is predicted. The source's fold f fills
+  the target's fold f: `pearson_r`/`r2` score the target fold's test people, the same people the target's own
+  models are scored on, so `pstore compare` on the target pairs a transferred model with the target's own
+  elastic net fold by fold; `cross_pearson_r`/`cross_r2` score every person with a target (schemas.CROSS_RESULT);
+- the result records its source store (`source_store`: identity, path, name) and the gene's source ID, and a
+  result name already used by a model from another source is refused.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from . import schemas
+from .inputs import InputError
+from .loader import split_rows
+from .predict import gene_metrics
+from .results import blank_result, read_result
+from .store import Store
+
+CROSS_SPECS = (schemas.RESULT, schemas.CROSS_RESULT)
+VERSION = re.compile(r"\.\d+(?=(_PAR_Y)?$)")
+
+
+def unversioned(gene_id: str) -> str:
+    """A gene ID without its version suffix: ENSG00000120758.11 -> ENSG00000120758 (ENSG..._PAR_Y keeps _PAR_Y)."""
+    return VERSION.sub("", gene_id, count=1)
+
+
+@dataclass(frozen=True)
+class GeneMatch:
+    """Genes of a target store matched to a source's genes by unversioned ID."""
+
+    pairs: dict[str, str]  # target gene ID -> source gene ID
+    target_only: tuple[str, ...]
+    source_only: tuple[str, ...]
+
+    def summary(self, source: str, target: str) -> str:
+        """One line: how many genes matched (and with another version) and how many each side lacks."""
+        other_version = sum(t != s for t, s in self.pairs.items())
+        return (f"genes: {len(self.pairs)} matched by ID with versions ignored ({other_version} with another version); "
+                f"{len(self.target_only)} only in {target}, {len(self.source_only)} only in {source}")
+
+
+def _by_unversioned(genes: Sequence[str], where: str) -> dict[str, str]:
+    """Unversioned ID -> gene ID; two versions of one gene in one list are refused."""
+    found: dict[str, str] = {}
+    for gene_id in genes:
+        key = unversioned(gene_id)
+        if key in found:
+            raise InputError(f"{where}: holds {found[key]} and {gene_id}, two versions of one gene; choose one with --gene")
+        found[key] = gene_id
+    return found
+
+
+def match_genes(source: Sequence[str], target: Sequence[str], source_name: str = "the source",
+                target_name: str = "the target") -> GeneMatch:
+    """Pair target genes with source genes by unversioned ID (in target order)."""
+    source_ids = _by_unversioned(source, source_name)
+    target_ids = _by_unversioned(target, target_name)
+    pairs = {target_ids[key]: source_ids[key] for key in target_ids if key in source_ids}
+    return GeneMatch(pairs, tuple(g for k, g in target_ids.items() if k not in source_ids),
+                     tuple(g for k, g in source_ids.items() if k not in target_ids))
+
+
+def resolve_genes(store: Store, genes: Sequence[str]) -> list[str]:
+    """The store's IDs of the genes asked for (any version, or none); every gene of the store by default."""
+    if not genes:
+        return list(store.genes.index)
+    match = match_genes(list(store.genes.index), genes, str(store.path), "--gene")
+    if match.target_only:
+        raise InputError(f"store {store.path}: no gene {', '.join(match.target_only[:5])} (any version); "
+                         f"genes are listed by `pstore info {store.path}`")
+    return [match.pairs[g] for g in genes]
+
+
+def source_record(identity: str, path: Path | str | None) -> dict[str, str]:
+    """The `source_store` attribute: identity, path and a short name (the store directory's name)."""
+    return {"identity": identity, "path": str(path) if path else "", "name": Path(path).name if path else identity}
+
+
+def check_result_name(store: Store, gene_id: str, name: str, kind: str, source: dict[str, str]) -> None:
+    """Refuse to mix, under one result name, models of another kind or source (or a within-cohort model)."""
+    found = read_result(store.path, gene_id, name)
+    if found is None:
+        return
+    other = found[1].get("source_store")
+    if other is None or other["identity"] != source["identity"] or found[1]["kind"] != kind:
+        trained = f"trained in {other['name']}" if other else "trained in this store"
+        raise InputError(f"store {store.path}: gene {gene_id} already has a result named {name!r} ({found[1]['kind']}, {trained}); "
+                         f"give --name to store this {kind} model from {source['name']} under another name")
+
+
+def cross_values(store: Store, gene_id: str, fold: int, prediction: np.ndarray, status: str,
+                 specs: tuple[schemas.GroupSpec, ...] = CROSS_SPECS) -> dict[str, np.ndarray]:
+    """Result arrays with one fold filled: every person's prediction, the fold's test-set and all-people metrics."""
+    target = store.gene(gene_id)["target"][:].astype(np.float64)
+    prediction = prediction.astype(np.float32).astype(np.float64)  # scored as stored, in float64 (near-constant tiny models)
+    values = blank_result({"folds": store.root["sample_split"].shape[0], "samples": len(target)}, specs)
+    test = split_rows(store, gene_id, fold, "test")
+    values["prediction"][fold], values["status"][fold] = prediction, status
+    if np.isnan(prediction).all():  # no model for this fold: NaN metrics
+        return values
+    values["pearson_r"][fold], values["r2"][fold] = gene_metrics(prediction[test], target[test])
+    everyone = ~np.isnan(prediction)
+    values["cross_pearson_r"][fold], values["cross_r2"][fold] = gene_metrics(prediction[everyone], target[everyone])
+    return values
+
+
+def check_fold(store: Store, fold: int, source: str) -> None:
+    """The target store must have the source's fold (its test people score the result)."""
+    n_folds = store.root["sample_split"].shape[0]
+    if fold >= n_folds:
+        raise InputError(f"store {store.path}: {source} is of fold {fold}, but this store has folds 0-{n_folds - 1}; "
+                         f"rebuild it with as many folds or use a model of fold 0-{n_folds - 1}")
+
