@@ -168,6 +168,9 @@ def _gene_list(gene_ids: tuple[str, ...], genes_file: Path | None) -> tuple[str,
 @click.option("--window", type=int, help="Window in bp (default: the store's); a shorter one is the centre of the stored window.")
 @click.option("--train-fraction", type=click.FloatRange(0, 1, min_open=True), default=1.0, show_default=True,
               help="Train on this share of the fold's train people (nested for one seed: 0.25 within 0.5 within 1), for learning curves; tune and test people are untouched.")
+@click.option("--mask-variants", help="Set these SNVs to the reference in every input (training, tune, and `pstore evaluate`): "
+              "top-enet:K (per gene the K largest |enet coefficients| of the fold; run `pstore enet` first) or a TSV of "
+              "variants (header: contig, position (1-based); gene_id, ref, alt matched when present).")
 @click.option("--lr", type=float, default=5e-6, show_default=True, help="AdamW learning rate.")
 @click.option("--micro-batch", type=click.IntRange(min=1), default=32, show_default=True, help="People per forward pass (all of one gene).")
 @click.option("--accumulation", type=click.IntRange(min=1), default=4, show_default=True, help="Micro-batches per optimizer step.")
@@ -182,7 +185,8 @@ def _gene_list(gene_ids: tuple[str, ...], genes_file: Path | None) -> tuple[str,
 @click.option("--resume", is_flag=True, help="Continue from --out/last.pt (same result as an uninterrupted run).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def train(store: Path, gene_ids: tuple[str, ...], genes_file: Path | None, fold: int, out: Path, model_config: str | None,
-          weights: Path | None, name: str | None, window: int | None, train_fraction: float, lr: float, micro_batch: int, accumulation: int,
+          weights: Path | None, name: str | None, window: int | None, train_fraction: float, mask_variants: str | None, lr: float,
+          micro_batch: int, accumulation: int,
           clip: float, max_epochs: int, patience: int, seed: int, workers: int, read_path: str, device: str,
           resume: bool, quiet: bool) -> None:
     """Fine-tune Performer (Enformer + one linear track) on the people of one or many genes.
@@ -195,7 +199,7 @@ def train(store: Path, gene_ids: tuple[str, ...], genes_file: Path | None, fold:
 
     config = TrainConfig(
         store=store, genes=_gene_list(gene_ids, genes_file), fold=fold, out=out, config=model_config, weights=weights,
-        name=name, window=window, train_fraction=train_fraction, lr=lr, micro_batch=micro_batch, accumulation=accumulation, clip=clip,
+        name=name, window=window, train_fraction=train_fraction, mask_variants=mask_variants, lr=lr, micro_batch=micro_batch, accumulation=accumulation, clip=clip,
         max_epochs=max_epochs, patience=patience, seed=seed, workers=workers, read_path=read_path, device=device,
         resume=resume, progress=not quiet,
     )
@@ -271,6 +275,7 @@ def ism(store: Path, run_dir: Path | None, base: bool, weights: Path | None, mod
     scored; the others hold NaN. By default the conv tower is recomputed only on ~1.7 kb around each SNV and
     spliced into the reference window's (exact: an SNV changes no tower output beyond 259 bp of its bin);
     --exact-full runs whole windows. Genes already scored for the model's folds by the same method are skipped.
+    A run trained with --mask-variants scores masked SNVs too (from the reference window, as every SNV).
     """
     from .ism import IsmConfig, enformer_model, performer_model, run_ism
     from .store import Store

@@ -1,8 +1,9 @@
 """`pstore evaluate`: predictions and per-gene metrics of a Performer run or of base Enformer, into the store.
 
 A run is scored on the tune and test people of its fold (metrics on the test people): genes it trained on
-are HOP (held-out people), the others HOGP (held-out genes and people). Base Enformer, with no training,
-predicts every person once; each fold takes its own tune and test people from that.
+are HOP (held-out people), the others HOGP (held-out genes and people). A run trained with a variant mask
+(`--mask-variants`) is scored with the same mask, resolved again for each gene it scores. Base Enformer, with
+no training, predicts every person once; each fold takes its own tune and test people from that.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from enformer_pytorch import Enformer
 
 from .inputs import InputError
 from .loader import BatchLoader, GeneReader, evaluation_batches, split_rows
+from .masking import resolve_mask
 from .model import (CAGE_TRACKS, Performer, cage_prediction, check_window, enformer_from_config, enformer_from_weights,
                     load_checkpoint)
 from .predict import gene_metrics, predict
@@ -94,7 +96,7 @@ def evaluate_run(config: EvaluateConfig, run: Path) -> pd.DataFrame:
     genes = list(config.genes) or list(store.genes.index)
     device = choose_device(config.device)
     model = model.to(device).eval()
-    reader = GeneReader(config.store, meta["window"], config.read_path)
+    reader = GeneReader(config.store, meta["window"], config.read_path, resolve_mask(store, genes, meta["fold"], meta.get("mask")))
     rows = {g: np.concatenate(list(held_out_rows(store, g, meta["fold"]).values())) for g in genes}
     predictions = predict(model, BatchLoader(reader, config.workers, device), evaluation_batches(rows, config.micro_batch))
     records = []
@@ -103,9 +105,15 @@ def evaluate_run(config: EvaluateConfig, run: Path) -> pd.DataFrame:
         row, r, r2 = score_fold(store, gene_id, meta["fold"], gene_rows, prediction)
         setting = "HOP" if gene_id in meta["genes"] and same_store else "HOGP" if gene_id not in meta["genes"] else "other cohort"
         write_result(store.path, gene_id, name, "performer", [meta["fold"]], fold_values(store, meta["fold"], row, r, r2, "ok"),
-                     {"runs": {str(meta["fold"]): str(Path(run).resolve())}})
+                     {"runs": {str(meta["fold"]): str(Path(run).resolve())}, **mask_attrs(meta)})
         records.append({"gene_id": gene_id, "model": name, "fold": meta["fold"], "setting": setting, "pearson_r": r, "r2": r2})
     return pd.DataFrame(records)
+
+
+def mask_attrs(meta: dict[str, Any]) -> dict[str, Any]:
+    """What a result records of a masked run: its mask spec per fold (nothing for an unmasked run)."""
+    mask = meta.get("mask")
+    return {"mask": {str(meta["fold"]): mask.get("file", f"top-enet:{mask.get('top_enet')}")}} if mask else {}
 
 
 def evaluate_base(config: EvaluateConfig, weights: Path | None, model_config: str | None, track: int | None,

@@ -76,6 +76,7 @@ class TrainStep:
     multi_gene: bool = False  # one run over `genes` minus `held_out_genes` (scored HOP and HOGP)
     held_out_genes: list[str] = field(default_factory=list)
     train_fractions: list[float] = field(default_factory=lambda: [1.0])  # learning curves: nested shares of train people
+    mask_variants: list[str] = field(default_factory=list)  # more runs, each with a variant mask: "top-enet:K" or a TSV
     window: int | None = None
     lr: float = 5e-6
     micro_batch: int = 32
@@ -197,6 +198,10 @@ def load_config(path: Path) -> PipelineConfig:
         raise InputError(f"config {path}: [train] give exactly one of config = \"tiny\" (random init) or weights = \"PATH\"")
     if not all(0 < f <= 1 for f in train.train_fractions):
         raise InputError(f"config {path}: [train].train_fractions: each must be in (0, 1], got {train.train_fractions}")
+    from .masking import TOP_ENET
+
+    masks = [m if m.startswith(TOP_ENET) else str(base / m) for m in train.mask_variants]  # files relative to the config
+    parsed["train"] = dataclasses.replace(train, mask_variants=masks)
     store = base / _check_value(raw["store"], Path, f"config {path}: store")
     out = base / _check_value(raw["out"], Path, f"config {path}: out")
     return PipelineConfig(path=path, store=store, out=out, **parsed)
@@ -215,24 +220,29 @@ class Run:
     fold: int
     multi: bool = False
     fraction: float = 1.0
+    mask: str | None = None  # --mask-variants
 
 
 def planned_runs(config: PipelineConfig, store_genes: list[str]) -> list[Run]:
     """Single-gene runs (results name `performer`) and the multi-gene run (`performer_multi`) of every fold and
-    train fraction (below 1 the name gets `_frac<F>`, e.g. `performer_frac0.5`)."""
+    train fraction (below 1 the name gets `_frac<F>`, e.g. `performer_frac0.5`), and of every variant mask on all
+    train people (the name gets `_mask<K>` for top-enet:K, `_mask_<file stem>` for a file, e.g. `performer_mask5`)."""
+    from .masking import mask_name
+
     train = config.train
     genes = train.genes or store_genes
+    settings = [(f, None, "" if f == 1 else f"_frac{f:g}") for f in train.train_fractions]
+    settings += [(1.0, m, f"_{mask_name(m)}") for m in train.mask_variants]
     runs = []
-    for fraction in train.train_fractions:
-        suffix = "" if fraction == 1 else f"_frac{fraction:g}"
+    for fraction, mask, suffix in settings:
         for fold in train.folds:
             if train.single_gene:
                 runs += [Run(config.out / "runs" / f"performer{suffix}_{gene}_fold{fold}", f"performer{suffix}", (gene,), fold,
-                             fraction=fraction) for gene in genes]
+                             fraction=fraction, mask=mask) for gene in genes]
             if train.multi_gene:
                 chosen = tuple(g for g in genes if g not in train.held_out_genes)
                 runs.append(Run(config.out / "runs" / f"performer_multi{suffix}_fold{fold}", f"performer_multi{suffix}", chosen,
-                                fold, multi=True, fraction=fraction))
+                                fold, multi=True, fraction=fraction, mask=mask))
     return runs
 
 
@@ -264,6 +274,7 @@ def train_command(config: PipelineConfig, run: Run) -> list[str]:
             "--workers", str(step.workers), "--device", step.device, "--train-fraction", str(run.fraction), "--resume"]
     args += ["--config", step.config] if step.config else ["--weights", str(step.weights)]
     args += ["--window", str(step.window)] if step.window else []
+    args += ["--mask-variants", run.mask] if run.mask else []
     args += [a for gene in run.genes for a in ("--gene", gene)]
     if step.processes > 1:
         return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={step.processes}",
