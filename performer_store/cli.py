@@ -81,13 +81,15 @@ def simulate(out_dir: Path, demo: bool, individuals: int, n_genes: int, seed: in
 @click.option("--window", type=click.IntRange(min=128), default=49_152, show_default=True, help="Window length in bp, centred on the TSS.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the people order and the 3 train/tune/test folds.")
 @click.option("--sample-map", type=PathArg, help="TSV: expression sample ID, VCF sample ID (default: same IDs, or GTEx sample -> participant).")
+@click.option("--mean-expression", type=PathArg, help="TSV with header gene_id, mean_expression: each gene's mean expression "
+              "across people on a raw scale (e.g. mean log TPM), kept per gene for `pstore evaluate --reference`.")
 @click.option("--skip-ref-mismatch", is_flag=True, help="Skip and count VCF records whose REF disagrees with the FASTA instead of stopping.")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Local worker processes (Dask's multiprocessing scheduler; 1 = build in this process).")
 @click.option("--scheduler", help="Address of a running dask.distributed scheduler to build on (store path must be shared).")
 @click.option("--force", is_flag=True, help="Delete the store's contents and build it from scratch.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def build(store: Path, fasta: Path, vcf: Path, gtf: Path, expression: Path, tissue: str, gene_ids: tuple[str, ...],
-          genes_file: Path | None, window: int, seed: int, sample_map: Path | None, skip_ref_mismatch: bool,
+          genes_file: Path | None, window: int, seed: int, sample_map: Path | None, mean_expression: Path | None, skip_ref_mismatch: bool,
           workers: int, scheduler: str | None, force: bool, quiet: bool) -> None:
     """Build a store: per gene, every person's dosage one-hot, target, and the window's variant table.
 
@@ -97,7 +99,7 @@ def build(store: Path, fasta: Path, vcf: Path, gtf: Path, expression: Path, tiss
 
     config = BuildConfig(
         store=store, fasta=fasta, vcf=vcf, gtf=gtf, expression=expression, tissue=tissue, genes=_gene_list(gene_ids, genes_file),
-        window=window, seed=seed, sample_map=sample_map, skip_ref_mismatch=skip_ref_mismatch, workers=workers,
+        window=window, seed=seed, sample_map=sample_map, mean_expression=mean_expression, skip_ref_mismatch=skip_ref_mismatch, workers=workers,
         scheduler=scheduler, force=force, progress=not quiet, command_line=shlex.join(sys.argv),
     )
     report = build_store(config)
@@ -239,21 +241,48 @@ def _check_model_choice(base: bool, run_dir: Path | None) -> None:
 @click.option("--micro-batch", type=click.IntRange(min=1), default=32, show_default=True)
 @click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True)
+@click.option("--reference", is_flag=True, help="Predict each gene's reference window instead of its people (into "
+              "genes/<gene>/reference/<model>; default genes: the run's, or all for --base) and print the across-gene "
+              "Pearson and Spearman r with the store's mean expression (`pstore build --mean-expression`).")
 def evaluate(store: Path, run_dir: Path | None, base: bool, weights: Path | None, model_config: str | None, track: int | None,
-             window: int | None, gene_ids: tuple[str, ...], genes_file: Path | None, micro_batch: int, workers: int, device: str) -> None:
+             window: int | None, gene_ids: tuple[str, ...], genes_file: Path | None, micro_batch: int, workers: int, device: str,
+             reference: bool) -> None:
     """Predict held-out people and write predictions, Pearson r and R2 per gene into the store.
 
     Genes a run trained on are scored as HOP (held-out people), the others as HOGP (held-out genes and people).
+    With --reference: the across-gene check of the paper (fine-tuned models lose the gene-level signal base Enformer has).
     """
     from .evaluate import EvaluateConfig, evaluate_base, evaluate_run, mean_metrics
 
     _check_model_choice(base, run_dir)
+    if reference:
+        _evaluate_reference(store, run_dir, weights, model_config, track, window, _gene_list(gene_ids, genes_file), device)
+        return
     config = EvaluateConfig(store=store, genes=_gene_list(gene_ids, genes_file), micro_batch=micro_batch, workers=workers, device=device)
     table = evaluate_base(config, weights, model_config, track, window) if base else evaluate_run(config, run_dir)
     click.echo(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     for setting, part in table.groupby("setting"):
         means = mean_metrics(part)
         click.echo(f"{setting}: {part['gene_id'].nunique()} genes, mean r {means['pearson_r']:.4f}, mean R2 {means['r2']:.4f}")
+
+
+def _evaluate_reference(store: Path, run_dir: Path | None, weights: Path | None, model_config: str | None, track: int | None,
+                        window: int | None, genes: tuple[str, ...], device: str) -> None:
+    """`pstore evaluate --reference`: reference-window predictions and the across-gene correlation, printed."""
+    from .ism import enformer_model, performer_model
+    from .reference import MIN_GENES, evaluate_reference
+    from .store import Store
+
+    opened = Store(store)
+    model = performer_model(run_dir, opened) if run_dir else enformer_model(opened, weights, model_config, track, window)
+    table, correlation = evaluate_reference(store, model, genes, run_dir, device)
+    click.echo(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    for row in correlation.itertuples():
+        click.echo(f"{row.model}: reference prediction vs mean expression across {row.genes} genes: "
+                   f"Pearson r {row.pearson_r:.4f}, Spearman r {row.spearman_r:.4f}")
+    if correlation["genes"].lt(MIN_GENES).all():
+        click.echo(f"a correlation needs at least {MIN_GENES} predicted genes with a mean expression: build the store with "
+                   "--mean-expression TSV and predict more genes (--gene, or a multi-gene run)")
 
 
 @main.command()
@@ -449,7 +478,8 @@ def report_command(store: Path, out: Path, fold: int, gene_ids: tuple[str, ...],
     Figures: observed vs predicted expression, per-gene r and R2 against the elastic net, difference by
     heritability group, variant weights around the TSS, MAF and TSS distance of HSVs and drivers, direction
     agreement, chromatin-state enrichment, motif disruption, fine-mapped (and causal) variant auROC, training
-    curves, multi- vs single-gene runs. A figure the store lacks data for says what to run instead.
+    curves, multi- vs single-gene runs, learning curves, mean expression across genes. A figure the store lacks
+    data for says what to run instead.
     """
     from .report import write_report
 

@@ -37,6 +37,7 @@ class Inputs:
     expression: Path
     tissue: str
     sample_map: Path | None = None
+    mean_expression: Path | None = None  # TSV gene_id, mean_expression: the across-gene check (`evaluate --reference`)
     chromatin_states: Path | None = None  # BED: chrom start end state
     finemapped: Path | None = None  # fine-mapped eQTLs (TSV)
     truth: Path | None = None  # a simulated cohort's truth_variants.tsv
@@ -96,6 +97,7 @@ class EvaluateStep:
     base: bool = True
     track: int | None = None  # default by tissue
     micro_batch: int = 32
+    reference: bool = True  # also predict every gene's reference window (runs: their genes; multi-gene runs: all)
 
 
 @dataclass(frozen=True)
@@ -253,7 +255,7 @@ def run_build(config: PipelineConfig) -> None:
     inputs, step = config.inputs, config.build
     build_store(BuildConfig(store=config.store, fasta=inputs.fasta, vcf=inputs.vcf, gtf=inputs.gtf, expression=inputs.expression,
                             tissue=inputs.tissue, genes=tuple(step.genes), window=step.window, seed=step.seed,
-                            sample_map=inputs.sample_map, workers=step.workers, scheduler=step.scheduler,
+                            sample_map=inputs.sample_map, mean_expression=inputs.mean_expression, workers=step.workers, scheduler=step.scheduler,
                             command_line=f"pstore run {config.path}"))
 
 
@@ -299,7 +301,8 @@ def evaluated(store: Path, run: Run, gene_id: str) -> bool:
 
 
 def run_evaluation(config: PipelineConfig, runs: list[Run], store_genes: list[str]) -> None:
-    """Score each run on its genes' held-out people (multi-gene runs on every gene: HOP and HOGP); base Enformer."""
+    """Score each run on its genes' held-out people (multi-gene runs on every gene: HOP and HOGP); base Enformer;
+    then the reference windows (`[evaluate] reference`)."""
     from .evaluate import EvaluateConfig, evaluate_base, evaluate_run
     from .results import read_result
 
@@ -315,6 +318,37 @@ def run_evaluation(config: PipelineConfig, runs: list[Run], store_genes: list[st
             evaluate_base(EvaluateConfig(store=config.store, genes=missing, micro_batch=config.evaluate.micro_batch,
                                          device=config.train.device),
                           config.train.weights, config.train.config, config.evaluate.track, config.train.window)
+    if config.evaluate.reference:
+        run_references(config, runs, store_genes)
+
+
+def has_reference(store: Path, gene_id: str, name: str, fold: int, run: Path | None = None) -> bool:
+    """Whether the store holds a reference-window prediction of this model (and run) for the gene and fold."""
+    from . import schemas
+    from .results import read_result
+
+    found = read_result(store, gene_id, name, schemas.REFERENCE_GROUP)
+    return (found is not None and found[0]["status"][fold] == "ok"
+            and (run is None or found[1].get("runs", {}).get(str(fold)) == str(run.resolve())))
+
+
+def run_references(config: PipelineConfig, runs: list[Run], store_genes: list[str]) -> None:
+    """Reference-window predictions of every run (multi-gene runs on every gene) and of base Enformer (every gene),
+    skipping genes already predicted."""
+    from .ism import enformer_model, performer_model
+    from .reference import predict_references
+    from .store import Store
+
+    store = Store(config.store)
+    for run in runs:
+        missing = [g for g in (store_genes if run.multi else run.genes) if not has_reference(config.store, g, run.name, run.fold, run.out)]
+        if missing:
+            predict_references(config.store, performer_model(run.out, store), missing, config.train.device)
+    if config.evaluate.base:
+        missing = [g for g in store_genes if not has_reference(config.store, g, "enformer", 0)]
+        if missing:
+            base = enformer_model(store, config.train.weights, config.train.config, config.evaluate.track, config.train.window)
+            predict_references(config.store, base, missing, config.train.device)
 
 
 def run_ism_step(config: PipelineConfig, runs: list[Run]) -> None:
