@@ -54,7 +54,7 @@ TELOMERE = 10_000
 GC_BEFORE_DEAMINATION = 0.44
 CPG_DEAMINATED = 0.8
 MIN_ACGT_FRACTION = 0.99
-MEAN_EXPRESSION = (2.0, 1.5, 0.5)  # log2(TPM + 1): intercept, per SD of promoter CpG count, noise SD
+MEAN_EXPRESSION = (2.0, 1.5, 0.5)  # log2 TPM: intercept, per SD of promoter CpG count, noise SD
 GENE_SPACING = (60_000, 150_000)
 PROMOTER = (-1_000, 300)
 DISTAL = (2_000, HALF_WINDOW - 1_000)
@@ -136,7 +136,7 @@ class CohortFiles:
         ``truth_genes.tsv``: gene_id, gene_name, contig, tss (0-based), strand, h2 (target), h2_realized,
         n_causal.
     mean_expression
-        ``mean_expression.tsv``: gene_id, mean_expression (mean log2(TPM + 1) across people), promoter_cpg:
+        ``mean_expression.tsv``: gene_id, mean_expression (mean log2 TPM across people), promoter_cpg:
         2 + 1.5 x the standardized CpG count of the promoter (TSS -1,000 to +300 bp, reference after planting;
         GC-rich motifs such as SP1 add CpGs) + N(0, 0.5^2) noise, so the across-gene level follows sequence.
     genes
@@ -890,7 +890,7 @@ def _alt_dosage(haplotypes: np.ndarray) -> np.ndarray:
 
 
 def _mean_expression(genes: list[_Gene], sequences: dict[str, np.ndarray], rng: np.random.Generator) -> pd.DataFrame:
-    """Each gene's mean log2(TPM + 1) across people: higher with more CpGs in its promoter (CpG-island promoters are
+    """Each gene's mean log2 TPM across people: higher with more CpGs in its promoter (CpG-island promoters are
     broadly and highly expressed), plus noise; a function of the reference window, so sequence models can learn it."""
     cpg = np.array([_cpg_count(sequences[gene.contig][slice(*gene.interval(*PROMOTER))]) for gene in genes])
     intercept, slope, noise = MEAN_EXPRESSION

@@ -73,7 +73,8 @@ def test_run_end_to_end_then_resume_skips_finished_work(tmp_path):
     simulate_cohort(tmp_path / "cohort", individuals=60, genes=2, seed=5, progress=False)
     annotations = "".join(f'{key} = "cohort/{name}"\n' for key, name in (
         ("truth", "truth_variants.tsv"), ("truth_genes", "truth_genes.tsv"),
-        ("chromatin_states", "chromatin_states.bed"), ("finemapped", "finemapped_eqtls.tsv")))
+        ("chromatin_states", "chromatin_states.bed"), ("finemapped", "finemapped_eqtls.tsv"),
+        ("mean_expression", "mean_expression.tsv")))
     text = MINIMAL.replace('tissue = "whole_blood"\n', 'tissue = "whole_blood"\n' + annotations) + """max_epochs = 1
 micro_batch = 16
 accumulation = 1
@@ -81,6 +82,7 @@ lr = 5e-4
 device = "cpu"
 multi_gene = true
 train_fractions = [0.5, 1.0]
+mask_variants = ["top-enet:2"]
 [build]
 window = 1024
 [enet]
@@ -94,12 +96,20 @@ batch = 16
     assert validate_store(store.path) == []
     gene_ids = list(store.genes.index)
     runs = tmp_path / "out" / "runs"
-    assert sorted(p.name for p in runs.iterdir()) == sorted([f"performer{s}_{g}_fold0" for g in gene_ids for s in ("", "_frac0.5")]
-                                                            + ["performer_multi_fold0", "performer_multi_frac0.5_fold0"])
+    suffixes = ("", "_frac0.5", "_mask2")
+    assert sorted(p.name for p in runs.iterdir()) == sorted([f"performer{s}_{g}_fold0" for g in gene_ids for s in suffixes]
+                                                            + [f"performer_multi{s}_fold0" for s in suffixes])
+    for run in runs.glob("*mask2*"):
+        recorded = json.loads((run / "run.json").read_text())
+        assert recorded["mask"] == {"top_enet": 2} and len(recorded["masked_positions"]) == len(recorded["genes"])
     for gene in gene_ids:
-        for model in ("enet", "performer", "performer_multi", "enformer", "performer_frac0.5", "performer_multi_frac0.5"):
+        for model in ("enet", "enformer", *(f"performer{m}{s}" for m in ("", "_multi") for s in suffixes)):
             arrays, attrs = read_result(store.path, gene, model)
             assert arrays["status"][0].startswith("ok"), (gene, model)
+            if model != "enet":
+                assert read_result(store.path, gene, model, schemas.REFERENCE_GROUP)[0]["status"][0] == "ok", (gene, model)
+        assert read_result(store.path, gene, "performer_mask2")[1]["mask"] == {"0": "top-enet:2"}
+        assert Store(store.path).gene(gene).attrs["mean_expression"] is not None
         for model in ("performer", "performer_multi", "enformer"):
             assert read_result(store.path, gene, model, schemas.ISM_GROUP) is not None, (gene, model)
     assert (tmp_path / "out" / "report" / "index.html").is_file()
@@ -110,7 +120,8 @@ batch = 16
         assert all(value != "nan" for value in line[3:11:2]), line
     stamps = {p: p.stat().st_mtime_ns for p in [*runs.glob("*/best.pt"), *runs.glob("*/metrics.jsonl"),
                                                   *(store.path / "genes").glob("*/results/*/zarr.json"),
-                                                  *(store.path / "genes").glob("*/ism/*/zarr.json")]}
+                                                  *(store.path / "genes").glob("*/ism/*/zarr.json"),
+                                                  *(store.path / "genes").glob("*/reference/*/zarr.json")]}
     history = {p: p.read_text() for p in runs.glob("*/metrics.jsonl")}
     pstore("run", str(config))
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
