@@ -200,9 +200,14 @@ def load_config(path: Path) -> PipelineConfig:
         raise InputError(f"config {path}: [train] give exactly one of config = \"tiny\" (random init) or weights = \"PATH\"")
     if not all(0 < f <= 1 for f in train.train_fractions):
         raise InputError(f"config {path}: [train].train_fractions: each must be in (0, 1], got {train.train_fractions}")
-    from .masking import TOP_ENET
+    from .masking import TOP_ENET, parse_mask
 
     masks = [m if m.startswith(TOP_ENET) else str(base / m) for m in train.mask_variants]  # files relative to the config
+    for mask in masks:
+        try:
+            parse_mask(mask)
+        except InputError as error:
+            raise InputError(f"config {path}: [train].mask_variants: {error}") from None
     parsed["train"] = dataclasses.replace(train, mask_variants=masks)
     store = base / _check_value(raw["store"], Path, f"config {path}: store")
     out = base / _check_value(raw["out"], Path, f"config {path}: out")

@@ -62,6 +62,29 @@ def test_bad_configs_get_one_line_errors(tmp_path, change, message):
     assert not (tmp_path / "store.zarr").exists()
 
 
+def test_mask_variants_add_named_runs_with_their_mask(tmp_path):
+    """Each mask adds single- and multi-gene runs named after it; a file is relative to the config; a bad mask is an error."""
+    from performer_store.pipeline import planned_runs, train_command
+
+    (tmp_path / "eqtls.tsv").write_text("contig\tposition\nchr1\t100\n")
+    text = MINIMAL + 'multi_gene = true\nmask_variants = ["top-enet:3", "eqtls.tsv"]\n'
+    config = load_config(write(tmp_path, text))
+    assert config.train.mask_variants == ["top-enet:3", str(tmp_path / "eqtls.tsv")]
+    runs = planned_runs(config, ["G1", "G2"])
+    assert [(r.name, r.genes, r.mask) for r in runs] == [
+        ("performer", ("G1",), None), ("performer", ("G2",), None), ("performer_multi", ("G1", "G2"), None),
+        ("performer_mask3", ("G1",), "top-enet:3"), ("performer_mask3", ("G2",), "top-enet:3"),
+        ("performer_multi_mask3", ("G1", "G2"), "top-enet:3"),
+        ("performer_mask_eqtls", ("G1",), str(tmp_path / "eqtls.tsv")), ("performer_mask_eqtls", ("G2",), str(tmp_path / "eqtls.tsv")),
+        ("performer_multi_mask_eqtls", ("G1", "G2"), str(tmp_path / "eqtls.tsv"))]
+    args = train_command(config, runs[3])
+    assert args[args.index("--mask-variants") + 1] == "top-enet:3"
+    assert "--mask-variants" not in train_command(config, runs[0])
+    for bad, message in (("top-enet:x", "give top-enet:K"), ("nope.tsv", "no such file")):
+        output = pstore("run", str(write(tmp_path, MINIMAL + f'mask_variants = ["{bad}"]\n')), expect=1).output
+        assert "[train].mask_variants" in output and message in output and len(output.strip().splitlines()) == 1
+
+
 def test_missing_input_key_and_missing_file(tmp_path):
     result = pstore("run", str(write(tmp_path, MINIMAL.replace('tissue = "whole_blood"\n', ""))), expect=1)
     assert "[inputs]: missing key 'tissue'" in result.output
