@@ -105,7 +105,6 @@ lr = 5e-4
 device = "cpu"
 multi_gene = true
 train_fractions = [0.5, 1.0]
-mask_variants = ["top-enet:2"]
 [build]
 window = 1024
 [enet]
@@ -119,19 +118,15 @@ batch = 16
     assert validate_store(store.path) == []
     gene_ids = list(store.genes.index)
     runs = tmp_path / "out" / "runs"
-    suffixes = ("", "_frac0.5", "_mask2")
+    suffixes = ("", "_frac0.5")
     assert sorted(p.name for p in runs.iterdir()) == sorted([f"performer{s}_{g}_fold0" for g in gene_ids for s in suffixes]
                                                             + [f"performer_multi{s}_fold0" for s in suffixes])
-    for run in runs.glob("*mask2*"):
-        recorded = json.loads((run / "run.json").read_text())
-        assert recorded["mask"] == {"top_enet": 2} and len(recorded["masked_positions"]) == len(recorded["genes"])
     for gene in gene_ids:
         for model in ("enet", "enformer", *(f"performer{m}{s}" for m in ("", "_multi") for s in suffixes)):
             arrays, attrs = read_result(store.path, gene, model)
             assert arrays["status"][0].startswith("ok"), (gene, model)
             if model != "enet":
                 assert read_result(store.path, gene, model, schemas.REFERENCE_GROUP)[0]["status"][0] == "ok", (gene, model)
-        assert read_result(store.path, gene, "performer_mask2")[1]["mask"] == {"0": "top-enet:2"}
         assert Store(store.path).gene(gene).attrs["mean_expression"] is not None
         for model in ("performer", "performer_multi", "enformer"):
             assert read_result(store.path, gene, model, schemas.ISM_GROUP) is not None, (gene, model)
