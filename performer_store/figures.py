@@ -374,7 +374,7 @@ def reference_vs_mean(points: pd.DataFrame, correlations: pd.DataFrame, colors: 
     for ax, row in zip(axes.flat, correlations.itertuples()):
         part = points[points["model"] == row.model]
         ax.scatter(part["mean_expression"], part["reference_prediction"], s=16, color=colors.get(row.model, GREY))
-        ax.set_title(f"{row.model}: r = {row.pearson_r:.2f}, rho = {row.spearman_r:.2f}\n({row.genes} genes)", fontsize=8)
+        ax.set_title(f"{row.model}\nr = {row.pearson_r:.2f}, rho = {row.spearman_r:.2f} ({row.genes} genes)", fontsize=8)
         ax.set_xlabel("mean expression", fontsize=8)
         ax.set_ylabel("reference-window prediction", fontsize=8)
     for ax in axes.flat[len(correlations):]:
