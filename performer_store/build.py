@@ -29,6 +29,7 @@ from .inputs import (
     match_samples,
     read_expression,
     read_gtf_genes,
+    read_mean_expression,
     read_sample_map,
     select_genes,
     strip_version,
@@ -64,6 +65,7 @@ class BuildConfig:
     window: int = 49_152
     seed: int = 0
     sample_map: Path | None = None
+    mean_expression: Path | None = None  # TSV gene_id -> mean expression (raw scale), kept as a gene attribute
     skip_ref_mismatch: bool = False
     workers: int = 1
     scheduler: str | None = None
@@ -86,6 +88,7 @@ class GeneTask:
     vcf: Path
     window: int
     skip_ref_mismatch: bool
+    mean_expression: float | None = None
 
 
 @dataclass
@@ -150,7 +153,8 @@ def plan_build(config: BuildConfig) -> Plan:
     requested = config.genes or _expression_genes(expression, gtf)
     genes = select_genes(gtf, requested, config.gtf)
     columns = [matched[p] for p in people]
-    tasks = [_gene_task(config, gene, reference, vcf, expression, columns, people) for gene in genes]
+    means = read_mean_expression(config.mean_expression) if config.mean_expression else {}
+    tasks = [_gene_task(config, gene, reference, vcf, expression, columns, people, means) for gene in genes]
     report = {
         "vcf_samples": len(vcf.samples),
         "expression_samples": len(expression.samples),
@@ -170,7 +174,7 @@ def _expression_genes(expression: Expression, gtf) -> list[str]:
 
 
 def _gene_task(config: BuildConfig, gene: Gene, reference: Reference, vcf: VariantSource, expression: Expression,
-               columns: list[str], people: np.ndarray) -> GeneTask:
+               columns: list[str], people: np.ndarray, means: dict[str, float]) -> GeneTask:
     """Resolve a gene's contig names and targets, and check its window fits its contig."""
     what = f"gene {gene.gene_id} in GTF {config.gtf}"
     fasta_contig = reference.contig(gene.contig, what)
@@ -188,6 +192,7 @@ def _gene_task(config: BuildConfig, gene: Gene, reference: Reference, vcf: Varia
         vcf=config.vcf,
         window=config.window,
         skip_ref_mismatch=config.skip_ref_mismatch,
+        mean_expression=means.get(strip_version(gene.gene_id)),
     )
 
 
@@ -240,6 +245,7 @@ def build_gene(task: GeneTask) -> dict[str, int]:
     group.attrs.update(
         gene_id=gene.gene_id, gene_name=gene.gene_name, gene_type=gene.gene_type, contig=task.fasta_contig,
         strand=gene.strand, tss=gene.tss, window_start=start, window_stop=stop, counts=counts,
+        mean_expression=task.mean_expression,
     )
     group.attrs["complete"] = True  # written last: the gene counts only once everything above is on disk
     publish(staging, gene_path(task.store, gene.gene_id))
@@ -297,6 +303,8 @@ def _inputs(config: BuildConfig) -> dict:
     roles = {"fasta": config.fasta, "vcf": config.vcf, "gtf": config.gtf, "expression": config.expression}
     if config.sample_map:
         roles["sample_map"] = config.sample_map
+    if config.mean_expression:
+        roles["mean_expression"] = config.mean_expression
     return {role: fingerprint(path) for role, path in roles.items()}
 
 

@@ -94,13 +94,15 @@ def simulate(out_dir: Path, demo: bool, individuals: int, n_genes: int, seed: in
 @click.option("--window", type=click.IntRange(min=128), default=49_152, show_default=True, help="Window length in bp, centred on the TSS.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the people order and the 3 train/tune/test folds.")
 @click.option("--sample-map", type=PathArg, help="TSV: expression sample ID, VCF sample ID (default: same IDs, or GTEx sample -> participant).")
+@click.option("--mean-expression", type=PathArg, help="TSV with header gene_id, mean_expression: each gene's mean expression "
+              "across people on a raw scale (e.g. mean log TPM), kept per gene for `pstore evaluate --reference`.")
 @click.option("--skip-ref-mismatch", is_flag=True, help="Skip and count VCF records whose REF disagrees with the FASTA instead of stopping.")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Local worker processes (Dask's multiprocessing scheduler; 1 = build in this process).")
 @click.option("--scheduler", help="Address of a running dask.distributed scheduler to build on (store path must be shared).")
 @click.option("--force", is_flag=True, help="Delete the store's contents and build it from scratch.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def build(store: Path, fasta: Path, vcf: Path, gtf: Path, expression: Path, tissue: str, gene_ids: tuple[str, ...],
-          genes_file: Path | None, window: int, seed: int, sample_map: Path | None, skip_ref_mismatch: bool,
+          genes_file: Path | None, window: int, seed: int, sample_map: Path | None, mean_expression: Path | None, skip_ref_mismatch: bool,
           workers: int, scheduler: str | None, force: bool, quiet: bool) -> None:
     """Build a store: per gene, every person's dosage one-hot, target, and the window's variant table.
 
@@ -110,7 +112,7 @@ def build(store: Path, fasta: Path, vcf: Path, gtf: Path, expression: Path, tiss
 
     config = BuildConfig(
         store=store, fasta=fasta, vcf=vcf, gtf=gtf, expression=expression, tissue=tissue, genes=_gene_list(gene_ids, genes_file),
-        window=window, seed=seed, sample_map=sample_map, skip_ref_mismatch=skip_ref_mismatch, workers=workers,
+        window=window, seed=seed, sample_map=sample_map, mean_expression=mean_expression, skip_ref_mismatch=skip_ref_mismatch, workers=workers,
         scheduler=scheduler, force=force, progress=not quiet, command_line=shlex.join(sys.argv),
     )
     report = build_store(config)
@@ -181,6 +183,9 @@ def _gene_list(gene_ids: tuple[str, ...], genes_file: Path | None) -> tuple[str,
 @click.option("--window", type=int, help="Window in bp (default: the store's); a shorter one is the centre of the stored window.")
 @click.option("--train-fraction", type=click.FloatRange(0, 1, min_open=True), default=1.0, show_default=True,
               help="Train on this share of the fold's train people (nested for one seed: 0.25 within 0.5 within 1), for learning curves; tune and test people are untouched.")
+@click.option("--mask-variants", help="Set these SNVs to the reference in every input (training, tune, and `pstore evaluate`): "
+              "top-enet:K (per gene the K largest |enet coefficients| of the fold; run `pstore enet` first) or a TSV of "
+              "variants (header: contig, position (1-based); gene_id, ref, alt matched when present).")
 @click.option("--lr", type=float, default=5e-6, show_default=True, help="AdamW learning rate.")
 @click.option("--micro-batch", type=click.IntRange(min=1), default=32, show_default=True, help="People per forward pass (all of one gene).")
 @click.option("--gradient-checkpointing", is_flag=True,
@@ -198,8 +203,8 @@ def _gene_list(gene_ids: tuple[str, ...], genes_file: Path | None) -> tuple[str,
 @click.option("--resume", is_flag=True, help="Continue from --out/last.pt (same result as an uninterrupted run).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def train(store: Path, gene_ids: tuple[str, ...], genes_file: Path | None, fold: int, out: Path, model_config: str | None,
-          weights: Path | None, name: str | None, window: int | None, train_fraction: float, lr: float, micro_batch: int,
-          gradient_checkpointing: bool, accumulation: int,
+          weights: Path | None, name: str | None, window: int | None, train_fraction: float, mask_variants: str | None, lr: float,
+          micro_batch: int, gradient_checkpointing: bool, accumulation: int,
           clip: float, max_epochs: int, patience: int, seed: int, workers: int, read_path: str, device: str,
           resume: bool, quiet: bool) -> None:
     """Fine-tune Performer (Enformer + one linear track) on the people of one or many genes.
@@ -212,7 +217,7 @@ def train(store: Path, gene_ids: tuple[str, ...], genes_file: Path | None, fold:
 
     config = TrainConfig(
         store=store, genes=_gene_list(gene_ids, genes_file), fold=fold, out=out, config=model_config, weights=weights,
-        name=name, window=window, train_fraction=train_fraction, lr=lr, micro_batch=micro_batch,
+        name=name, window=window, train_fraction=train_fraction, mask_variants=mask_variants, lr=lr, micro_batch=micro_batch,
         gradient_checkpointing=gradient_checkpointing, accumulation=accumulation, clip=clip,
         max_epochs=max_epochs, patience=patience, seed=seed, workers=workers, read_path=read_path, device=device,
         resume=resume, progress=not quiet,
@@ -254,19 +259,26 @@ def _check_model_choice(base: bool, run_dir: Path | None) -> None:
 @click.option("--micro-batch", type=click.IntRange(min=1), default=32, show_default=True)
 @click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True)
+@click.option("--reference", is_flag=True, help="Predict each gene's reference window instead of its people (into "
+              "genes/<gene>/reference/<model>; default genes: the run's, or all for --base) and print the across-gene "
+              "Pearson and Spearman r with the store's mean expression (`pstore build --mean-expression`).")
 def evaluate(store: Path, run_dir: Path | None, base: bool, weights: Path | None, model_config: str | None, track: int | None,
              window: int | None, gene_ids: tuple[str, ...], genes_file: Path | None, name: str | None, micro_batch: int,
-             workers: int, device: str) -> None:
+             workers: int, device: str, reference: bool) -> None:
     """Predict held-out people and write predictions, Pearson r and R2 per gene into the store.
 
     Genes a run trained on are scored as HOP (held-out people), the others as HOGP (held-out genes and people).
     A run trained on another store (cross-cohort) predicts every person of this one: genes are matched by ID
     with versions ignored, the run's fold f fills this store's fold f (r and R2 on its test people, as this
     store's own models; cross_r and cross_R2 on everyone), and the result records its source store.
+    With --reference: the across-gene check of the paper (fine-tuned models lose the gene-level signal base Enformer has).
     """
     from .evaluate import EvaluateConfig, evaluate_base, evaluate_run, mean_metrics
 
     _check_model_choice(base, run_dir)
+    if reference:
+        _evaluate_reference(store, run_dir, weights, model_config, track, window, _gene_list(gene_ids, genes_file), device)
+        return
     config = EvaluateConfig(store=store, genes=_gene_list(gene_ids, genes_file), micro_batch=micro_batch, workers=workers, device=device)
     table = evaluate_base(config, weights, model_config, track, window) if base else evaluate_run(config, run_dir, name)
     click.echo(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
@@ -275,6 +287,25 @@ def evaluate(store: Path, run_dir: Path | None, base: bool, weights: Path | None
     for setting, part in table.groupby("setting"):
         means = mean_metrics(part)
         click.echo(f"{setting}: {part['gene_id'].nunique()} genes, mean r {means['pearson_r']:.4f}, mean R2 {means['r2']:.4f}")
+
+
+def _evaluate_reference(store: Path, run_dir: Path | None, weights: Path | None, model_config: str | None, track: int | None,
+                        window: int | None, genes: tuple[str, ...], device: str) -> None:
+    """`pstore evaluate --reference`: reference-window predictions and the across-gene correlation, printed."""
+    from .ism import enformer_model, performer_model
+    from .reference import MIN_GENES, evaluate_reference
+    from .store import Store
+
+    opened = Store(store)
+    model = performer_model(run_dir, opened) if run_dir else enformer_model(opened, weights, model_config, track, window)
+    table, correlation = evaluate_reference(store, model, genes, run_dir, device)
+    click.echo(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    for row in correlation.itertuples():
+        click.echo(f"{row.model}: reference prediction vs mean expression across {row.genes} genes: "
+                   f"Pearson r {row.pearson_r:.4f}, Spearman r {row.spearman_r:.4f}")
+    if correlation["genes"].lt(MIN_GENES).all():
+        click.echo(f"a correlation needs at least {MIN_GENES} predicted genes with a mean expression: build the store with "
+                   "--mean-expression TSV and predict more genes (--gene, or a multi-gene run)")
 
 
 @main.command()
@@ -296,6 +327,7 @@ def ism(store: Path, run_dir: Path | None, base: bool, weights: Path | None, mod
     scored; the others hold NaN. By default the conv tower is recomputed only on ~1.7 kb around each SNV and
     spliced into the reference window's (exact: an SNV changes no tower output beyond 259 bp of its bin);
     --exact-full runs whole windows. Genes already scored for the model's folds by the same method are skipped.
+    A run trained with --mask-variants scores masked SNVs too (from the reference window, as every SNV).
     """
     from .ism import IsmConfig, enformer_model, performer_model, run_ism
     from .store import Store
@@ -495,7 +527,8 @@ def report_command(store: Path, out: Path, fold: int, gene_ids: tuple[str, ...],
     Figures: observed vs predicted expression, per-gene r and R2 against the elastic net, difference by
     heritability group, variant weights around the TSS, MAF and TSS distance of HSVs and drivers, direction
     agreement, chromatin-state enrichment, motif disruption, fine-mapped (and causal) variant auROC, training
-    curves, multi- vs single-gene runs. A figure the store lacks data for says what to run instead.
+    curves, multi- vs single-gene runs, learning curves, mean expression across genes. A figure the store lacks
+    data for says what to run instead.
     """
     from .report import write_report
 

@@ -1,10 +1,11 @@
 """`pstore evaluate`: predictions and per-gene metrics of a Performer run or of base Enformer, into the store.
 
 A run is scored on the tune and test people of its fold (metrics on the test people): genes it trained on
-are HOP (held-out people), the others HOGP (held-out genes and people). Base Enformer, with no training,
-predicts every person once; each fold takes its own tune and test people from that. A run trained on another
-store predicts every person of this one (see `crosscohort`): genes matched by ID with versions ignored are
-"cross-cohort", the others "cross-cohort HOGP".
+are HOP (held-out people), the others HOGP (held-out genes and people). A run trained with a variant mask
+(`--mask-variants`) is scored with the same mask, resolved again for each gene it scores. Base Enformer, with
+no training, predicts every person once; each fold takes its own tune and test people from that. A run trained
+on another store predicts every person of this one (see `crosscohort`): genes matched by ID with versions
+ignored are "cross-cohort", the others "cross-cohort HOGP".
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from enformer_pytorch import Enformer
 from .crosscohort import CROSS_SPECS, check_fold, check_result_name, cross_values, match_genes, resolve_genes, source_record
 from .inputs import InputError
 from .loader import BatchLoader, GeneReader, evaluation_batches, split_rows
+from .masking import resolve_mask
 from .model import (CAGE_TRACKS, Performer, cage_prediction, check_window, enformer_from_config, enformer_from_weights,
                     load_checkpoint)
 from .predict import gene_metrics, predict
@@ -89,11 +91,12 @@ def load_base(store: Store, weights: Path | None, model_config: str | None, trac
     return enformer, track, window
 
 
-def _predict_people(config: EvaluateConfig, model: Performer, window: int,
+def _predict_people(config: EvaluateConfig, model: Performer, meta: dict[str, Any], store: Store,
                     rows: dict[str, np.ndarray]) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """A run's predictions of the chosen people (store rows) of each gene."""
+    """A run's predictions of the chosen people (store rows) of each gene, through the run's variant mask."""
+    window, mask = meta["window"], resolve_mask(store, list(rows), meta["fold"], meta.get("mask"))
     device = choose_device(config.device)
-    reader = GeneReader(config.store, window, config.read_path)
+    reader = GeneReader(config.store, window, config.read_path, mask)
     return predict(model.to(device).eval(), BatchLoader(reader, config.workers, device), evaluation_batches(rows, config.micro_batch))
 
 
@@ -109,13 +112,13 @@ def evaluate_run(config: EvaluateConfig, run: Path, name: str | None = None) -> 
         return evaluate_cross(config, run, store, model, meta, name)
     genes = list(config.genes) or list(store.genes.index)
     rows = {g: np.concatenate(list(held_out_rows(store, g, meta["fold"]).values())) for g in genes}
-    predictions = _predict_people(config, model, meta["window"], rows)
+    predictions = _predict_people(config, model, meta, store, rows)
     records = []
     for gene_id in genes:
         gene_rows, prediction, _ = predictions.get(gene_id, (np.zeros(0, int), np.zeros(0), np.zeros(0)))
         row, r, r2 = score_fold(store, gene_id, meta["fold"], gene_rows, prediction)
         write_result(store.path, gene_id, name, "performer", [meta["fold"]], fold_values(store, meta["fold"], row, r, r2, "ok"),
-                     {"runs": {str(meta["fold"]): str(Path(run).resolve())}})
+                     {"runs": {str(meta["fold"]): str(Path(run).resolve())}, **mask_attrs(meta)})
         setting = "HOP" if gene_id in meta["genes"] else "HOGP"
         records.append({"gene_id": gene_id, "model": name, "fold": meta["fold"], "setting": setting, "pearson_r": r, "r2": r2})
     return pd.DataFrame(records)
@@ -140,14 +143,15 @@ def evaluate_cross(config: EvaluateConfig, run: Path, store: Store, model: Perfo
     for gene_id in genes:
         check_result_name(store, gene_id, name, "performer", source)
     everyone = np.arange(len(store.sample_id))
-    predictions = _predict_people(config, model, meta["window"], {g: everyone for g in genes})
+    predictions = _predict_people(config, model, meta, store, {g: everyone for g in genes})
     fold, records = meta["fold"], []
     for gene_id in genes:
         rows, prediction, _ = predictions[gene_id]
         row = np.full(len(everyone), np.nan, dtype=np.float32)
         row[rows] = prediction
         values = cross_values(store, gene_id, fold, row, "ok")
-        attrs = {"runs": {str(fold): str(Path(run).resolve())}, "source_store": source, "source_gene_id": match.pairs.get(gene_id)}
+        attrs = {"runs": {str(fold): str(Path(run).resolve())}, "source_store": source, "source_gene_id": match.pairs.get(gene_id),
+                 **mask_attrs(meta)}
         write_result(store.path, gene_id, name, "performer", [fold], values, attrs, CROSS_SPECS)
         setting = "cross-cohort" if gene_id in match.pairs else "cross-cohort HOGP"
         records.append({"gene_id": gene_id, "model": name, "fold": fold, "setting": setting,
@@ -156,6 +160,12 @@ def evaluate_cross(config: EvaluateConfig, run: Path, store: Store, model: Perfo
     table.attrs["genes"] = (f"{match.summary(f'run {Path(run).name}', store.path.name)}; every person of {store.path.name} "
                             f"predicted, metrics on fold {fold}'s test people (pearson_r, r2) and on everyone (cross_*)")
     return table
+
+
+def mask_attrs(meta: dict[str, Any]) -> dict[str, Any]:
+    """What a result records of a masked run: its mask spec per fold (nothing for an unmasked run)."""
+    mask = meta.get("mask")
+    return {"mask": {str(meta["fold"]): mask.get("file", f"top-enet:{mask.get('top_enet')}")}} if mask else {}
 
 
 def evaluate_base(config: EvaluateConfig, weights: Path | None, model_config: str | None, track: int | None,

@@ -358,3 +358,25 @@ def learning_curves(curves: pd.DataFrame) -> Figure:
         ax.set_xlabel("train people")
     axes[0, 1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1))
     return figure
+
+
+# --- 13: mean expression across genes ------------------------------------------------------------------
+
+
+def reference_vs_mean(points: pd.DataFrame, correlations: pd.DataFrame, colors: Mapping[str, tuple], per_row: int = 4) -> Figure:
+    """Per model: each gene's reference-window prediction against its mean expression, with the across-gene Pearson
+    and Spearman r in the panel title.
+
+    points: gene_id, model, reference_prediction, mean_expression; correlations: model, genes, pearson_r, spearman_r.
+    """
+    rows = -(-len(correlations) // per_row)
+    figure, axes = panels(rows, min(len(correlations), per_row))
+    for ax, row in zip(axes.flat, correlations.itertuples()):
+        part = points[points["model"] == row.model]
+        ax.scatter(part["mean_expression"], part["reference_prediction"], s=16, color=colors.get(row.model, GREY))
+        ax.set_title(f"{row.model}\nr = {row.pearson_r:.2f}, rho = {row.spearman_r:.2f} ({row.genes} genes)", fontsize=8)
+        ax.set_xlabel("mean expression", fontsize=8)
+        ax.set_ylabel("reference-window prediction", fontsize=8)
+    for ax in axes.flat[len(correlations):]:
+        ax.set_axis_off()
+    return figure

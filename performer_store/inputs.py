@@ -238,6 +238,31 @@ def read_expression(path: Path) -> Expression:
     return Expression(path, tuple(samples), rows, values[samples].to_numpy(dtype=object))
 
 
+def read_mean_expression(path: Path) -> dict[str, float]:
+    """A TSV with a header naming gene_id and mean_expression (other columns ignored): each gene's mean expression on a
+    raw scale (e.g. mean log TPM across people), keyed by gene ID without its version suffix; NA cells are left out."""
+    require_file(path, "mean-expression table")
+    try:
+        table = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
+    except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as error:
+        raise InputError(f"mean-expression table {path}: cannot be read ({error}); give a tab-separated file") from None
+    missing = sorted({"gene_id", "mean_expression"} - set(table.columns))
+    if missing:
+        raise InputError(f"mean-expression table {path} line 1: no column {', '.join(missing)}; the header must name "
+                         "gene_id and mean_expression (tab-separated)")
+    bare = table["gene_id"].map(strip_version)
+    if bare.duplicated().any():
+        line = int(np.flatnonzero(bare.duplicated())[0]) + 2
+        raise InputError(f"mean-expression table {path} line {line}: gene {table['gene_id'].iloc[line - 2]} has a second row")
+    values = pd.to_numeric(table["mean_expression"], errors="coerce")
+    given = ~table["mean_expression"].str.strip().str.lower().isin(MISSING_EXPRESSION)
+    bad = np.flatnonzero(given & ~np.isfinite(values))
+    if len(bad):
+        raise InputError(f"mean-expression table {path} line {bad[0] + 2}: value {table['mean_expression'].iloc[bad[0]]!r} "
+                         "is not a finite number; fix it or write NA")
+    return {gene: float(value) for gene, value in zip(bare, values) if np.isfinite(value)}
+
+
 def gtex_participant(sample_id: str) -> str:
     """GTEx sample ID GTEX-XXXXX-0005-SM-ABCDE -> participant GTEX-XXXXX (others unchanged)."""
     parts = sample_id.split("-")

@@ -5,7 +5,10 @@ loader does) is predicted once, then the same window with each SNV's ALT base, m
 score = ALT minus REF prediction (Performer: its track at the centre bin; base Enformer: the CAGE track summed
 over the 3 centre bins). SNVs outside the model's window are not scored (NaN). The default method, `splice`,
 recomputes the conv tower only around each SNV (`splice.TowerSplice`); `full` runs whole windows. A Performer
-run fills its fold's row; base Enformer fills every fold with the same scores.
+run fills its fold's row; base Enformer fills every fold with the same scores. A run trained with a variant
+mask (`--mask-variants`) scores every SNV, masked ones included (ISM starts from the reference window, which
+the mask leaves as it is): a masked SNV's score is what the model infers from sequence for a variant it never
+saw vary; the result's `mask` attribute names the mask.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from tqdm.auto import tqdm
 
 from . import schemas
 from .encode import base_codes
-from .evaluate import load_base, load_run
+from .evaluate import load_base, load_run, mask_attrs
 from .inputs import InputError
 from .loader import GeneReader
 from .model import Performer
@@ -89,7 +92,7 @@ def performer_model(run: Path, store: Store) -> IsmModel:
     """A Performer run's best checkpoint; its scores fill the run's fold."""
     model, meta = load_run(run, store)
     return IsmModel(meta["name"], "performer", (meta["fold"],), meta["window"], model, partial(centre_track, model.net.to_tracks),
-                    {"runs": {str(meta["fold"]): str(Path(run).resolve())}})
+                    {"runs": {str(meta["fold"]): str(Path(run).resolve())}, **mask_attrs(meta)})
 
 
 def enformer_model(store: Store, weights: Path | None, model_config: str | None, track: int | None,

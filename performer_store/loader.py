@@ -11,6 +11,9 @@ to fill the last round, so every rank takes the same number of steps and no bloc
 Two read paths give identical tensors: `stored` reads `dosage_onehot_delta` and adds the reference;
 `expand` keeps each gene's reference and per-person changes (derived from the variant table) and scatters
 them, on the device the batch is moved to (on CUDA the 393 KB windows never cross host memory).
+
+A variant mask (`masking.py`: window offsets per gene) sets chosen positions to the reference on both paths:
+`expand` drops the variant-table rows there before scattering, `stored` zeroes the stored difference there.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -146,7 +149,8 @@ def evaluation_batches(rows_by_gene: dict[str, np.ndarray], micro_batch: int) ->
 class GeneReader:
     """Reads dosage one-hots and targets of a store (opened lazily, once per process) by either path."""
 
-    def __init__(self, store_path: Path, window: int | None = None, read_path: str = "stored"):
+    def __init__(self, store_path: Path, window: int | None = None, read_path: str = "stored",
+                 mask: Mapping[str, np.ndarray] | None = None):
         if read_path not in READ_PATHS:
             raise InputError(f"read path {read_path!r} is not one of {', '.join(READ_PATHS)}")
         self.store_path = Path(store_path)
@@ -157,6 +161,7 @@ class GeneReader:
         if self.window > self.store_window:
             raise InputError(f"store {store_path}: windows are {self.store_window} bp; a model of {self.window} bp cannot read them; build the store with --window {self.window}")
         self.offset = self.store_window // 2 - self.window // 2  # keeps the TSS at index window // 2
+        self.mask = {gene: np.asarray(offsets, np.int64) for gene, offsets in (mask or {}).items()}  # store-window offsets
         self._compact: OrderedDict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = OrderedDict()
         self._small: OrderedDict[str, tuple[np.ndarray, np.ndarray, zarr.Array]] = OrderedDict()
 
@@ -194,9 +199,15 @@ class GeneReader:
         target = torch.from_numpy(targets[batch.rows])
         if self.read_path == "stored":
             rows = read_rows(delta, batch.rows, slice(self.offset, self.offset + self.window))
+            rows[:, self.masked(batch.gene_id)] = 0  # no difference from the reference at masked positions
             return Batch(batch, target, onehot=torch.from_numpy(add_reference(rows, reference)))
         reference, flat, values = self.compact(batch.gene_id)
         return Batch(batch, target, reference=reference, flat=flat, values=values[torch.from_numpy(batch.rows.astype(np.int64))])
+
+    def masked(self, gene_id: str) -> np.ndarray:
+        """A gene's masked positions inside this reader's window (0-based from its start)."""
+        offsets = self.mask.get(gene_id, np.zeros(0, np.int64)) - self.offset
+        return offsets[(offsets >= 0) & (offsets < self.window)]
 
     def compact(self, gene_id: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """A gene's reference (window, 4), the flat positions where anyone differs (K,), everyone's values there
@@ -209,8 +220,9 @@ class GeneReader:
         reference = group["reference_onehot"][:]
         start = int(group.attrs["window_start"])
         offsets = group["variant_position"][:].astype(np.int64) - 1 - start
-        calls = group["call_genotype"][:]
-        alts = base_codes(group["variant_allele"][:, 1]) if len(offsets) else np.zeros(0, np.int8)
+        kept = ~np.isin(offsets, self.mask.get(gene_id, ()))  # masked positions keep the reference
+        offsets, calls = offsets[kept], group["call_genotype"][:][kept]
+        alts = base_codes(group["variant_allele"][:, 1][kept]) if len(offsets) else np.zeros(0, np.int8)
         flat, changes = dosage_changes(reference, offsets, alts, haplotype_carriers(calls, offsets))
         keep = (flat >= self.offset * 4) & (flat < (self.offset + self.window) * 4)
         values = (reference.reshape(-1)[flat[keep]].astype(np.float32) + changes[:, keep]).astype(np.float16)

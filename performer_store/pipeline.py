@@ -37,6 +37,7 @@ class Inputs:
     expression: Path
     tissue: str
     sample_map: Path | None = None
+    mean_expression: Path | None = None  # TSV gene_id, mean_expression: the across-gene check (`evaluate --reference`)
     chromatin_states: Path | None = None  # BED: chrom start end state
     finemapped: Path | None = None  # fine-mapped eQTLs (TSV)
     truth: Path | None = None  # a simulated cohort's truth_variants.tsv
@@ -76,6 +77,7 @@ class TrainStep:
     multi_gene: bool = False  # one run over `genes` minus `held_out_genes` (scored HOP and HOGP)
     held_out_genes: list[str] = field(default_factory=list)
     train_fractions: list[float] = field(default_factory=lambda: [1.0])  # learning curves: nested shares of train people
+    mask_variants: list[str] = field(default_factory=list)  # more runs, each with a variant mask: "top-enet:K" or a TSV
     window: int | None = None
     lr: float = 5e-6
     micro_batch: int = 32
@@ -97,6 +99,7 @@ class EvaluateStep:
     track: int | None = None  # default by tissue
     micro_batch: int = 32
     other_stores: list[Path] = field(default_factory=list)  # cross-cohort: other cohorts' stores the runs and enets also score
+    reference: bool = True  # also predict every gene's reference window (runs: their genes; multi-gene runs: all)
 
 
 @dataclass(frozen=True)
@@ -199,6 +202,15 @@ def load_config(path: Path) -> PipelineConfig:
         raise InputError(f"config {path}: [train] give exactly one of config = \"tiny\" (random init) or weights = \"PATH\"")
     if not all(0 < f <= 1 for f in train.train_fractions):
         raise InputError(f"config {path}: [train].train_fractions: each must be in (0, 1], got {train.train_fractions}")
+    from .masking import TOP_ENET, parse_mask
+
+    masks = [m if m.startswith(TOP_ENET) else str(base / m) for m in train.mask_variants]  # files relative to the config
+    for mask in masks:
+        try:
+            parse_mask(mask)
+        except InputError as error:
+            raise InputError(f"config {path}: [train].mask_variants: {error}") from None
+    parsed["train"] = dataclasses.replace(train, mask_variants=masks)
     store = base / _check_value(raw["store"], Path, f"config {path}: store")
     out = base / _check_value(raw["out"], Path, f"config {path}: out")
     return PipelineConfig(path=path, store=store, out=out, **parsed)
@@ -217,24 +229,29 @@ class Run:
     fold: int
     multi: bool = False
     fraction: float = 1.0
+    mask: str | None = None  # --mask-variants
 
 
 def planned_runs(config: PipelineConfig, store_genes: list[str]) -> list[Run]:
     """Single-gene runs (results name `performer`) and the multi-gene run (`performer_multi`) of every fold and
-    train fraction (below 1 the name gets `_frac<F>`, e.g. `performer_frac0.5`)."""
+    train fraction (below 1 the name gets `_frac<F>`, e.g. `performer_frac0.5`), and of every variant mask on all
+    train people (the name gets `_mask<K>` for top-enet:K, `_mask_<file stem>` for a file, e.g. `performer_mask5`)."""
+    from .masking import mask_name
+
     train = config.train
     genes = train.genes or store_genes
+    settings = [(f, None, "" if f == 1 else f"_frac{f:g}") for f in train.train_fractions]
+    settings += [(1.0, m, f"_{mask_name(m)}") for m in train.mask_variants]
     runs = []
-    for fraction in train.train_fractions:
-        suffix = "" if fraction == 1 else f"_frac{fraction:g}"
+    for fraction, mask, suffix in settings:
         for fold in train.folds:
             if train.single_gene:
                 runs += [Run(config.out / "runs" / f"performer{suffix}_{gene}_fold{fold}", f"performer{suffix}", (gene,), fold,
-                             fraction=fraction) for gene in genes]
+                             fraction=fraction, mask=mask) for gene in genes]
             if train.multi_gene:
                 chosen = tuple(g for g in genes if g not in train.held_out_genes)
                 runs.append(Run(config.out / "runs" / f"performer_multi{suffix}_fold{fold}", f"performer_multi{suffix}", chosen,
-                                fold, multi=True, fraction=fraction))
+                                fold, multi=True, fraction=fraction, mask=mask))
     return runs
 
 
@@ -245,7 +262,7 @@ def run_build(config: PipelineConfig) -> None:
     inputs, step = config.inputs, config.build
     build_store(BuildConfig(store=config.store, fasta=inputs.fasta, vcf=inputs.vcf, gtf=inputs.gtf, expression=inputs.expression,
                             tissue=inputs.tissue, genes=tuple(step.genes), window=step.window, seed=step.seed,
-                            sample_map=inputs.sample_map, workers=step.workers, scheduler=step.scheduler,
+                            sample_map=inputs.sample_map, mean_expression=inputs.mean_expression, workers=step.workers, scheduler=step.scheduler,
                             command_line=f"pstore run {config.path}"))
 
 
@@ -267,6 +284,7 @@ def train_command(config: PipelineConfig, run: Run) -> list[str]:
     args += ["--config", step.config] if step.config else ["--weights", str(step.weights)]
     args += ["--window", str(step.window)] if step.window else []
     args += ["--gradient-checkpointing"] if step.gradient_checkpointing else []
+    args += ["--mask-variants", run.mask] if run.mask else []
     args += [a for gene in run.genes for a in ("--gene", gene)]
     if step.processes > 1:
         return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={step.processes}",
@@ -291,7 +309,8 @@ def evaluated(store: Path, run: Run, gene_id: str, name: str | None = None) -> b
 
 
 def run_evaluation(config: PipelineConfig, runs: list[Run], store_genes: list[str]) -> None:
-    """Score each run on its genes' held-out people (multi-gene runs on every gene: HOP and HOGP); base Enformer."""
+    """Score each run on its genes' held-out people (multi-gene runs on every gene: HOP and HOGP); base Enformer;
+    then the reference windows (`[evaluate] reference`)."""
     from .evaluate import EvaluateConfig, evaluate_base, evaluate_run
     from .results import read_result
 
@@ -307,6 +326,37 @@ def run_evaluation(config: PipelineConfig, runs: list[Run], store_genes: list[st
             evaluate_base(EvaluateConfig(store=config.store, genes=missing, micro_batch=config.evaluate.micro_batch,
                                          device=config.train.device),
                           config.train.weights, config.train.config, config.evaluate.track, config.train.window)
+    if config.evaluate.reference:
+        run_references(config, runs, store_genes)
+
+
+def has_reference(store: Path, gene_id: str, name: str, fold: int, run: Path | None = None) -> bool:
+    """Whether the store holds a reference-window prediction of this model (and run) for the gene and fold."""
+    from . import schemas
+    from .results import read_result
+
+    found = read_result(store, gene_id, name, schemas.REFERENCE_GROUP)
+    return (found is not None and found[0]["status"][fold] == "ok"
+            and (run is None or found[1].get("runs", {}).get(str(fold)) == str(run.resolve())))
+
+
+def run_references(config: PipelineConfig, runs: list[Run], store_genes: list[str]) -> None:
+    """Reference-window predictions of every run (multi-gene runs on every gene) and of base Enformer (every gene),
+    skipping genes already predicted."""
+    from .ism import enformer_model, performer_model
+    from .reference import predict_references
+    from .store import Store
+
+    store = Store(config.store)
+    for run in runs:
+        missing = [g for g in (store_genes if run.multi else run.genes) if not has_reference(config.store, g, run.name, run.fold, run.out)]
+        if missing:
+            predict_references(config.store, performer_model(run.out, store), missing, config.train.device)
+    if config.evaluate.base:
+        missing = [g for g in store_genes if not has_reference(config.store, g, "enformer", 0)]
+        if missing:
+            base = enformer_model(store, config.train.weights, config.train.config, config.evaluate.track, config.train.window)
+            predict_references(config.store, base, missing, config.train.device)
 
 
 def run_cross_cohort(config: PipelineConfig, runs: list[Run]) -> None:

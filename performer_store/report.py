@@ -27,6 +27,7 @@ from . import __version__, figures, schemas
 from .analysis import compute, ism_model_names, read_variant_list, recovery_auroc, summarize, variant_weights
 from .compare import GROUP_NAMES, WITHIN, Comparison, compare_models, fold_metrics, model_summary
 from .inputs import InputError, require_file
+from .reference import across_genes, mean_expression, reference_predictions
 from .results import read_result
 from .store import Store
 
@@ -307,6 +308,18 @@ def figure_learning(inputs: ReportInputs) -> Figure:
     return figures.learning_curves(curves)
 
 
+def figure_mean(inputs: ReportInputs) -> Figure:
+    """Reference-window predictions against mean expression across genes, per model (reference.py)."""
+    if not mean_expression(inputs.store).notna().any():
+        raise MissingData("no mean expression in this store; build it with `pstore build --mean-expression TSV` "
+                          "(gene_id, mean_expression; `pstore simulate` writes mean_expression.tsv)")
+    points = reference_predictions(inputs.store, inputs.fold).dropna(subset=["mean_expression"])
+    if points.empty:
+        raise MissingData(f"no reference-window predictions for fold {inputs.fold}; run `pstore evaluate --reference --base` "
+                          "and `pstore evaluate --reference --run RUN`")
+    return figures.reference_vs_mean(points, across_genes(points), inputs.colors)
+
+
 class FigureSpec(NamedTuple):
     """A figure of the page: anchor (fig-<id>), title, one-line caption, and the function that draws it."""
 
@@ -356,6 +369,10 @@ FIGURES: tuple[FigureSpec, ...] = tuple(FigureSpec(*spec) for spec in (
     ("learning", "Learning curves",
      "Mean test r and R2 of Performer runs trained on nested shares of the train people, by the elastic net's R2 group: "
      "where the curve flattens, more people add little (the paper: ~250 people suffice).", figure_learning),
+    ("mean", "Mean expression across genes",
+     "Each point is a gene: its reference window's prediction against its mean expression across people; base Enformer "
+     "should track it (r > 0), while models fine-tuned on per-gene normalized targets lose that across-gene signal.",
+     figure_mean),
 ))
 
 

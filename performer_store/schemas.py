@@ -63,6 +63,7 @@ class GroupSpec:
     description: str
     arrays: tuple[ArraySpec, ...]
     attributes: Mapping[str, str]
+    optional: Mapping[str, str] = field(default_factory=dict)  # attributes a group may lack (older stores, inputs not given)
 
     def array(self, name: str) -> ArraySpec:
         """The spec of one array of this group, by name."""
@@ -175,6 +176,11 @@ GENE = GroupSpec(
         "counts": "What the build left out or found: indels, symbolic alleles, REF mismatches skipped, "
         "multi-allelic sites, missing calls, NaN targets.",
     },
+    optional={
+        "mean_expression": "The gene's mean expression across people on a raw scale (e.g. mean log TPM) from "
+        "`pstore build --mean-expression`; null when the table has no row for the gene. `target` is normalized per "
+        "gene, so this is the only across-gene expression level in the store.",
+    },
 )
 
 RESULTS_GROUP = "results"
@@ -285,7 +291,28 @@ ISM_RESULT = GroupSpec(
     },
 )
 
-GROUPS: tuple[GroupSpec, ...] = (ROOT, GENE, RESULT, ENET_RESULT, CROSS_RESULT, TRANSFER_RESULT, ISM_RESULT)
+REFERENCE_GROUP = "reference"
+
+REFERENCE_RESULT = GroupSpec(
+    path=f"{GENES_GROUP}/{{gene_id}}/{REFERENCE_GROUP}/{{model}}",
+    description=(
+        "One model's prediction of a gene's reference window (`pstore evaluate --reference`), published atomically like "
+        "a result: the across-gene check against `mean_expression` (Performer: centre bin; base Enformer: CAGE track "
+        "summed over the 3 centre bins; the reference one-hot cropped to the model's window, centred). A Performer run "
+        "fills its fold; base Enformer fills every fold."
+    ),
+    arrays=(
+        ArraySpec("reference_prediction", ("folds",), "float32", "Prediction of the reference window (NaN for folds not run)."),
+        ArraySpec("status", ("folds",), "str", "'ok' or 'not run'."),
+    ),
+    attributes={
+        "complete": "true once every array is written.",
+        "kind": "performer or enformer.",
+        "folds": "Folds that were run.",
+    },
+)
+
+GROUPS: tuple[GroupSpec, ...] = (ROOT, GENE, RESULT, ENET_RESULT, CROSS_RESULT, TRANSFER_RESULT, ISM_RESULT, REFERENCE_RESULT)
 
 LAYOUT_RATIONALE = """\
 ## Why this layout
@@ -334,6 +361,7 @@ def to_markdown() -> str:
             lines.append(f"| `{spec.name}` | {', '.join(spec.dims)} | {spec.dtype} | {chunks} | {spec.description} |")
         lines += ["", "| attribute | meaning |", "|---|---|"]
         lines += [f"| `{name}` | {text} |" for name, text in group.attributes.items()]
+        lines += [f"| `{name}` (optional) | {text} |" for name, text in group.optional.items()]
     return "\n".join(lines) + "\n\n" + LAYOUT_RATIONALE
 
 

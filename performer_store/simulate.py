@@ -54,6 +54,7 @@ TELOMERE = 10_000
 GC_BEFORE_DEAMINATION = 0.44
 CPG_DEAMINATED = 0.8
 MIN_ACGT_FRACTION = 0.99
+MEAN_EXPRESSION = (2.0, 1.5, 0.5)  # log2 TPM: intercept, per SD of promoter CpG count, noise SD
 GENE_SPACING = (60_000, 150_000)
 PROMOTER = (-1_000, 300)
 DISTAL_FROM, DISTAL_EDGE = 2_000, 1_000  # enhancers 2 kb from the TSS up to 1 kb inside the window edge
@@ -95,6 +96,7 @@ FILE_NAMES = {
     "finemapped_eqtls": "finemapped_eqtls.tsv",
     "truth_variants": "truth_variants.tsv",
     "truth_genes": "truth_genes.tsv",
+    "mean_expression": "mean_expression.tsv",
     "genes": "genes.txt",
     "cohort": "cohort.json",
 }
@@ -134,6 +136,10 @@ class CohortFiles:
     truth_genes
         ``truth_genes.tsv``: gene_id, gene_name, contig, tss (0-based), strand, h2 (target), h2_realized,
         n_causal.
+    mean_expression
+        ``mean_expression.tsv``: gene_id, mean_expression (mean log2 TPM across people), promoter_cpg:
+        2 + 1.5 x the standardized CpG count of the promoter (TSS -1,000 to +300 bp, reference after planting;
+        GC-rich motifs such as SP1 add CpGs) + N(0, 0.5^2) noise, so the across-gene level follows sequence.
     genes
         ``genes.txt``: one gene_id per line.
     cohort
@@ -153,6 +159,7 @@ class CohortFiles:
     finemapped_eqtls: Path
     truth_variants: Path
     truth_genes: Path
+    mean_expression: Path
     genes: Path
     cohort: Path
     summary: dict
@@ -389,10 +396,11 @@ def simulate_cohorts(
         _simulate_gene(simulation, index, gene, heritability[index], sequences[gene.contig])
         for index, gene in enumerate(tqdm(gene_models, desc="simulating genes", disable=not progress))
     ]
+    means = _mean_expression(gene_models, sequences, _rng(seed, "mean_expression"))
     arguments = {"genes": genes, "seed": seed, "multiallelic": multiallelic, "indels": indels, "missing_rate": missing_rate,
                  "reference": None if reference is None else str(reference), "window": window}
     if len(out_dirs) == 1:
-        return [_write_cohort(Path(out_dirs[0]), sequences, gene_models, simulation.people, results,
+        return [_write_cohort(Path(out_dirs[0]), sequences, gene_models, simulation.people, results, means,
                               {"individuals": individuals[0], **arguments, **_simulation_summary(simulation, species, stdpopsim.__version__)})]
     files = []
     for index, (out_dir, people) in enumerate(zip(out_dirs, _split_people(simulation.people, individuals, _rng(seed, "cohorts")))):
@@ -402,16 +410,17 @@ def simulate_cohorts(
         split = {"index": index, "folders": [str(d) for d in out_dirs], "individuals": list(individuals), "gene_version_shift": shift}
         summary = {"individuals": individuals[index], **arguments, "cohort_split": split,
                    **_simulation_summary(replace(simulation, people=people), species, stdpopsim.__version__)}
-        files.append(_write_cohort(Path(out_dir), sequences, cohort_genes, people, cohort_results, summary))
+        cohort_means = means.assign(gene_id=[gene.gene_id for gene in cohort_genes])
+        files.append(_write_cohort(Path(out_dir), sequences, cohort_genes, people, cohort_results, cohort_means, summary))
     return files
 
 
 def _write_cohort(out_dir: Path, sequences: dict[str, np.ndarray], genes: list[_Gene], people: _People,
-                  results: list[_GeneResult], summary: dict) -> CohortFiles:
+                  results: list[_GeneResult], means: pd.DataFrame, summary: dict) -> CohortFiles:
     """Measure a cohort's statistics, write its files and return their paths."""
     stats = _cohort_stats(sequences, genes, results, summary["window"])
     summary = {**summary, **stats}
-    _write_outputs(out_dir, sequences, genes, people, results, summary)
+    _write_outputs(out_dir, sequences, genes, people, results, means, summary)
     logger.info("simulated cohort in %s: %s", out_dir, stats)
     return CohortFiles(out_dir=out_dir, summary=summary, **{k: out_dir / v for k, v in FILE_NAMES.items()})
 
@@ -979,6 +988,21 @@ def _alt_dosage(haplotypes: np.ndarray) -> np.ndarray:
     return (haplotypes[:, 0::2] == 1).astype(np.int8) + (haplotypes[:, 1::2] == 1)
 
 
+def _mean_expression(genes: list[_Gene], sequences: dict[str, np.ndarray], rng: np.random.Generator) -> pd.DataFrame:
+    """Each gene's mean log2 TPM across people: higher with more CpGs in its promoter (CpG-island promoters are
+    broadly and highly expressed), plus noise; a function of the reference window, so sequence models can learn it."""
+    cpg = np.array([_cpg_count(sequences[gene.contig][slice(*gene.interval(*PROMOTER))]) for gene in genes])
+    intercept, slope, noise = MEAN_EXPRESSION
+    value = intercept + slope * _standardized(cpg.astype(float)) + noise * rng.standard_normal(len(genes))
+    return pd.DataFrame({"gene_id": [gene.gene_id for gene in genes], "mean_expression": value, "promoter_cpg": cpg})
+
+
+def _cpg_count(sequence: np.ndarray) -> int:
+    """CG dinucleotides in a sequence of ASCII codes (either case)."""
+    upper = sequence & 0xDF  # ASCII upper case
+    return int(np.sum((upper[:-1] == ord("C")) & (upper[1:] == ord("G"))))
+
+
 def _expression(
     dosage: np.ndarray, causals: list[_Causal], h2: float, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray, float]:
@@ -1199,6 +1223,7 @@ def _write_outputs(
     genes: list[_Gene],
     people: _People,
     results: list[_GeneResult],
+    means: pd.DataFrame,
     summary: dict,
 ) -> None:
     """Write every cohort file (see ``FILE_NAMES``) and its index."""
@@ -1211,6 +1236,7 @@ def _write_outputs(
         _write_tsv(staging / FILE_NAMES["finemapped_eqtls"], [r.finemapped for r in results])
         _write_tsv(staging / FILE_NAMES["truth_variants"], [r.truth_variants for r in results])
         _write_tsv(staging / FILE_NAMES["truth_genes"], [pd.DataFrame([r.truth_gene for r in results])])
+        _write_tsv(staging / FILE_NAMES["mean_expression"], [means])
         (staging / FILE_NAMES["genes"]).write_text("".join(f"{gene.gene_id}\n" for gene in genes))
         (staging / FILE_NAMES["cohort"]).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
 

@@ -28,6 +28,7 @@ from .inputs import InputError
 from . import schemas
 from .loader import (BatchLoader, GeneReader, epoch_blocks, evaluation_batches, micro_batches, rank_blocks, split_rows,
                      train_people)
+from .masking import masked_positions, parse_mask, resolve_mask
 from .model import (Performer, check_window, enformer_from_config, enformer_from_weights, load_checkpoint, recompute_activations,
                     save_checkpoint)
 from .predict import autocast, gene_metrics, predict
@@ -48,6 +49,7 @@ class TrainConfig:
     window: int | None = None  # default: the store's window
     train_fraction: float = 1.0  # a nested share of the train people (learning curves); tune and test untouched
     gradient_checkpointing: bool = False  # recompute activations in backward (long windows): less memory, same result
+    mask_variants: str | None = None  # `top-enet:K` or a variant TSV: set to the reference in every input (masking.py)
     lr: float = 5e-6
     weight_decay: float = 0.01
     micro_batch: int = 32
@@ -143,12 +145,12 @@ class Distributed:
         return values
 
 
-def build_model(config: TrainConfig, store: Store, distributed: Distributed) -> tuple[Performer, torch.optim.Optimizer, TrainState]:
-    """A fresh or resumed model with its optimizer and progress."""
+def build_model(config: TrainConfig, meta: dict, distributed: Distributed) -> tuple[Performer, torch.optim.Optimizer, TrainState]:
+    """A fresh or resumed model (its checkpoint's metadata must equal `meta`) with its optimizer and progress."""
     last = config.out / "last.pt"
     if config.resume and last.is_file():
-        model, meta, payload = load_checkpoint(last)
-        check_same_run(meta, run_meta(config, store), last)
+        model, found, payload = load_checkpoint(last)
+        check_same_run(found, meta, last)
         optimizer = make_optimizer(model.to(distributed.device), config)
         optimizer.load_state_dict(payload["optimizer"])
         return model, optimizer, TrainState(**json.loads(payload["state"]))
@@ -164,11 +166,15 @@ def make_optimizer(model: Performer, config: TrainConfig) -> torch.optim.Optimiz
     return torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.lr, weight_decay=config.weight_decay)
 
 
-def run_meta(config: TrainConfig, store: Store) -> dict:
-    """The facts a checkpoint must agree on with a resumed run or an evaluated store."""
-    return {"genes": list(config.genes), "fold": config.fold, "window": config.window or store.window,
+def run_meta(config: TrainConfig, store: Store, mask: dict | None = None, masked: dict[str, np.ndarray] | None = None) -> dict:
+    """The facts a checkpoint must agree on with a resumed run or an evaluated store (a variant mask: its spec, applied
+    again by `pstore evaluate`, and the positions it masked in the training genes)."""
+    meta = {"genes": list(config.genes), "fold": config.fold, "window": config.window or store.window,
             "store": store_identity(store), "name": config.name or config.out.name, "seed": config.seed,
             "block_size": config.block_size, "micro_batch": config.micro_batch, "train_fraction": config.train_fraction}
+    if mask is not None:
+        meta.update(mask=mask, masked_positions=masked_positions(store, masked or {}))
+    return meta
 
 
 def check_same_run(found: dict, expected: dict, path: Path) -> None:
@@ -187,18 +193,20 @@ def train(config: TrainConfig) -> TrainState:
     genes = list(config.genes)
     if not genes:
         raise InputError("no genes to train on; give --gene or --genes")
-    reader = GeneReader(config.store, window, config.read_path)
+    mask = parse_mask(config.mask_variants) if config.mask_variants else None
+    masked = resolve_mask(store, genes, config.fold, mask)
+    reader = GeneReader(config.store, window, config.read_path, masked)
     chosen = train_people(store, config.fold, config.train_fraction, config.seed)
     train_rows = {g: np.intersect1d(split_rows(store, g, config.fold, "train"), chosen) for g in genes}
     tune_rows = {g: split_rows(store, g, config.fold, "tune") for g in genes}
     config.out.mkdir(parents=True, exist_ok=True)
-    meta = run_meta(config, store)
+    meta = run_meta(config, store, mask, masked)
     if distributed.main:
         (config.out / "run.json").write_text(json.dumps({**meta, "config": _jsonable(asdict(config))}, indent=1))
     chunk = schemas.PEOPLE_PER_CHUNK if config.read_path == "stored" else None  # stored reads: chunk-local draws
     train_loader = BatchLoader(reader, config.workers, distributed.device)
     tune_loader = BatchLoader(reader, config.workers, distributed.device)
-    model, optimizer, state = build_model(config, store, distributed)
+    model, optimizer, state = build_model(config, meta, distributed)
     if config.gradient_checkpointing:
         recompute_activations(model.enformer)
     step_model = torch.nn.parallel.DistributedDataParallel(model) if distributed.world_size > 1 else model

@@ -94,10 +94,13 @@ def _complete_groups(parent: Path, where: str, fix: str, problems: list[str]) ->
 
 
 def _result_specs(attrs: dict, group_name: str) -> tuple[schemas.GroupSpec, ...]:
-    """The specs a result group follows: ISM_RESULT for ISM scores, RESULT (+ ENET_RESULT for linear models,
+    """The specs a result group follows: ISM_RESULT for ISM scores, REFERENCE_RESULT for reference-window
+    predictions, RESULT (+ ENET_RESULT for linear models,
     + CROSS_RESULT for models of another store, + TRANSFER_RESULT for transferred linear models)."""
     if group_name == schemas.ISM_GROUP:
         return (schemas.ISM_RESULT,)
+    if group_name == schemas.REFERENCE_GROUP:
+        return (schemas.REFERENCE_RESULT,)
     kind = str(attrs.get("kind"))
     return ((schemas.RESULT,) + (schemas.ENET_RESULT,) * (kind in ("enet", "lasso"))
             + (schemas.CROSS_RESULT,) * ("source_store" in attrs) + (schemas.TRANSFER_RESULT,) * kind.endswith("_transfer"))
@@ -107,7 +110,7 @@ def _check_results(gene_dir: Path, sizes: dict[str, int], where: str) -> list[st
     """A gene's model results and ISM scores: complete, arrays as their specs, statuses matching folds."""
     problems: list[str] = []
     fix = "(an interrupted write?); run the command that writes it again"
-    groups = [(name, here, group) for name in (schemas.RESULTS_GROUP, schemas.ISM_GROUP)
+    groups = [(name, here, group) for name in (schemas.RESULTS_GROUP, schemas.ISM_GROUP, schemas.REFERENCE_GROUP)
               for here, _, group in _complete_groups(gene_dir / name, f"{where}/{name}", fix, problems)]
     for name, here, group in groups:
         specs = _result_specs(dict(group.attrs), name)

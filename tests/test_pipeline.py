@@ -62,6 +62,29 @@ def test_bad_configs_get_one_line_errors(tmp_path, change, message):
     assert not (tmp_path / "store.zarr").exists()
 
 
+def test_mask_variants_add_named_runs_with_their_mask(tmp_path):
+    """Each mask adds single- and multi-gene runs named after it; a file is relative to the config; a bad mask is an error."""
+    from performer_store.pipeline import planned_runs, train_command
+
+    (tmp_path / "eqtls.tsv").write_text("contig\tposition\nchr1\t100\n")
+    text = MINIMAL + 'multi_gene = true\nmask_variants = ["top-enet:3", "eqtls.tsv"]\n'
+    config = load_config(write(tmp_path, text))
+    assert config.train.mask_variants == ["top-enet:3", str(tmp_path / "eqtls.tsv")]
+    runs = planned_runs(config, ["G1", "G2"])
+    assert [(r.name, r.genes, r.mask) for r in runs] == [
+        ("performer", ("G1",), None), ("performer", ("G2",), None), ("performer_multi", ("G1", "G2"), None),
+        ("performer_mask3", ("G1",), "top-enet:3"), ("performer_mask3", ("G2",), "top-enet:3"),
+        ("performer_multi_mask3", ("G1", "G2"), "top-enet:3"),
+        ("performer_mask_eqtls", ("G1",), str(tmp_path / "eqtls.tsv")), ("performer_mask_eqtls", ("G2",), str(tmp_path / "eqtls.tsv")),
+        ("performer_multi_mask_eqtls", ("G1", "G2"), str(tmp_path / "eqtls.tsv"))]
+    args = train_command(config, runs[3])
+    assert args[args.index("--mask-variants") + 1] == "top-enet:3"
+    assert "--mask-variants" not in train_command(config, runs[0])
+    for bad, message in (("top-enet:x", "give top-enet:K"), ("nope.tsv", "no such file")):
+        output = pstore("run", str(write(tmp_path, MINIMAL + f'mask_variants = ["{bad}"]\n')), expect=1).output
+        assert "[train].mask_variants" in output and message in output and len(output.strip().splitlines()) == 1
+
+
 def test_missing_input_key_and_missing_file(tmp_path):
     result = pstore("run", str(write(tmp_path, MINIMAL.replace('tissue = "whole_blood"\n', ""))), expect=1)
     assert "[inputs]: missing key 'tissue'" in result.output
@@ -73,7 +96,8 @@ def test_run_end_to_end_then_resume_skips_finished_work(tmp_path):
     simulate_cohort(tmp_path / "cohort", individuals=60, genes=2, seed=5, progress=False)
     annotations = "".join(f'{key} = "cohort/{name}"\n' for key, name in (
         ("truth", "truth_variants.tsv"), ("truth_genes", "truth_genes.tsv"),
-        ("chromatin_states", "chromatin_states.bed"), ("finemapped", "finemapped_eqtls.tsv")))
+        ("chromatin_states", "chromatin_states.bed"), ("finemapped", "finemapped_eqtls.tsv"),
+        ("mean_expression", "mean_expression.tsv")))
     text = MINIMAL.replace('tissue = "whole_blood"\n', 'tissue = "whole_blood"\n' + annotations) + """max_epochs = 1
 micro_batch = 16
 accumulation = 1
@@ -94,12 +118,16 @@ batch = 16
     assert validate_store(store.path) == []
     gene_ids = list(store.genes.index)
     runs = tmp_path / "out" / "runs"
-    assert sorted(p.name for p in runs.iterdir()) == sorted([f"performer{s}_{g}_fold0" for g in gene_ids for s in ("", "_frac0.5")]
-                                                            + ["performer_multi_fold0", "performer_multi_frac0.5_fold0"])
+    suffixes = ("", "_frac0.5")
+    assert sorted(p.name for p in runs.iterdir()) == sorted([f"performer{s}_{g}_fold0" for g in gene_ids for s in suffixes]
+                                                            + [f"performer_multi{s}_fold0" for s in suffixes])
     for gene in gene_ids:
-        for model in ("enet", "performer", "performer_multi", "enformer", "performer_frac0.5", "performer_multi_frac0.5"):
+        for model in ("enet", "enformer", *(f"performer{m}{s}" for m in ("", "_multi") for s in suffixes)):
             arrays, attrs = read_result(store.path, gene, model)
             assert arrays["status"][0].startswith("ok"), (gene, model)
+            if model != "enet":
+                assert read_result(store.path, gene, model, schemas.REFERENCE_GROUP)[0]["status"][0] == "ok", (gene, model)
+        assert Store(store.path).gene(gene).attrs["mean_expression"] is not None
         for model in ("performer", "performer_multi", "enformer"):
             assert read_result(store.path, gene, model, schemas.ISM_GROUP) is not None, (gene, model)
     assert (tmp_path / "out" / "report" / "index.html").is_file()
@@ -110,7 +138,8 @@ batch = 16
         assert all(value != "nan" for value in line[3:11:2]), line
     stamps = {p: p.stat().st_mtime_ns for p in [*runs.glob("*/best.pt"), *runs.glob("*/metrics.jsonl"),
                                                   *(store.path / "genes").glob("*/results/*/zarr.json"),
-                                                  *(store.path / "genes").glob("*/ism/*/zarr.json")]}
+                                                  *(store.path / "genes").glob("*/ism/*/zarr.json"),
+                                                  *(store.path / "genes").glob("*/reference/*/zarr.json")]}
     history = {p: p.read_text() for p in runs.glob("*/metrics.jsonl")}
     pstore("run", str(config))
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps

@@ -47,6 +47,13 @@ def write_ism(path, gene_id: str, model: str, kind: str, scores: np.ndarray) -> 
     write_result(path, gene_id, model, kind, [FOLD], values, {"method": {str(FOLD): "full"}}, (schemas.ISM_RESULT,), schemas.ISM_GROUP)
 
 
+def write_reference(path, gene_id: str, model: str, kind: str, value: float) -> None:
+    """A synthetic reference-window prediction of one model for the fold."""
+    values = blank_result({"folds": 3}, (schemas.REFERENCE_RESULT,))
+    values["reference_prediction"][FOLD], values["status"][FOLD] = value, "ok"
+    write_result(path, gene_id, model, kind, [FOLD], values, None, (schemas.REFERENCE_RESULT,), schemas.REFERENCE_GROUP)
+
+
 def write_run_dir(directory, genes: list[str], epochs: int = 6) -> None:
     """A run directory as `pstore train` leaves it: run.json (genes) and metrics.jsonl."""
     directory.mkdir(parents=True)
@@ -60,7 +67,8 @@ def write_run_dir(directory, genes: list[str], epochs: int = 6) -> None:
 def stores(tmp_path_factory):
     """A bare simulated store (160 people, 4 genes, 8,192 bp) and a copy with results of fold 0: enet; single-gene
     Performer runs `performer` (and `performer_frac0.5`, as on half the train people) on genes 0-1; a multi-gene run `multi` trained on genes 0-2, scored on all 4; base
-    `enformer`; ISM scores of all three (near the enet coefficients, so HSVs and drivers exist)."""
+    `enformer`; ISM scores of all three (near the enet coefficients, so HSVs and drivers exist); reference-window
+    predictions of `enformer` (following mean expression) and `multi` (not)."""
     directory = tmp_path_factory.mktemp("report")
     cohort, bare = simulated_store(directory, 8_192)
     path = directory / "scored.zarr"
@@ -81,6 +89,9 @@ def stores(tmp_path_factory):
         write_run(path, gene_id, "enformer", "enformer", None, 3.0, 20 + k)
         write_ism(path, gene_id, "multi", "performer", coefficients + 0.05 * rng.normal(size=len(coefficients)))
         write_ism(path, gene_id, "enformer", "enformer", rng.normal(size=len(coefficients)))
+        mean = Store(path).gene(gene_id).attrs["mean_expression"]
+        write_reference(path, gene_id, "enformer", "enformer", mean + 0.3 * rng.normal())
+        write_reference(path, gene_id, "multi", "performer", rng.normal())
     return cohort, bare, path
 
 
@@ -141,7 +152,7 @@ def page(stores, tmp_path_factory) -> Page:
 
 
 def test_every_figure_is_an_embedded_png_with_a_caption(page):
-    """Figures 1-12 each have an id, one non-empty base64 PNG and a caption; none is reported missing."""
+    """Figures 1-13 each have an id, one non-empty base64 PNG and a caption; none is reported missing."""
     assert [f"fig-{spec.id}" for spec in FIGURES] == list(page.figures)
     for identifier, figure in page.figures.items():
         assert not figure["missing"], f"{identifier}: {figure['missing']}"
@@ -180,6 +191,7 @@ def test_missing_inputs_are_said_in_place(stores, tmp_path):
     assert "pstore enet" in notes["fig-metrics"] and "pstore ism" in notes["fig-weights"]
     assert "--finemapped" in notes["fig-auroc"] and "pstore train" in notes["fig-training"]
     assert "train_fractions" in notes["fig-learning"]
+    assert "pstore evaluate --reference" in notes["fig-mean"]  # the bare store has mean expression but no predictions
     assert re.search(r"no model results in this store", (tmp_path / "index.html").read_text())
 
 

@@ -435,3 +435,21 @@ def test_bad_arguments_say_what_is_allowed(tmp_path: Path, arguments: dict, mess
     with pytest.raises(ValueError, match=message):
         simulate_cohort(tmp_path / "cohort", **arguments)
     assert not (tmp_path / "cohort").exists()
+
+
+def test_mean_expression_follows_promoter_cpg(small: CohortFiles) -> None:
+    """mean_expression.tsv: one row per gene; promoter_cpg is the CG count of TSS -1,000..+300 (strand-aware) read
+    here from the FASTA, and mean_expression is 2 + 1.5 x its z-score plus noise of SD 0.5."""
+    means = pd.read_csv(small.mean_expression, sep="\t")
+    genes = pd.read_csv(small.truth_genes, sep="\t")
+    assert list(means.columns) == ["gene_id", "mean_expression", "promoter_cpg"]
+    assert list(means.gene_id) == list(genes.gene_id)
+    fasta = pyfaidx.Fasta(str(small.reference))
+    counts = []
+    for gene in genes.itertuples():
+        start, end = (gene.tss - 1000, gene.tss + 300) if gene.strand == "+" else (gene.tss - 299, gene.tss + 1001)
+        counts.append(str(fasta[gene.contig][start:end]).upper().count("CG"))
+    assert list(means.promoter_cpg) == counts
+    z = (np.array(counts) - np.mean(counts)) / np.std(counts)
+    residual = means.mean_expression.to_numpy() - (2 + 1.5 * z)
+    assert np.all(np.abs(residual) < 2.0) and residual.std() > 0  # noise of SD 0.5, not a copy of the z-score
