@@ -1,4 +1,5 @@
-"""`pstore evaluate`: predictions and per-gene metrics of a Performer run or of base Enformer, into the store.
+"""`pstore evaluate`: predictions and per-gene metrics of a trained run (Enformer or Borzoi, either mode: the
+checkpoint records which) or of base Enformer, into the store.
 
 A run is scored on the tune and test people of its fold (metrics on the test people): genes it trained on
 are HOP (held-out people), the others HOGP (held-out genes and people). Base Enformer, with no training,
@@ -19,7 +20,7 @@ from enformer_pytorch import Enformer
 
 from .inputs import InputError
 from .loader import BatchLoader, GeneReader, evaluation_batches, split_rows
-from .model import (CAGE_TRACKS, Performer, cage_prediction, check_window, enformer_from_config, enformer_from_weights,
+from .model import (CAGE_TRACKS, Readout, cage_prediction, check_window, enformer_from_config, enformer_from_weights,
                     load_checkpoint)
 from .predict import gene_metrics, predict
 from .results import blank_result, write_result
@@ -63,7 +64,7 @@ def fold_values(store: Store, fold: int, row: np.ndarray, r: float, r2: float, s
     return values
 
 
-def load_run(run: Path, store: Store) -> tuple[Performer, dict[str, Any]]:
+def load_run(run: Path, store: Store) -> tuple[Readout, dict[str, Any]]:
     """A run's best checkpoint and metadata; refused when its window is wider than the store's or its name is reserved."""
     model, meta, _ = load_checkpoint(Path(run) / "best.pt")
     if meta["window"] > store.window:
