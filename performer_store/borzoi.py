@@ -153,5 +153,4 @@ class BorzoiReadout(Readout):
         return embeddings.transpose(1, 2)
 
 
-BACKBONE = Backbone("borzoi", tuple(CONFIGS), check_window, borzoi_from_config, borzoi_from_weights, borzoi_from_saved,
-                    BorzoiReadout)
+BACKBONE = Backbone(check_window, borzoi_from_config, borzoi_from_weights, borzoi_from_saved, BorzoiReadout)

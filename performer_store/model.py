@@ -225,8 +225,6 @@ def enformer_from_saved(config: dict[str, Any]) -> Enformer:
 class Backbone:
     """What training, evaluation and ISM need of a backbone, by name in `BACKBONE_MODULES`."""
 
-    name: str
-    configs: tuple[str, ...]  # named random-init sizes
     check_window: Callable[[int], None]  # one-line InputError for a window the architecture cannot read
     from_config: Callable[[str, int], nn.Module]  # (config name, seed) -> random-init trunk
     from_weights: Callable[[Path], nn.Module]  # local pretrained weights -> trunk
@@ -234,8 +232,7 @@ class Backbone:
     readout: Callable[[nn.Module], Readout]  # trunk -> the trainable one-track model
 
 
-BACKBONE = Backbone("enformer", tuple(CONFIGS), check_window, enformer_from_config, enformer_from_weights,
-                    enformer_from_saved, Performer)
+BACKBONE = Backbone(check_window, enformer_from_config, enformer_from_weights, enformer_from_saved, Performer)
 
 
 def backbone(name: str) -> Backbone:

@@ -4,6 +4,7 @@ weights, and `pstore train --backbone borzoi` + evaluate + ism end to end."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import numpy as np
@@ -213,3 +214,45 @@ def test_resume_refuses_another_backbone_or_mode(sim_store, tmp_path):
     assert "was made with mode 'transfer', this run asks 'finetune'" in pstore(*args, "--backbone", "borzoi", "--resume", expect=1).output
     assert "was made with backbone 'borzoi', this run asks 'enformer'" in pstore(*args, "--mode", "transfer", "--resume", expect=1).output
     assert "Borzoi needs a multiple of 128 bp" in pstore(*args, "--backbone", "borzoi", "--window", "960", "--out", str(tmp_path / "w"), expect=1).output
+
+
+def test_pipeline_trains_a_borzoi_run_into_compare_and_report(sim_store, tmp_path):
+    """`pstore run` with `backbone = "borzoi"`: runs named borzoi_<mode>, evaluated, ISM by whole windows, and
+    listed by `pstore compare` and the report like any run; base Enformer must be switched off."""
+    store_path = tmp_path / "store.zarr"
+    shutil.copytree(sim_store, store_path)
+    gene = Store(store_path).genes.index[0]
+    config = tmp_path / "config.toml"
+    text = f"""store = "store.zarr"
+out = "out"
+[inputs]
+fasta = "none.fa"
+vcf = "none.vcf.gz"
+gtf = "none.gtf.gz"
+expression = "none.bed.gz"
+tissue = "whole_blood"
+[enet]
+genes = ["{gene}"]
+folds = [0]
+[train]
+config = "tiny"
+backbone = "borzoi"
+mode = "transfer"
+genes = ["{gene}"]
+max_epochs = 2
+micro_batch = 8
+device = "cpu"
+[ism]
+batch = 16
+"""
+    config.write_text(text)
+    assert "[evaluate] base = true scores base Enformer" in pstore("run", str(config), expect=1).output
+    config.write_text(text + "[evaluate]\nbase = false\n")
+    pstore("run", str(config), "--steps", "enet,train,evaluate,ism,report")
+    run = tmp_path / "out" / "runs" / f"borzoi_transfer_{gene}_fold0"
+    assert json.loads((run / "run.json").read_text())["config"]["lr"] is None  # the mode's default, 1e-3
+    assert read_result(store_path, gene, "borzoi_transfer")[1]["runs"] == {"0": str(run.resolve())}
+    assert read_result(store_path, gene, "borzoi_transfer", schemas.ISM_GROUP)[1]["method"] == {"0": "full"}
+    compared = pstore("compare", "--store", str(store_path)).output
+    assert "borzoi_transfer_r2" in compared and re.search(r"\n\s*borzoi_transfer\s+performer\s+1\s", compared)  # table, summary
+    assert "borzoi_transfer" in (tmp_path / "out" / "report" / "index.html").read_text()
