@@ -31,7 +31,6 @@ from torch import nn
 from .inputs import InputError
 from .model import WEIGHT_FILES, Backbone, Readout, load_state, read_state_dict
 
-BIN_SIZE = 32
 WINDOW_MULTIPLE = 128  # 7 poolings by 2
 CONFIGS: dict[str, dict[str, Any]] = {
     # dim and heads of the transformer, and the conv widths (stem, 5 tower blocks, embeddings) rebuilt narrower
