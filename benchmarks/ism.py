@@ -25,7 +25,7 @@ import torch
 from enformer_pytorch.modeling_enformer import Attention
 from torch import nn
 
-from performer_store.ism import METHODS, IsmModel, centre_track
+from performer_store.ism import IsmModel, centre_track
 from performer_store.model import Performer, enformer_from_config, enformer_from_weights
 from performer_store.predict import autocast
 
@@ -66,7 +66,7 @@ def run_method(model: IsmModel, reference: torch.Tensor, positions: torch.Tensor
     device = reference.device
     with autocast(device) if bf16 else nullcontext():
         started = time.perf_counter()
-        predictor = METHODS[method](model.enformer, reference)
+        predictor = model.predictor(method, reference)
         before = model.readout(predictor.reference_embeddings()).double()
         synchronize(device)
         setup = time.perf_counter() - started
@@ -85,7 +85,7 @@ def bench_config(config: str, weights: Path | None, window: int, variants: int, 
     model = bench_model(config, weights)
     model.module.to(device)
     reference, positions, alts = random_snvs(window, variants, device)
-    print(f"config {config} (dim {model.enformer.dim}, depth {len(model.enformer.transformer)}, {'weights ' + str(weights) if weights else 'random weights'}), {window} bp, "
+    print(f"config {config} (dim {model.trunk.dim}, depth {len(model.trunk.transformer)}, {'weights ' + str(weights) if weights else 'random weights'}), {window} bp, "
           f"{variants} SNVs, batch {batch}, {device.type}, float32")
     results = {method: run_method(model, reference, positions, alts, method, batch) for method in ("full", "splice")}
     for method, (setup, rate, _) in results.items():

@@ -177,8 +177,12 @@ def _gene_list(gene_ids: tuple[str, ...], genes_file: Path | None) -> tuple[str,
 @click.option("--genes", "genes_file", type=PathArg, help="File with one gene ID per line (multi-gene training).")
 @click.option("--fold", type=click.IntRange(min=0), required=True, help="People split (fold) to train on: its train people fit, its tune people stop early.")
 @click.option("--out", required=True, type=PathArg, help="Run directory: checkpoints (best.pt, last.pt), metrics.jsonl, run.json.")
-@click.option("--config", "model_config", type=click.Choice(["tiny", "small", "full"]), help="Randomly initialized Enformer of this size.")
-@click.option("--weights", type=PathArg, help="Pretrained Enformer: a local directory (config.json + weights) or a .safetensors/.pt file.")
+@click.option("--backbone", type=click.Choice(["enformer", "borzoi"]), default="enformer", show_default=True,
+              help="Model under the linear track: Enformer (128-bp bins) or Borzoi (32-bp bins, windows a multiple of 128 bp).")
+@click.option("--mode", type=click.Choice(["finetune", "transfer"]), default="finetune", show_default=True,
+              help="finetune: every layer but BatchNorm trains; transfer: the trunk is frozen and only the linear track trains.")
+@click.option("--config", "model_config", type=click.Choice(["tiny", "small", "full"]), help="Randomly initialized backbone of this size (Borzoi: tiny or full).")
+@click.option("--weights", type=PathArg, help="Pretrained backbone: a local directory (config.json + weights) or a .safetensors/.pt file.")
 @click.option("--name", help="Name of the run's results in the store (default: the --out directory's name); runs of several folds may share it.")
 @click.option("--window", type=int, help="Window in bp (default: the store's); a shorter one is the centre of the stored window.")
 @click.option("--train-fraction", type=click.FloatRange(0, 1, min_open=True), default=1.0, show_default=True,
@@ -186,7 +190,7 @@ def _gene_list(gene_ids: tuple[str, ...], genes_file: Path | None) -> tuple[str,
 @click.option("--mask-variants", help="Set these SNVs to the reference in every input (training, tune, and `pstore evaluate`): "
               "top-enet:K (per gene the K largest |enet coefficients| of the fold; run `pstore enet` first) or a TSV of "
               "variants (header: contig, position (1-based); gene_id, ref, alt matched when present).")
-@click.option("--lr", type=float, default=5e-6, show_default=True, help="AdamW learning rate.")
+@click.option("--lr", type=float, help="AdamW learning rate (default: 5e-6 finetune, 1e-3 transfer).")
 @click.option("--micro-batch", type=click.IntRange(min=1), default=32, show_default=True, help="People per forward pass (all of one gene).")
 @click.option("--gradient-checkpointing", is_flag=True,
               help="Recompute activations in the backward pass instead of keeping them: much less memory per sample "
@@ -202,12 +206,12 @@ def _gene_list(gene_ids: tuple[str, ...], genes_file: Path | None) -> tuple[str,
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
 @click.option("--resume", is_flag=True, help="Continue from --out/last.pt (same result as an uninterrupted run).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def train(store: Path, gene_ids: tuple[str, ...], genes_file: Path | None, fold: int, out: Path, model_config: str | None,
-          weights: Path | None, name: str | None, window: int | None, train_fraction: float, mask_variants: str | None, lr: float,
-          micro_batch: int, gradient_checkpointing: bool, accumulation: int,
+def train(store: Path, gene_ids: tuple[str, ...], genes_file: Path | None, fold: int, out: Path, backbone: str, mode: str,
+          model_config: str | None, weights: Path | None, name: str | None, window: int | None, train_fraction: float,
+          mask_variants: str | None, lr: float | None, micro_batch: int, gradient_checkpointing: bool, accumulation: int,
           clip: float, max_epochs: int, patience: int, seed: int, workers: int, read_path: str, device: str,
           resume: bool, quiet: bool) -> None:
-    """Fine-tune Performer (Enformer + one linear track) on the people of one or many genes.
+    """Fine-tune Performer (Enformer + one linear track; or Borzoi + one linear track) on the people of one or many genes.
 
     Run it under torchrun for several processes (DDP; gloo on CPU, NCCL on GPUs), e.g.
     `torchrun --nproc_per_node 8 -m performer_store train ...`.
@@ -217,8 +221,8 @@ def train(store: Path, gene_ids: tuple[str, ...], genes_file: Path | None, fold:
 
     config = TrainConfig(
         store=store, genes=_gene_list(gene_ids, genes_file), fold=fold, out=out, config=model_config, weights=weights,
-        name=name, window=window, train_fraction=train_fraction, mask_variants=mask_variants, lr=lr, micro_batch=micro_batch,
-        gradient_checkpointing=gradient_checkpointing, accumulation=accumulation, clip=clip,
+        backbone=backbone, mode=mode, name=name, window=window, train_fraction=train_fraction, mask_variants=mask_variants,
+        lr=lr, micro_batch=micro_batch, gradient_checkpointing=gradient_checkpointing, accumulation=accumulation, clip=clip,
         max_epochs=max_epochs, patience=patience, seed=seed, workers=workers, read_path=read_path, device=device,
         resume=resume, progress=not quiet,
     )

@@ -1,4 +1,5 @@
-"""`pstore evaluate`: predictions and per-gene metrics of a Performer run or of base Enformer, into the store.
+"""`pstore evaluate`: predictions and per-gene metrics of a trained run (Enformer or Borzoi, either mode: the
+checkpoint records which) or of base Enformer, into the store.
 
 A run is scored on the tune and test people of its fold (metrics on the test people): genes it trained on
 are HOP (held-out people), the others HOGP (held-out genes and people). A run trained with a variant mask
@@ -25,7 +26,7 @@ from .crosscohort import CROSS_SPECS, check_fold, check_result_name, cross_value
 from .inputs import InputError
 from .loader import BatchLoader, GeneReader, evaluation_batches, split_rows
 from .masking import resolve_mask
-from .model import (CAGE_TRACKS, Performer, cage_prediction, check_window, enformer_from_config, enformer_from_weights,
+from .model import (CAGE_TRACKS, Readout, cage_prediction, check_window, enformer_from_config, enformer_from_weights,
                     load_checkpoint)
 from .predict import gene_metrics, predict
 from .results import blank_result, write_result
@@ -69,7 +70,7 @@ def fold_values(store: Store, fold: int, row: np.ndarray, r: float, r2: float, s
     return values
 
 
-def load_run(run: Path, store: Store, name: str | None = None) -> tuple[Performer, dict[str, Any]]:
+def load_run(run: Path, store: Store, name: str | None = None) -> tuple[Readout, dict[str, Any]]:
     """A run's best checkpoint and metadata; refused when its window is wider than the store's or its name is reserved."""
     model, meta, _ = load_checkpoint(Path(run) / "best.pt")
     if meta["window"] > store.window:
@@ -91,7 +92,7 @@ def load_base(store: Store, weights: Path | None, model_config: str | None, trac
     return enformer, track, window
 
 
-def _predict_people(config: EvaluateConfig, model: Performer, meta: dict[str, Any], store: Store,
+def _predict_people(config: EvaluateConfig, model: Readout, meta: dict[str, Any], store: Store,
                     rows: dict[str, np.ndarray]) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """A run's predictions of the chosen people (store rows) of each gene, through the run's variant mask."""
     window, mask = meta["window"], resolve_mask(store, list(rows), meta["fold"], meta.get("mask"))
@@ -130,7 +131,7 @@ def run_store_path(run: Path) -> str | None:
     return json.loads(record.read_text())["config"]["store"] if record.is_file() else None
 
 
-def evaluate_cross(config: EvaluateConfig, run: Path, store: Store, model: Performer, meta: dict[str, Any],
+def evaluate_cross(config: EvaluateConfig, run: Path, store: Store, model: Readout, meta: dict[str, Any],
                    name: str) -> pd.DataFrame:
     """Every person of the chosen genes predicted by a run of another store, written into the run's fold.
 

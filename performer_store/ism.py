@@ -4,11 +4,12 @@ Per gene the reference window (the gene's `reference_onehot`, cropped to the mod
 loader does) is predicted once, then the same window with each SNV's ALT base, many SNVs per forward pass;
 score = ALT minus REF prediction (Performer: its track at the centre bin; base Enformer: the CAGE track summed
 over the 3 centre bins). SNVs outside the model's window are not scored (NaN). The default method, `splice`,
-recomputes the conv tower only around each SNV (`splice.TowerSplice`); `full` runs whole windows. A Performer
-run fills its fold's row; base Enformer fills every fold with the same scores. A run trained with a variant
-mask (`--mask-variants`) scores every SNV, masked ones included (ISM starts from the reference window, which
-the mask leaves as it is): a masked SNV's score is what the model infers from sequence for a variant it never
-saw vary; the result's `mask` attribute names the mask.
+recomputes the conv tower only around each SNV (`splice.TowerSplice`, Enformer only); `full` runs whole windows
+(the only method for Borzoi runs, read at their centre 32-bp bin). A run fills its fold's row; base Enformer
+fills every fold with the same scores. A run trained with a variant mask (`--mask-variants`) scores every SNV,
+masked ones included (ISM starts from the reference window, which the mask leaves as it is): a masked SNV's
+score is what the model infers from sequence for a variant it never saw vary; the result's `mask` attribute
+names the mask.
 """
 
 from __future__ import annotations
@@ -33,14 +34,12 @@ from .encode import base_codes
 from .evaluate import load_base, load_run, mask_attrs
 from .inputs import InputError
 from .loader import GeneReader
-from .model import Performer
+from .model import Readout
 from .predict import autocast
 from .results import blank_result, read_result, write_result
 from .splice import FullForward, TowerSplice
 from .store import Store
 from .train import choose_device
-
-METHODS = {"splice": TowerSplice, "full": FullForward}
 
 
 @dataclass(frozen=True)
@@ -71,13 +70,25 @@ class IsmModel:
     attrs: dict[str, Any]
 
     @property
-    def enformer(self) -> Enformer:
-        """The Enformer whose trunk makes the embeddings."""
-        return self.module.enformer if isinstance(self.module, Performer) else self.module
+    def trunk(self) -> nn.Module:
+        """The network that makes the embeddings (a run's backbone trunk, or base Enformer)."""
+        return self.module.trunk if isinstance(self.module, Readout) else self.module
+
+    @property
+    def splices(self) -> bool:
+        """Whether the conv-tower splice applies (Enformer's tower; Borzoi's U-net has none to splice)."""
+        return isinstance(self.trunk, Enformer)
+
+    def predictor(self, method: str, reference: torch.Tensor) -> FullForward | TowerSplice:
+        """The REF/ALT embedding maker of a method for a reference window (window, 4)."""
+        if method == "splice":
+            return TowerSplice(self.trunk, reference)
+        embed = self.module.embeddings if isinstance(self.module, Readout) else partial(self.module, return_only_embeddings=True)
+        return FullForward(embed, reference)
 
 
 def centre_track(head: nn.Module, embeddings: torch.Tensor) -> torch.Tensor:
-    """Performer's prediction from its embeddings: the linear track at the centre bin (as `Performer.forward`)."""
+    """A run's prediction from its embeddings: the linear track at the centre bin (as `Readout.forward`)."""
     return head(embeddings[:, embeddings.shape[1] // 2])[:, 0]
 
 
@@ -89,9 +100,9 @@ def cage_sum(head: nn.Module, track: int, embeddings: torch.Tensor) -> torch.Ten
 
 
 def performer_model(run: Path, store: Store) -> IsmModel:
-    """A Performer run's best checkpoint; its scores fill the run's fold."""
+    """A run's best checkpoint (either backbone and mode); its scores fill the run's fold."""
     model, meta = load_run(run, store)
-    return IsmModel(meta["name"], "performer", (meta["fold"],), meta["window"], model, partial(centre_track, model.net.to_tracks),
+    return IsmModel(meta["name"], "performer", (meta["fold"],), meta["window"], model, partial(centre_track, model.head),
                     {"runs": {str(meta["fold"]): str(Path(run).resolve())}, **mask_attrs(meta)})
 
 
@@ -120,7 +131,7 @@ def score_window(model: IsmModel, reference: torch.Tensor, offsets: torch.Tensor
     """Prediction of a reference window (window, 4) and the ALT-minus-REF scores (float64) of SNVs in it, given by
     0-based offsets and ALT codes, `batch` SNVs per forward pass; `advance(n)` is called after each batch."""
     with autocast(reference.device) if bf16 else nullcontext():
-        predictor = METHODS[method](model.enformer, reference)
+        predictor = model.predictor(method, reference)
         before = model.readout(predictor.reference_embeddings()).double()
         scores = [torch.zeros(0, dtype=torch.float64, device=reference.device)]
         for first in range(0, len(offsets), batch):
@@ -154,6 +165,8 @@ def run_ism(config: IsmConfig, model: IsmModel) -> pd.DataFrame:
 
     Genes whose ISM group already holds the model's folds by the same method are skipped unless `force`.
     """
+    if config.method == "splice" and not model.splices:
+        raise InputError(f"ism of {model.name}: the conv-tower splice is Enformer's; give --exact-full (whole-window passes) for a {model.module.backbone} run")
     store = Store(config.store)
     genes = list(config.genes) or list(store.genes.index)
     for gene_id in genes:

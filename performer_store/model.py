@@ -1,18 +1,25 @@
-"""Enformer construction (named configs or local pretrained weights), the Performer head, checkpoints.
+"""Backbones (a registry: Enformer here, Borzoi in `borzoi.py`), the one-track readout, checkpoints.
+
+Every trained model is a `Readout`: a backbone's trunk (its embeddings, one per output bin), one linear track
+on them, prediction = the track at the centre output bin (bins // 2). Two modes, as the method's paper uses
+them: `finetune` trains every layer but BatchNorm (BatchNorms stay in eval mode with gradients off), `transfer`
+freezes the whole trunk (no gradients, eval mode: no dropout, embeddings computed without autograd) and
+trains the linear track only.
 
 Performer = Enformer with its heads replaced by one linear track (enformer-pytorch's `HeadAdapterWrapper`,
-num_tracks=1, post_transformer_embed=False, identity activation), no target-length crop, prediction = the
-centre output bin (window // 128 // 2). The wrapper puts every BatchNorm in eval mode with gradients off on
-each forward pass, so fine-tuning trains all layers but BatchNorm, as the method does. `use_tf_gamma` is off:
-TensorFlow's gamma positions exist only for 1,536 tokens.
+num_tracks=1, post_transformer_embed=False, identity activation), no target-length crop, centre bin
+window // 128 // 2. `use_tf_gamma` is off: TensorFlow's gamma positions exist only for 1,536 tokens.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
+from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from enformer_pytorch import Enformer
@@ -33,6 +40,8 @@ CONFIGS: dict[str, dict[str, Any]] = {
 }
 CAGE_TRACKS = {"whole_blood": 4950, "brain": 4980}  # CAGE:blood, adult, pool1 / CAGE:brain, adult
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+MODES = {"finetune": 5e-6, "transfer": 1e-3}  # training mode -> its default learning rate (the method's)
+BACKBONE_MODULES = {"enformer": __name__, "borzoi": "performer_store.borzoi"}  # each module defines BACKBONE
 
 CONFIG_KEYS = ("dim", "depth", "heads", "output_heads", "target_length", "attn_dim_key", "dropout_rate", "attn_dropout",
                "pos_dropout", "use_checkpointing", "use_convnext", "num_downsamples", "dim_divisible_by", "use_tf_gamma")
@@ -125,8 +134,55 @@ def load_state(module: nn.Module, state: dict[str, torch.Tensor], path: Path) ->
     module.load_state_dict(state, strict=False)  # complete up to aliases, checked above
 
 
-class Performer(nn.Module):
+class Readout(nn.Module):
+    """A backbone's trunk with one linear track read at the centre output bin (see the module for the modes)."""
+
+    backbone = ""
+
+    def __init__(self):
+        super().__init__()
+        self.mode = "finetune"
+
+    @property
+    def trunk(self) -> nn.Module:
+        """The backbone's network that makes the embeddings."""
+        raise NotImplementedError
+
+    @property
+    def head(self) -> nn.Module:
+        """The linear track: (..., features) -> (..., 1)."""
+        raise NotImplementedError
+
+    def embeddings(self, onehot: torch.Tensor) -> torch.Tensor:
+        """(batch, window, 4) one-hots -> (batch, bins, features) trunk embeddings."""
+        raise NotImplementedError
+
+    def forward(self, onehot: torch.Tensor) -> torch.Tensor:
+        """(batch, window, 4) dosage one-hots -> (batch,) predictions at the centre bin."""
+        with torch.no_grad() if self.mode == "transfer" else nullcontext():
+            embeddings = self.embeddings(onehot.float())
+        tracks = self.head(embeddings)
+        return tracks[:, tracks.shape[1] // 2, 0]
+
+    def freeze_trunk(self) -> "Readout":
+        """Transfer mode: only the linear track trains."""
+        self.mode = "transfer"
+        self.trunk.requires_grad_(False)
+        return self.train(self.training)
+
+    def train(self, mode: bool = True) -> "Readout":
+        """As nn.Module.train, but BatchNorms (and in transfer mode the whole trunk) stay in eval mode."""
+        super().train(mode)
+        for module in self.trunk.modules():
+            if self.mode == "transfer" or isinstance(module, nn.BatchNorm1d):
+                module.eval()
+        return self
+
+
+class Performer(Readout):
     """Enformer with one linear output track; predicts expression from the centre output bin."""
+
+    backbone = "enformer"
 
     def __init__(self, enformer: Enformer):
         super().__init__()
@@ -139,10 +195,19 @@ class Performer(nn.Module):
         """The wrapped Enformer."""
         return self.net.enformer
 
-    def forward(self, onehot: torch.Tensor) -> torch.Tensor:
-        """(batch, window, 4) dosage one-hots -> (batch,) predictions at the centre bin."""
-        tracks = self.net(onehot.float())
-        return tracks[:, tracks.shape[1] // 2, 0]
+    @property
+    def trunk(self) -> Enformer:
+        """Enformer (its final pointwise output is the embedding)."""
+        return self.net.enformer
+
+    @property
+    def head(self) -> nn.Module:
+        """The wrapper's linear track (identity activation)."""
+        return self.net.to_tracks
+
+    def embeddings(self, onehot: torch.Tensor) -> torch.Tensor:
+        """Enformer's (batch, window // 128, 2 x dim) embeddings, as the wrapper computes them."""
+        return self.net.enformer(onehot, return_only_embeddings=True)
 
 
 class Recomputed(nn.Sequential):
@@ -180,25 +245,65 @@ def cage_prediction(enformer: Enformer, onehot: torch.Tensor, track: int) -> tor
     return human[:, centre - 1 : centre + 2, track].sum(dim=1)
 
 
-def save_checkpoint(path: Path, model: Performer, meta: dict[str, Any], extra: dict[str, Any] | None = None) -> None:
-    """Weights, the Enformer config and run metadata in one torch file, written atomically."""
-    payload = {"format": CHECKPOINT_FORMAT, "enformer_config": json.dumps(model.enformer.config.to_dict()),
-               "meta": json.dumps(meta), "state_dict": model.state_dict(), **(extra or {})}
+def enformer_from_saved(config: dict[str, Any]) -> Enformer:
+    """An Enformer of a checkpoint's recorded config (weights follow)."""
+    return _prepare(Enformer.from_hparams(**{k: v for k, v in config.items() if k in CONFIG_KEYS}))
+
+
+@dataclass(frozen=True)
+class Backbone:
+    """What training, evaluation and ISM need of a backbone, by name in `BACKBONE_MODULES`."""
+
+    check_window: Callable[[int], None]  # one-line InputError for a window the architecture cannot read
+    from_config: Callable[[str, int], nn.Module]  # (config name, seed) -> random-init trunk
+    from_weights: Callable[[Path], nn.Module]  # local pretrained weights -> trunk
+    from_saved: Callable[[dict[str, Any]], nn.Module]  # a checkpoint's trunk config -> trunk
+    readout: Callable[[nn.Module], Readout]  # trunk -> the trainable one-track model
+
+
+BACKBONE = Backbone(check_window, enformer_from_config, enformer_from_weights, enformer_from_saved, Performer)
+
+
+def backbone(name: str) -> Backbone:
+    """A registered backbone (its module is imported on first use)."""
+    if name not in BACKBONE_MODULES:
+        raise InputError(f"backbone {name!r} is not one of {', '.join(BACKBONE_MODULES)}")
+    return importlib.import_module(BACKBONE_MODULES[name]).BACKBONE
+
+
+def check_mode(mode: str) -> None:
+    """A known training mode, or a one-line error."""
+    if mode not in MODES:
+        raise InputError(f"mode {mode!r} is not one of {', '.join(MODES)}")
+
+
+def build_readout(name: str, trunk: nn.Module, mode: str) -> Readout:
+    """A backbone's trainable model in a training mode (finetune or transfer)."""
+    check_mode(mode)
+    model = backbone(name).readout(trunk)
+    return model.freeze_trunk() if mode == "transfer" else model
+
+
+def save_checkpoint(path: Path, model: Readout, meta: dict[str, Any], extra: dict[str, Any] | None = None) -> None:
+    """Weights, the backbone, its config and the mode, and run metadata in one torch file, written atomically."""
+    payload = {"format": CHECKPOINT_FORMAT, "backbone": model.backbone, "mode": model.mode,
+               "trunk_config": json.dumps(model.trunk.config.to_dict()), "meta": json.dumps(meta),
+               "state_dict": model.state_dict(), **(extra or {})}
     temporary = path.with_name(path.name + ".tmp")
     torch.save(payload, temporary)
     os.replace(temporary, path)
 
 
-def load_checkpoint(path: Path) -> tuple[Performer, dict[str, Any], dict[str, Any]]:
-    """A Performer checkpoint (weights_only: no code is unpickled): model, metadata, the rest of the payload."""
+def load_checkpoint(path: Path) -> tuple[Readout, dict[str, Any], dict[str, Any]]:
+    """A checkpoint (weights_only: no code is unpickled): model of its backbone and mode, metadata, the rest of
+    the payload. Checkpoints from before Borzoi (no backbone recorded) are Enformer fine-tunes."""
     if not path.is_file():
         raise InputError(f"checkpoint {path}: no such file; train a run first (`pstore train`)")
     payload = torch.load(path, map_location="cpu", weights_only=True)
     if payload.get("format") != CHECKPOINT_FORMAT:
         raise InputError(f"checkpoint {path}: format {payload.get('format')}, expected {CHECKPOINT_FORMAT}; retrain with this pstore")
-    config = json.loads(payload["enformer_config"])
-    enformer = Enformer.from_hparams(**{k: v for k, v in config.items() if k in CONFIG_KEYS})
-    model = Performer(_prepare(enformer))
+    name = payload.get("backbone", "enformer")
+    config = json.loads(payload.get("trunk_config") or payload["enformer_config"])
+    model = build_readout(name, backbone(name).from_saved(config), payload.get("mode", "finetune"))
     load_state(model, payload["state_dict"], path)
     return model, json.loads(payload["meta"]), payload
-

@@ -69,8 +69,10 @@ class EnetStep:
 class TrainStep:
     """`pstore train` settings, shared by every run."""
 
-    config: str | None = None  # a named random-init Enformer (tiny, small, full) ...
-    weights: Path | None = None  # ... or local pretrained Enformer weights
+    config: str | None = None  # a named random-init backbone (tiny, small, full) ...
+    weights: Path | None = None  # ... or its local pretrained weights
+    backbone: str = "enformer"  # or "borzoi"
+    mode: str = "finetune"  # or "transfer": trunk frozen, linear track only
     folds: list[int] = field(default_factory=lambda: [0])
     genes: list[str] = field(default_factory=list)  # single-gene runs, one per gene (default: the store's genes)
     single_gene: bool = True
@@ -79,7 +81,7 @@ class TrainStep:
     train_fractions: list[float] = field(default_factory=lambda: [1.0])  # learning curves: nested shares of train people
     mask_variants: list[str] = field(default_factory=list)  # more runs, each with a variant mask: "top-enet:K" or a TSV
     window: int | None = None
-    lr: float = 5e-6
+    lr: float | None = None  # default: the mode's (finetune 5e-6, transfer 1e-3)
     micro_batch: int = 32
     accumulation: int = 4
     gradient_checkpointing: bool = False  # recompute activations in backward (196,608-bp windows)
@@ -200,6 +202,12 @@ def load_config(path: Path) -> PipelineConfig:
     train = parsed["train"]
     if (train.config is None) == (train.weights is None):
         raise InputError(f"config {path}: [train] give exactly one of config = \"tiny\" (random init) or weights = \"PATH\"")
+    from .model import BACKBONE_MODULES, MODES
+
+    if train.backbone not in BACKBONE_MODULES or train.mode not in MODES:
+        raise InputError(f"config {path}: [train] backbone is one of {', '.join(BACKBONE_MODULES)} and mode one of {', '.join(MODES)}, got {train.backbone!r} and {train.mode!r}")
+    if train.backbone != "enformer" and parsed["evaluate"].base:
+        raise InputError(f"config {path}: [evaluate] base = true scores base Enformer with [train]'s weights, which are {train.backbone}'s; set base = false")
     if not all(0 < f <= 1 for f in train.train_fractions):
         raise InputError(f"config {path}: [train].train_fractions: each must be in (0, 1], got {train.train_fractions}")
     from .masking import TOP_ENET, parse_mask
@@ -235,22 +243,25 @@ class Run:
 def planned_runs(config: PipelineConfig, store_genes: list[str]) -> list[Run]:
     """Single-gene runs (results name `performer`) and the multi-gene run (`performer_multi`) of every fold and
     train fraction (below 1 the name gets `_frac<F>`, e.g. `performer_frac0.5`), and of every variant mask on all
-    train people (the name gets `_mask<K>` for top-enet:K, `_mask_<file stem>` for a file, e.g. `performer_mask5`)."""
+    train people (the name gets `_mask<K>` for top-enet:K, `_mask_<file stem>` for a file, e.g. `performer_mask5`).
+    Other backbones and modes than Enformer fine-tuning name runs `<backbone>_<mode>` instead of `performer`
+    (e.g. `borzoi_transfer_multi`)."""
     from .masking import mask_name
 
     train = config.train
     genes = train.genes or store_genes
+    family = "performer" if (train.backbone, train.mode) == ("enformer", "finetune") else f"{train.backbone}_{train.mode}"
     settings = [(f, None, "" if f == 1 else f"_frac{f:g}") for f in train.train_fractions]
     settings += [(1.0, m, f"_{mask_name(m)}") for m in train.mask_variants]
     runs = []
     for fraction, mask, suffix in settings:
         for fold in train.folds:
             if train.single_gene:
-                runs += [Run(config.out / "runs" / f"performer{suffix}_{gene}_fold{fold}", f"performer{suffix}", (gene,), fold,
+                runs += [Run(config.out / "runs" / f"{family}{suffix}_{gene}_fold{fold}", f"{family}{suffix}", (gene,), fold,
                              fraction=fraction, mask=mask) for gene in genes]
             if train.multi_gene:
                 chosen = tuple(g for g in genes if g not in train.held_out_genes)
-                runs.append(Run(config.out / "runs" / f"performer_multi{suffix}_fold{fold}", f"performer_multi{suffix}", chosen,
+                runs.append(Run(config.out / "runs" / f"{family}_multi{suffix}_fold{fold}", f"{family}_multi{suffix}", chosen,
                                 fold, multi=True, fraction=fraction, mask=mask))
     return runs
 
@@ -278,11 +289,12 @@ def train_command(config: PipelineConfig, run: Run) -> list[str]:
     """`pstore train` arguments of one run (resuming), under torchrun when several processes are asked for."""
     step = config.train
     args = ["train", "--store", str(config.store), "--fold", str(run.fold), "--out", str(run.out), "--name", run.name,
-            "--lr", str(step.lr), "--micro-batch", str(step.micro_batch), "--accumulation", str(step.accumulation),
+            "--backbone", step.backbone, "--mode", step.mode, "--micro-batch", str(step.micro_batch), "--accumulation", str(step.accumulation),
             "--max-epochs", str(step.max_epochs), "--patience", str(step.patience), "--seed", str(step.seed),
             "--workers", str(step.workers), "--device", step.device, "--train-fraction", str(run.fraction), "--resume"]
     args += ["--config", step.config] if step.config else ["--weights", str(step.weights)]
     args += ["--window", str(step.window)] if step.window else []
+    args += ["--lr", str(step.lr)] if step.lr is not None else []
     args += ["--gradient-checkpointing"] if step.gradient_checkpointing else []
     args += ["--mask-variants", run.mask] if run.mask else []
     args += [a for gene in run.genes for a in ("--gene", gene)]
@@ -387,7 +399,7 @@ def run_ism_step(config: PipelineConfig, runs: list[Run]) -> None:
     from .store import Store
 
     store = Store(config.store)
-    method = "full" if config.ism.exact_full else "splice"
+    method = "full" if config.ism.exact_full or config.train.backbone != "enformer" else "splice"  # splice: Enformer's
     runs = [run for run in runs if run.fraction == 1]
     for run in runs:
         run_ism(IsmConfig(store=config.store, genes=run.genes, batch=config.ism.batch, method=method,

@@ -15,6 +15,7 @@ replace those of the reference window (computed once) and the transformer and he
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -50,20 +51,21 @@ def substitute(windows: torch.Tensor, positions: torch.Tensor, alts: torch.Tenso
 
 
 class FullForward:
-    """ALT windows predicted by plain batched forward passes of the whole window (the reference method)."""
+    """ALT windows predicted by plain batched forward passes of the whole window (the reference method), for any
+    backbone: `embed` maps (batch, window, 4) one-hots to (batch, bins, features) embeddings."""
 
-    def __init__(self, enformer: Enformer, reference: torch.Tensor):
-        self.enformer = enformer
+    def __init__(self, embed: Callable[[torch.Tensor], torch.Tensor], reference: torch.Tensor):
+        self.embed = embed
         self.reference = reference
 
     def reference_embeddings(self) -> torch.Tensor:
         """(1, bins, features) embeddings of the reference window."""
-        return self.enformer(self.reference[None], return_only_embeddings=True)
+        return self.embed(self.reference[None])
 
     def embeddings(self, positions: torch.Tensor, alts: torch.Tensor) -> torch.Tensor:
         """(batch, bins, features) embeddings of the reference window with each SNV's ALT base."""
         windows = substitute(self.reference.expand(len(positions), -1, -1), positions, alts)
-        return self.enformer(windows, return_only_embeddings=True)
+        return self.embed(windows)
 
 
 class TowerSplice:

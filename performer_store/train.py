@@ -1,7 +1,9 @@
 """`pstore train`: fine-tune Performer on people of one or many genes, with early stopping and resume.
 
 Loss, optimizer and stopping follow the method: 0.5 x MSE + 0.5 x MSE of all pairwise differences within a
-micro-batch; AdamW (weight decay 0.01), lr 5e-6, gradient-norm clip 0.05, micro-batch 32 x accumulation 4;
+micro-batch; AdamW (weight decay 0.01), lr 5e-6 (1e-3 in transfer mode: trunk frozen, the linear track alone
+trains), gradient-norm clip 0.05, micro-batch 32 x accumulation 4; the same for either backbone (Enformer,
+Borzoi: see `model.py`);
 after every epoch the tune people of every training gene are predicted, the mean per-gene R2 decides early
 stopping (patience 20) and the best checkpoint. Multi-process training runs under torchrun (DDP: NCCL on
 GPUs, gloo on CPU); each rank takes whole one-gene blocks.
@@ -29,7 +31,7 @@ from . import schemas
 from .loader import (BatchLoader, GeneReader, epoch_blocks, evaluation_batches, micro_batches, rank_blocks, split_rows,
                      train_people)
 from .masking import masked_positions, parse_mask, resolve_mask
-from .model import (Performer, check_window, enformer_from_config, enformer_from_weights, load_checkpoint, recompute_activations,
+from .model import (MODES, Readout, backbone, build_readout, check_mode, load_checkpoint, recompute_activations,
                     save_checkpoint)
 from .predict import autocast, gene_metrics, predict
 from .store import Store
@@ -44,13 +46,15 @@ class TrainConfig:
     fold: int
     out: Path
     config: str | None = None  # a named random-init config (tiny, small, full) ...
-    weights: Path | None = None  # ... or local pretrained Enformer weights
+    weights: Path | None = None  # ... or local pretrained weights of the backbone
+    backbone: str = "enformer"  # enformer or borzoi (`model.BACKBONE_MODULES`)
+    mode: str = "finetune"  # finetune: all but BatchNorm trains; transfer: trunk frozen, linear track only
     name: str | None = None  # results name in the store (default: the run directory's name)
     window: int | None = None  # default: the store's window
     train_fraction: float = 1.0  # a nested share of the train people (learning curves); tune and test untouched
     gradient_checkpointing: bool = False  # recompute activations in backward (long windows): less memory, same result
     mask_variants: str | None = None  # `top-enet:K` or a variant TSV: set to the reference in every input (masking.py)
-    lr: float = 5e-6
+    lr: float | None = None  # default: the mode's (finetune 5e-6, transfer 1e-3)
     weight_decay: float = 0.01
     micro_batch: int = 32
     accumulation: int = 4
@@ -145,7 +149,7 @@ class Distributed:
         return values
 
 
-def build_model(config: TrainConfig, meta: dict, distributed: Distributed) -> tuple[Performer, torch.optim.Optimizer, TrainState]:
+def build_model(config: TrainConfig, meta: dict, distributed: Distributed) -> tuple[Readout, torch.optim.Optimizer, TrainState]:
     """A fresh or resumed model (its checkpoint's metadata must equal `meta`) with its optimizer and progress."""
     last = config.out / "last.pt"
     if config.resume and last.is_file():
@@ -155,15 +159,17 @@ def build_model(config: TrainConfig, meta: dict, distributed: Distributed) -> tu
         optimizer.load_state_dict(payload["optimizer"])
         return model, optimizer, TrainState(**json.loads(payload["state"]))
     if (config.config is None) == (config.weights is None):
-        raise InputError("give exactly one of --config NAME (random init) or --weights PATH (pretrained Enformer)")
-    enformer = enformer_from_weights(config.weights) if config.weights else enformer_from_config(config.config, config.seed)
-    model = Performer(enformer).to(distributed.device)
+        raise InputError(f"give exactly one of --config NAME (random init) or --weights PATH (pretrained {config.backbone})")
+    chosen = backbone(config.backbone)
+    trunk = chosen.from_weights(config.weights) if config.weights else chosen.from_config(config.config, config.seed)
+    model = build_readout(config.backbone, trunk, config.mode).to(distributed.device)
     return model, make_optimizer(model, config), TrainState()
 
 
-def make_optimizer(model: Performer, config: TrainConfig) -> torch.optim.Optimizer:
-    """AdamW over the trainable parameters (everything but BatchNorm)."""
-    return torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.lr, weight_decay=config.weight_decay)
+def make_optimizer(model: Readout, config: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW over the trainable parameters (everything but BatchNorm; the linear track alone in transfer mode)."""
+    lr = config.lr if config.lr is not None else MODES[config.mode]
+    return torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=config.weight_decay)
 
 
 def run_meta(config: TrainConfig, store: Store, mask: dict | None = None, masked: dict[str, np.ndarray] | None = None) -> dict:
@@ -171,7 +177,8 @@ def run_meta(config: TrainConfig, store: Store, mask: dict | None = None, masked
     again by `pstore evaluate`, and the positions it masked in the training genes)."""
     meta = {"genes": list(config.genes), "fold": config.fold, "window": config.window or store.window,
             "store": store_identity(store), "name": config.name or config.out.name, "seed": config.seed,
-            "block_size": config.block_size, "micro_batch": config.micro_batch, "train_fraction": config.train_fraction}
+            "block_size": config.block_size, "micro_batch": config.micro_batch, "train_fraction": config.train_fraction,
+            "backbone": config.backbone, "mode": config.mode}
     if mask is not None:
         meta.update(mask=mask, masked_positions=masked_positions(store, masked or {}))
     return meta
@@ -189,7 +196,10 @@ def train(config: TrainConfig) -> TrainState:
     distributed = Distributed(config.device)
     store = Store(config.store)
     window = config.window or store.window
-    check_window(window)
+    backbone(config.backbone).check_window(window)
+    check_mode(config.mode)
+    if config.gradient_checkpointing and config.backbone != "enformer":
+        raise InputError(f"--gradient-checkpointing is written for Enformer's trunk, not {config.backbone}; drop it or use --backbone enformer")
     genes = list(config.genes)
     if not genes:
         raise InputError("no genes to train on; give --gene or --genes")
@@ -252,7 +262,7 @@ def run_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, loader: 
     return float(np.mean(distributed.gather(mean)))
 
 
-def validate(model: Performer, loader: BatchLoader, tune_rows: dict[str, np.ndarray], config: TrainConfig,
+def validate(model: Readout, loader: BatchLoader, tune_rows: dict[str, np.ndarray], config: TrainConfig,
              distributed: Distributed) -> tuple[float, float]:
     """Mean over training genes of Pearson r and of R2 across tune people (genes shared out among ranks)."""
     model.eval()
@@ -266,7 +276,7 @@ def validate(model: Performer, loader: BatchLoader, tune_rows: dict[str, np.ndar
     return float(r), float(r2)
 
 
-def record_epoch(state: TrainState, loss: float, tune_r: float, tune_r2: float, seconds: float, model: Performer,
+def record_epoch(state: TrainState, loss: float, tune_r: float, tune_r2: float, seconds: float, model: Readout,
                  optimizer: torch.optim.Optimizer, config: TrainConfig, meta: dict, distributed: Distributed) -> None:
     """Log the epoch, update early stopping, and save the last (and maybe best) checkpoint atomically."""
     improved = not math.isnan(tune_r2) and tune_r2 > state.best_r2

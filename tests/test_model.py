@@ -10,6 +10,7 @@ from safetensors.torch import save_file
 from performer_store.inputs import InputError
 from performer_store.model import (
     Performer,
+    build_readout,
     cage_prediction,
     check_window,
     enformer_from_config,
@@ -103,3 +104,16 @@ def test_checkpoint_round_trip(tmp_path):
     x = torch.rand(2, 1024, 4)
     with torch.no_grad():
         torch.testing.assert_close(loaded.eval()(x), model.eval()(x))
+
+
+def test_transfer_mode_trains_the_linear_track_only():
+    """`--mode transfer` on Enformer: after an optimizer step the whole trunk is unchanged, the track moved."""
+    model = build_readout("enformer", enformer_from_config("tiny"), "transfer")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    model.train()
+    assert not any(m.training for m in model.enformer.modules())
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    model(torch.rand(4, 1024, 4)).sum().backward()
+    optimizer.step()
+    changed = {k for k, v in model.state_dict().items() if not torch.equal(v, before[k])}
+    assert changed == {"net.to_tracks.0.weight", "net.to_tracks.0.bias"}
