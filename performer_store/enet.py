@@ -15,8 +15,9 @@ Solver: `solver="early"` (the default) runs scikit-learn's own Gram coordinate d
 shared by the inner folds, and an early exit that stops walking down the alpha grid once the mean
 validation error has clearly risen past its minimum (the small alphas it skips take most of scikit-learn's
 time; see enet_path for the rule and BENCHMARKS.md for speed and agreement). `solver="gram"` fits the whole
-grid the same way, and `solver="sklearn"` runs scikit-learn's `ElasticNetCV` defaults, which tests compare
-against: same alpha, coefficients and R2 to rounding.
+grid the same way (scikit-learn's validation errors and result to rounding), and `solver="sklearn"` runs
+scikit-learn's `ElasticNetCV` defaults. The early exit gives scikit-learn's result unless the error curve
+falls again below its minimum after that rise, which no tested or benchmarked gene does.
 
 Folds without a usable model are recorded with an explaining status (see `fit_fold`).
 """
