@@ -39,7 +39,6 @@ class PathFit:
     intercept: float
     alpha: float
     mean_mse: np.ndarray  # mean validation error per fitted alpha, largest alpha first
-    alphas: np.ndarray  # the full grid
 
 
 @dataclass
@@ -102,4 +101,4 @@ def elastic_net_cv(X: np.ndarray, y: np.ndarray, l1_ratio: float, stop: bool = T
     full = _problem(gram, x_sum, X, y)
     _descend(full, best, l1_ratio, rng)
     intercept = full.y_mean - full.x_mean @ full.coefficient
-    return PathFit(full.coefficient, float(intercept), float(best), np.array(mean_mse), alphas)
+    return PathFit(full.coefficient, float(intercept), float(best), np.array(mean_mse))
