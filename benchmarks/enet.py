@@ -1,16 +1,19 @@
-"""Elastic nets on the demo cohort: solver speed against scikit-learn's default, and recovery of the truth.
+"""Elastic nets: solver speed against scikit-learn's default on simulated genes, and recovery of the truth.
 
-Speed: per gene (fold 0's 525 train people x the window's SNVs), the method's pipeline fitted with
-`pstore enet`'s default solver (`gram`: scikit-learn's coordinate descent on precomputed Gram matrices) and
-with scikit-learn's defaults, alternately in this process; prints fits/s of both, their ratio, and how far
-apart the chosen alphas, coefficients and test R2 are.
+Speed: genes of 300-3,000 SNVs (coalescent simulations as in `pstore simulate`: stdpopsim HomSap
+OutOfAfrica_2T12, 87% EUR / 13% AFR, windows of 24-240 kb; 670 people in a seeded random order, the first
+536 train, the other 134 test), targets from 1-6 causal SNVs at a heritability drawn as in the simulator.
+Per gene the method's pipeline is fitted with `pstore enet`'s default solver (`early`) and with
+scikit-learn's defaults, alternately in this process on one BLAS/OpenMP thread; prints CPU-time fits/s of
+both, their ratio, and how far apart the chosen alphas, coefficients and test R2 are, per SNV-count bucket.
 
-Recovery: `pstore enet` on every gene and fold (2 worker processes; results stay in the store), then for
-genes with simulated h2 >= 0.2 the auROC of |coefficient| (mean over the 3 folds) for the causal SNVs of
-`truth_variants.tsv` against all other SNVs, and for every gene the held-out R2 (mean over folds) beside
-the simulated h2.
+Recovery: `pstore enet` on every gene and fold of the demo store (2 worker processes; results stay in the
+store), then for genes with simulated h2 >= 0.2 the auROC of |coefficient| (mean over the 3 folds) for the
+causal SNVs of `truth_variants.tsv` against all other SNVs, and for every gene the held-out R2 (mean over
+folds) beside the simulated h2.
 
-    python benchmarks/enet.py [--cohort demo/cohort] [--store demo/whole_blood.zarr] [--speed-genes 6] [--workers 2]
+    python benchmarks/enet.py [--genes-per-bucket 2] [--buckets ~300 ~750 ~1,500 ~3,000] [--skip-recovery] [--cohort demo/cohort]
+        [--store demo/whole_blood.zarr] [--workers 2]
 """
 
 from __future__ import annotations
@@ -23,14 +26,18 @@ import numpy as np
 import pandas as pd
 from scipy.stats import pearsonr
 from sklearn.metrics import r2_score, roc_auc_score
+from threadpoolctl import threadpool_limits
 
-from performer_store import enet
+from performer_store import enet, simulate
 from performer_store.build import BuildConfig, build_store
 from performer_store.results import read_result
 from performer_store.simulate import simulate_cohort
 from performer_store.store import Store
 
 HIGH_H2 = 0.2
+PEOPLE = 670
+TRAIN_PEOPLE = 536
+BUCKETS = {"~300": 24_000, "~750": 60_000, "~1,500": 120_000, "~3,000": 240_000}  # label: window (bp)
 
 
 def demo_store(cohort: Path, path: Path, workers: int) -> Store:
@@ -44,32 +51,58 @@ def demo_store(cohort: Path, path: Path, workers: int) -> Store:
     return Store(path)
 
 
-def speed(store: Store, genes: list[str]) -> None:
-    """Fit each gene's fold 0 with both solvers; print rates, ratio and the largest differences."""
-    seconds = {"gram": 0.0, "sklearn": 0.0}
-    alpha_equal, coefficient_gap, r2_gap = 0, 0.0, 0.0
-    split = store.split(0)
-    for gene_id in genes:
-        group = store.gene(gene_id)
-        dosage, target = enet.genotype_dosage(group), group["target"][:].astype(np.float64)
-        train, test = (split == 0) & ~np.isnan(target), (split == 2) & ~np.isnan(target)
-        fits = {}
-        for solver in seconds:
-            started = time.perf_counter()
-            fits[solver] = enet.fit_linear(dosage[train], target[train], enet.L1_RATIOS["enet"], solver)
-            seconds[solver] += time.perf_counter() - started
-        gram, default = fits["gram"], fits["sklearn"]
-        alpha_equal += gram.alpha == default.alpha
-        coefficient_gap = max(coefficient_gap, float(np.abs(gram.coefficient - default.coefficient).max()))
-        r2 = [r2_score(target[test], dosage[test] @ f.coefficient + f.intercept) for f in (gram, default)]
-        r2_gap = max(r2_gap, abs(r2[0] - r2[1]))
-        print(f"  {gene_id}: {train.sum()} people x {dosage.shape[1]} SNVs, {np.count_nonzero(gram.coefficient)} non-zero")
-    n = len(genes)
-    print(f"scikit-learn defaults: {n} fits in {seconds['sklearn']:.1f} s = {n / seconds['sklearn']:.3f} fits/s")
-    print(f"gram (pstore enet):    {n} fits in {seconds['gram']:.1f} s = {n / seconds['gram']:.3f} fits/s")
-    print(f"speed ratio (gram / scikit-learn defaults): {seconds['sklearn'] / seconds['gram']:.2f}x")
-    print(f"same alpha in {alpha_equal}/{n} fits; largest coefficient difference {coefficient_gap:.1e}; "
-          f"largest test R2 difference {r2_gap:.1e}")
+def simulated_genes(window: int, count: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """`count` genes of a `window`-bp coalescent simulation: (670 people x SNVs) 0/1/2 dosage and a target."""
+    stdpopsim, _ = simulate._import_simulation_extras()
+    species = stdpopsim.get_species("HomSap")
+    model = species.get_demographic_model(simulate.DEMOGRAPHIC_MODEL)
+    contig = species.get_contig(length=window, mutation_rate=model.mutation_rate,
+                                recombination_rate=species.genome.mean_recombination_rate)
+    rng = np.random.default_rng([seed, window])
+    genes = []
+    for _ in range(count):
+        ts = stdpopsim.get_engine("msprime").simulate(model, contig, simulate._population_sizes(PEOPLE), seed=int(rng.integers(1, 2**31)))
+        haplotypes = ts.genotype_matrix() > 0
+        dosage = (haplotypes[:, 0::2].astype(np.float64) + haplotypes[:, 1::2]).T[rng.permutation(PEOPLE)]
+        dosage = dosage[:, np.ptp(dosage, axis=0) > 0]
+        genes.append((dosage, simulated_target(dosage, rng)))
+    return genes
+
+
+def simulated_target(dosage: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Standardized genetic value of 1-6 causal SNVs (MAF >= 1%) plus noise, at an h2 drawn as in the simulator."""
+    h2 = float(simulate._heritabilities(1, rng)[0])
+    frequency = dosage.mean(axis=0) / 2
+    causal = rng.choice(np.flatnonzero(np.minimum(frequency, 1 - frequency) >= 0.01), rng.integers(1, 7), replace=False)
+    value = dosage[:, causal] @ rng.standard_normal(len(causal))
+    return np.sqrt(h2) * (value - value.mean()) / value.std() + np.sqrt(1 - h2) * rng.standard_normal(len(dosage))
+
+
+def speed(genes_per_bucket: int, buckets: list[str], seed: int = 1) -> None:
+    """Fit each simulated gene with both solvers; print CPU-time rates, ratio and the largest differences per bucket."""
+    for label in buckets:
+        window = BUCKETS[label]
+        seconds = {"early": 0.0, "sklearn": 0.0}
+        alpha_equal, coefficient_gap, r2_gap, sizes = 0, 0.0, 0.0, []
+        for dosage, target in simulated_genes(window, genes_per_bucket, seed):
+            train, test = slice(0, TRAIN_PEOPLE), slice(TRAIN_PEOPLE, None)
+            fits = {}
+            for solver in seconds:
+                started = time.process_time()
+                fits[solver] = enet.fit_linear(dosage[train], target[train], enet.L1_RATIOS["enet"], solver)
+                seconds[solver] += time.process_time() - started
+            early, default = fits["early"], fits["sklearn"]
+            alpha_equal += early.alpha == default.alpha
+            coefficient_gap = max(coefficient_gap, float(np.abs(early.coefficient - default.coefficient).max()))
+            r2 = [r2_score(target[test], dosage[test] @ f.coefficient + f.intercept) for f in (early, default)]
+            r2_gap = max(r2_gap, abs(r2[0] - r2[1]))
+            sizes.append(dosage.shape[1])
+        n = genes_per_bucket
+        print(f"{label} SNVs ({TRAIN_PEOPLE} train people x {min(sizes)}-{max(sizes)} SNVs, {n} genes): "
+              f"scikit-learn defaults {n / seconds['sklearn']:.4f} fits/s ({seconds['sklearn']:.1f} CPU s), "
+              f"early (pstore enet) {n / seconds['early']:.4f} fits/s ({seconds['early']:.1f} CPU s), "
+              f"ratio {seconds['sklearn'] / seconds['early']:.1f}x; same alpha {alpha_equal}/{n}, "
+              f"largest coefficient difference {coefficient_gap:.1e}, largest test R2 difference {r2_gap:.1e}", flush=True)
 
 
 def recovery(store: Store, cohort: Path, workers: int) -> None:
@@ -101,16 +134,19 @@ def recovery(store: Store, cohort: Path, workers: int) -> None:
 
 
 def main() -> None:
-    """Speed first (on the genes in store order), then recovery on all genes."""
+    """Speed first (simulated genes per SNV-count bucket), then recovery on all demo genes."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cohort", type=Path, default=Path("demo/cohort"))
     parser.add_argument("--store", type=Path, default=Path("demo/whole_blood.zarr"))
-    parser.add_argument("--speed-genes", type=int, default=6)
+    parser.add_argument("--genes-per-bucket", type=int, default=2)
+    parser.add_argument("--buckets", nargs="+", choices=list(BUCKETS), default=list(BUCKETS), help="SNV-count buckets to time")
+    parser.add_argument("--skip-recovery", action="store_true")
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
-    store = demo_store(args.cohort, args.store, args.workers)
-    speed(store, list(store.genes.index[: args.speed_genes]))
-    recovery(store, args.cohort, args.workers)
+    with threadpool_limits(1):
+        speed(args.genes_per_bucket, args.buckets)
+    if not args.skip_recovery:
+        recovery(demo_store(args.cohort, args.store, args.workers), args.cohort, args.workers)
 
 
 if __name__ == "__main__":

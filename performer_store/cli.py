@@ -385,9 +385,9 @@ def _fold_list(value: str | None) -> tuple[int, ...] | None:
 @click.option("--folds", help="Folds to fit, comma-separated (e.g. 0,1,2). Default: every fold of the store.")
 @click.option("--model", type=click.Choice(["enet", "lasso"]), default="enet", show_default=True,
               help="enet: ElasticNetCV, l1_ratio 0.5; lasso: LassoCV. Results go to genes/<gene>/results/<model>.")
-@click.option("--solver", type=click.Choice(["gram", "sklearn"]), default="gram", show_default=True,
-              help="gram: scikit-learn's coordinate descent on precomputed Gram matrices (the same updates, faster); "
-                   "sklearn: scikit-learn's defaults.")
+@click.option("--solver", type=click.Choice(["early", "gram", "sklearn"]), default="early", show_default=True,
+              help="early: scikit-learn's Gram coordinate descent down the alpha grid until the validation error has "
+                   "clearly risen past its minimum; gram: the same over the whole grid; sklearn: scikit-learn's defaults.")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Local worker processes (1 = fit in this process).")
 @click.option("--scheduler", help="Address of a running dask.distributed scheduler (store path must be shared).")
 @click.option("--from-store", type=PathArg, help="Fit nothing: this other store's --model results predict every person of --store (cross-cohort).")

@@ -10,13 +10,14 @@ with `max_iter=2000` and scikit-learn's defaults otherwise, which the paper does
   shuffling; people are stored in a seeded random order), then refit on all of them;
 - coordinate descent with tol 1e-4, cyclic, with gap-safe screening.
 
-Solver: `solver="gram"` (the default) is the same scikit-learn pipeline with `precompute=True`: every inner
-fold and the refit run scikit-learn's own coordinate descent on a precomputed Gram matrix, the same updates
-in the same order (scikit-learn's default already does so for folds with more people than SNVs), 1.6x as
-fast on demo genes (BENCHMARKS.md). Tests check alphas, coefficients and R2 against the default
-`ElasticNetCV`, which `solver="sklearn"` runs. Why not faster: most of the time goes to small alphas whose coordinate descent
-runs towards max_iter; a solver that converges elsewhere (skglm, celer, screening rules, other updates)
-gives other cross-validation errors there and can pick another alpha (see BENCHMARKS.md).
+Solver: `solver="early"` (the default) runs scikit-learn's own Gram coordinate descent through
+`enet_path.elastic_net_cv`: the same updates in the same order from the same warm starts, Gram matrices
+shared by the inner folds, and an early exit that stops walking down the alpha grid once the mean
+validation error has clearly risen past its minimum (the small alphas it skips take most of scikit-learn's
+time; see enet_path for the rule and BENCHMARKS.md for speed and agreement). `solver="gram"` fits the whole
+grid the same way (scikit-learn's validation errors and result to rounding), and `solver="sklearn"` runs
+scikit-learn's `ElasticNetCV` defaults. The early exit gives scikit-learn's result unless the error curve
+falls again below its minimum after that rise, which no tested or benchmarked gene does.
 
 Folds without a usable model are recorded with an explaining status (see `fit_fold`).
 """
@@ -37,26 +38,21 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.feature_selection import VarianceThreshold
 from sklearn.linear_model import ElasticNetCV, LassoCV
 from sklearn.metrics import r2_score
-from sklearn.pipeline import make_pipeline
 
 from . import schemas
+from .enet_path import EPS, INNER_FOLDS, MAX_ITER, N_ALPHAS, TOL, elastic_net_cv
 from .inputs import InputError
 from .parallel import map_tasks
 from .results import blank_result, read_result, write_result
 from .store import Store
 
 L1_RATIOS = {"enet": 0.5, "lasso": 1.0}
-N_ALPHAS = 100
-EPS = 1e-3
-INNER_FOLDS = 5
-MAX_ITER = 2000
-TOL = 1e-4
 MIN_TRAIN = 2 * INNER_FOLDS  # every inner validation fold gets at least 2 people
 MIN_TEST = 3  # Pearson r of 2 people is always +-1
 SETTINGS = {"pipeline": "VarianceThreshold() + ElasticNetCV/LassoCV", "n_alphas": N_ALPHAS, "eps": EPS,
             "inner_cv": f"KFold({INNER_FOLDS}), no shuffle", "max_iter": MAX_ITER, "tol": TOL, "selection": "cyclic"}
 SPLIT = schemas.SPLIT_CODES
-SOLVERS = {"gram": True, "sklearn": "auto"}  # ElasticNetCV(precompute=...)
+SOLVERS = ("early", "gram", "sklearn")
 
 
 @dataclass(frozen=True)
@@ -69,24 +65,25 @@ class LinearFit:
     l1_ratio: float
 
 
-def fit_linear(X: np.ndarray, y: np.ndarray, l1_ratio: float, solver: str = "gram") -> LinearFit:
+def fit_linear(X: np.ndarray, y: np.ndarray, l1_ratio: float, solver: str = "early") -> LinearFit:
     """The method's pipeline, VarianceThreshold + ElasticNetCV (LassoCV for l1_ratio 1), on people x SNVs.
 
-    `solver` "gram" precomputes the Gram matrix of every inner fold and of the refit (scikit-learn's own
-    `precompute=True` path: the same coordinate-descent updates); "sklearn" leaves scikit-learn's default,
-    which uses the Gram matrix only where a fold has more people than SNVs. Warnings about small alphas
-    that stop at max_iter (as in the method) are muted.
+    `solver` "early" and "gram" fit it with `enet_path.elastic_net_cv` (with and without the early exit
+    down the alpha grid); "sklearn" runs scikit-learn's estimators with their defaults. Warnings about
+    small alphas that stop at max_iter (as in the method) are muted.
     """
-    precompute = SOLVERS[solver]
-    search = (LassoCV(max_iter=MAX_ITER, precompute=precompute) if l1_ratio == 1
-              else ElasticNetCV(l1_ratio=l1_ratio, max_iter=MAX_ITER, precompute=precompute))
-    pipeline = make_pipeline(VarianceThreshold(), search)
+    support = VarianceThreshold().fit(X).get_support()
+    coefficient = np.zeros(X.shape[1])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        pipeline.fit(X, y)
-    coefficient = np.zeros(X.shape[1])
-    coefficient[pipeline[0].get_support()] = search.coef_
-    return LinearFit(coefficient, float(search.intercept_), float(search.alpha_), l1_ratio)
+        if solver == "sklearn":
+            search = LassoCV(max_iter=MAX_ITER) if l1_ratio == 1 else ElasticNetCV(l1_ratio=l1_ratio, max_iter=MAX_ITER)
+            search.fit(X[:, support], y)
+            coefficient[support] = search.coef_
+            return LinearFit(coefficient, float(search.intercept_), float(search.alpha_), l1_ratio)
+        fit = elastic_net_cv(X[:, support], y, l1_ratio, stop=solver == "early")
+    coefficient[support] = fit.coefficient
+    return LinearFit(coefficient, fit.intercept, fit.alpha, l1_ratio)
 
 
 # --- one gene and fold ---------------------------------------------------------------------------------
@@ -111,7 +108,7 @@ def _score(prediction: np.ndarray, target: np.ndarray) -> tuple[float, float, st
         return float(pearsonr(prediction, target).statistic), r2, ""
 
 
-def fit_fold(dosage: np.ndarray, target: np.ndarray, split: np.ndarray, l1_ratio: float, solver: str = "gram") -> dict[str, object]:
+def fit_fold(dosage: np.ndarray, target: np.ndarray, split: np.ndarray, l1_ratio: float, solver: str = "early") -> dict[str, object]:
     """One fold's values of every result array: fit on its train people, predict its tune and test people.
 
     Folds without a usable model say why in `status`: too few train people with a target (< MIN_TRAIN; nothing
@@ -206,7 +203,7 @@ def plan_enet(store: Store, genes: Sequence[str], folds: Sequence[int] | None, m
 
 
 def run_enet(store: Path, genes: Sequence[str] = (), folds: Sequence[int] | None = None, model: str = "enet",
-             solver: str = "gram", workers: int = 1, scheduler: str | None = None, progress: bool = True) -> tuple[pd.DataFrame, int]:
+             solver: str = "early", workers: int = 1, scheduler: str | None = None, progress: bool = True) -> tuple[pd.DataFrame, int]:
     """Fit the missing (gene, fold) models of a store; returns every requested gene's fold table and the number fitted."""
     opened = Store(store)
     tasks = plan_enet(opened, genes, folds, model, solver)

@@ -226,7 +226,7 @@ ENET_RESULT = GroupSpec(
     ),
     attributes={
         "settings": "The pipeline's settings: number of alphas, eps, inner CV, max_iter, tol, selection.",
-        "solver": "Solver per fold: 'gram' (scikit-learn's coordinate descent on precomputed Gram matrices) or 'sklearn' (its defaults).",
+        "solver": "Solver per fold: 'early' (scikit-learn's Gram coordinate descent, early exit down the alpha grid), 'gram' (the same over the whole grid) or 'sklearn' (its defaults).",
     },
 )
 

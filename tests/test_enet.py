@@ -15,6 +15,7 @@ from sklearn.metrics import r2_score
 from sklearn.pipeline import make_pipeline
 
 from performer_store import enet
+from performer_store.enet_path import elastic_net_cv
 from performer_store.results import read_result
 from performer_store.store import Store
 from performer_store.validate import validate_store
@@ -78,6 +79,33 @@ def test_command_matches_sklearn_fitted_directly(request, store_name, model):
     assert validate_store(path) == []
 
 
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+@pytest.mark.parametrize(("store_name", "model", "genes"), [("wide", "enet", slice(1, 2)), ("narrow", "enet", slice(None)),
+                                                              ("narrow", "lasso", slice(None))])
+def test_paths_match_sklearn(request, store_name, model, genes):
+    """Genes' fold 0 (on the wide store the second smallest): the early exit fits a prefix of the alpha
+    grid with scikit-learn's validation errors and picks its alpha, coefficients (1e-4) and test R2 (1e-6);
+    the whole-grid path has all of scikit-learn's validation errors."""
+    path = request.getfixturevalue(store_name)
+    l1_ratio, stopped = enet.L1_RATIOS[model], []
+    for gene_id in Store(path).genes.sort_values("gene_n_variants").index[genes]:
+        dosage, target, train, _, test = fold_data(path, gene_id, 0)
+        X, y = VarianceThreshold().fit_transform(dosage[train]), target[train]
+        search = (LassoCV(max_iter=2000) if model == "lasso" else ElasticNetCV(max_iter=2000)).fit(X, y)
+        mse = search.mse_path_.mean(axis=1)
+        early = elastic_net_cv(X, y, l1_ratio)
+        np.testing.assert_allclose(early.mean_mse, mse[: len(early.mean_mse)], rtol=1e-9)
+        stopped.append(len(early.mean_mse) < len(mse))
+        assert early.alpha == search.alpha_
+        np.testing.assert_allclose(early.coefficient, search.coef_, rtol=0, atol=1e-4)
+        X_test = dosage[test][:, np.ptp(dosage[train], axis=0) > 0]
+        assert r2_score(target[test], X_test @ early.coefficient + early.intercept) == pytest.approx(
+            r2_score(target[test], search.predict(X_test)), abs=1e-6)
+        if store_name == "narrow":
+            np.testing.assert_allclose(elastic_net_cv(X, y, l1_ratio, stop=False).mean_mse, mse, rtol=1e-9)
+    assert any(stopped)  # the early exit is exercised, not just the whole grid
+
+
 def test_more_folds_later_keep_the_folds_done(narrow):
     """Fold 0, then folds 0-1: fold 0 is kept as it was, fold 1 added, fold 2 still 'not run'; a re-run skips."""
     gene_id = Store(narrow).genes.sort_values("gene_n_variants").index[-1]  # not the gene fitted above
@@ -87,7 +115,7 @@ def test_more_folds_later_keep_the_folds_done(narrow):
     second = pstore("enet", "--store", str(narrow), "--gene", gene_id, "--folds", "0,1", "--quiet")
     assert "fitted 1 genes" in second.output
     after, attrs = read_result(narrow, gene_id, "enet")
-    assert attrs["folds"] == [0, 1] and attrs["solver"] == {"0": "gram", "1": "gram"}
+    assert attrs["folds"] == [0, 1] and attrs["solver"] == {"0": "early", "1": "early"}
     for name, values in before.items():
         np.testing.assert_array_equal(after[name][0], values[0])
     assert after["status"][1].startswith("ok") and after["status"][2] == "not run"
