@@ -184,11 +184,16 @@ def run_meta(config: TrainConfig, store: Store, mask: dict | None = None, masked
     return meta
 
 
+LEGACY_META = {"train_fraction": 1.0, "backbone": "enformer", "mode": "finetune"}
+"""What checkpoints written before these keys existed were made with (so their runs still resume)."""
+
+
 def check_same_run(found: dict, expected: dict, path: Path) -> None:
     """Refuse to resume a checkpoint of another run."""
     for key, value in expected.items():
-        if found.get(key) != value:
-            raise InputError(f"checkpoint {path}: was made with {key} {found.get(key)!r}, this run asks {value!r}; use another --out or drop --resume")
+        made = found.get(key, LEGACY_META.get(key))
+        if made != value:
+            raise InputError(f"checkpoint {path}: was made with {key} {made!r}, this run asks {value!r}; use another --out or drop --resume")
 
 
 def train(config: TrainConfig) -> TrainState:

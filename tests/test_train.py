@@ -128,6 +128,20 @@ def test_resume_refuses_another_run(sim_store, uninterrupted, tmp_path):
         train(tiny_config(sim_store, run, fold=1, resume=True))
 
 
+def test_checkpoints_from_before_newer_keys_still_resume(sim_store, uninterrupted, tmp_path):
+    """A last.pt written before train_fraction/backbone/mode existed resumes as what it was made with
+    (1.0, enformer, finetune), and is refused for anything else."""
+    run = tmp_path / "legacy"
+    shutil.copytree(uninterrupted, run)
+    payload = torch.load(run / "last.pt", weights_only=True)
+    meta = json.loads(payload["meta"])
+    payload["meta"] = json.dumps({k: v for k, v in meta.items() if k not in ("train_fraction", "backbone", "mode")})
+    torch.save(payload, run / "last.pt")
+    assert train(tiny_config(sim_store, run, name=meta["name"], resume=True)).epoch == json.loads(payload["state"])["epoch"]
+    with pytest.raises(InputError, match="was made with train_fraction 1.0, this run asks 0.5"):
+        train(tiny_config(sim_store, run, name=meta["name"], train_fraction=0.5, resume=True))
+
+
 def test_non_finite_loss_names_gene_and_step(sim_store, tmp_path):
     """An infinite target stops training with the gene and optimizer step named."""
     store = tmp_path / "inf.zarr"
