@@ -53,6 +53,7 @@ chromatin_states = "cohort/chromatin_states.bed"
 finemapped = "cohort/finemapped_eqtls.tsv"
 truth = "cohort/truth_variants.tsv"
 truth_genes = "cohort/truth_genes.tsv"
+mean_expression = "cohort/mean_expression.tsv"   # the across-gene check (report figure 13)
 
 [build]
 workers = 2
