@@ -119,7 +119,7 @@ def evaluate_run(config: EvaluateConfig, run: Path, name: str | None = None) -> 
         gene_rows, prediction, _ = predictions.get(gene_id, (np.zeros(0, int), np.zeros(0), np.zeros(0)))
         row, r, r2 = score_fold(store, gene_id, meta["fold"], gene_rows, prediction)
         write_result(store.path, gene_id, name, "performer", [meta["fold"]], fold_values(store, meta["fold"], row, r, r2, "ok"),
-                     {"runs": {str(meta["fold"]): str(Path(run).resolve())}, **mask_attrs(meta)})
+                     run_attrs(run, meta))
         setting = "HOP" if gene_id in meta["genes"] else "HOGP"
         records.append({"gene_id": gene_id, "model": name, "fold": meta["fold"], "setting": setting, "pearson_r": r, "r2": r2})
     return pd.DataFrame(records)
@@ -151,8 +151,7 @@ def evaluate_cross(config: EvaluateConfig, run: Path, store: Store, model: Reado
         row = np.full(len(everyone), np.nan, dtype=np.float32)
         row[rows] = prediction
         values = cross_values(store, gene_id, fold, row, "ok")
-        attrs = {"runs": {str(fold): str(Path(run).resolve())}, "source_store": source, "source_gene_id": match.pairs.get(gene_id),
-                 **mask_attrs(meta)}
+        attrs = {**run_attrs(run, meta), "source_store": source, "source_gene_id": match.pairs.get(gene_id)}
         write_result(store.path, gene_id, name, "performer", [fold], values, attrs, CROSS_SPECS)
         setting = "cross-cohort" if gene_id in match.pairs else "cross-cohort HOGP"
         records.append({"gene_id": gene_id, "model": name, "fold": fold, "setting": setting,
@@ -163,10 +162,11 @@ def evaluate_cross(config: EvaluateConfig, run: Path, store: Store, model: Reado
     return table
 
 
-def mask_attrs(meta: dict[str, Any]) -> dict[str, Any]:
-    """What a result records of a masked run: its mask spec per fold (nothing for an unmasked run)."""
-    mask = meta.get("mask")
-    return {"mask": {str(meta["fold"]): mask.get("file", f"top-enet:{mask.get('top_enet')}")}} if mask else {}
+def run_attrs(run: Path, meta: dict[str, Any]) -> dict[str, Any]:
+    """What a result records of the run that made it: the run directory per fold, and a masked run's mask spec."""
+    fold, mask = str(meta["fold"]), meta.get("mask")
+    masked = {"mask": {fold: mask.get("file", f"top-enet:{mask.get('top_enet')}")}} if mask else {}
+    return {"runs": {fold: str(Path(run).resolve())}, **masked}
 
 
 def evaluate_base(config: EvaluateConfig, weights: Path | None, model_config: str | None, track: int | None,

@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 
 from . import schemas
 from .encode import base_codes
-from .evaluate import load_base, load_run, mask_attrs
+from .evaluate import load_base, load_run, run_attrs
 from .inputs import InputError
 from .loader import GeneReader
 from .model import Readout
@@ -103,7 +103,7 @@ def performer_model(run: Path, store: Store) -> IsmModel:
     """A run's best checkpoint (either backbone and mode); its scores fill the run's fold."""
     model, meta = load_run(run, store)
     return IsmModel(meta["name"], "performer", (meta["fold"],), meta["window"], model, partial(centre_track, model.head),
-                    {"runs": {str(meta["fold"]): str(Path(run).resolve())}, **mask_attrs(meta)})
+                    run_attrs(run, meta))
 
 
 def enformer_model(store: Store, weights: Path | None, model_config: str | None, track: int | None,
