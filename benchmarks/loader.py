@@ -1,28 +1,36 @@
 """Loader throughput: dosage one-hots delivered as float16 torch tensors, per CPU-second, vs GenVarLoader.
 
-Three readers deliver the same micro-batches (32 people of one gene, (32, 49152, 4) float16 tensors in the
+Every reader delivers the same micro-batches (32 people of one gene, (32, 49152, 4) float16 tensors in the
 main process), through a torch DataLoader with 0, 1 and 2 worker processes (fork, 4 batches prefetched per
 worker: `performer_store.loader.BatchLoader`'s settings; a fresh loader per pass, so workers start per pass):
 
-- `stored`: `GeneReader(read_path="stored")`, the stored `dosage_onehot_delta` chunks plus the reference.
+- `stored`: `GeneReader(read_path="stored")`, a fresh reader per pass: it decodes each stored chunk of
+  `dosage_onehot_delta` its batches touch (once: each chunk's differences are kept in the reader's cache),
+  as in the first epoch of `pstore train`. `stored*` (0 workers only) has read the plan once before timing,
+  as a process that keeps its reader across epochs does (`pstore train`'s workers are persistent) while the
+  chunks' differences fit `loader.CHUNK_CACHE_BYTES`.
 - `expand`: `GeneReader(read_path="expand")`, the reference and per-person changes derived from the
-  variant table, expanded by `loader.expand` in the main process (what `Batch.to("cpu")` does). A fresh
-  reader per run, so every process builds the compact form of each gene it meets, as it does every epoch
-  with non-persistent workers; `expand*` (0 workers only) builds them before timing, as a process that
-  keeps its reader across epochs does.
+  variant table, a fresh reader per pass, so every process builds the compact form of each gene it meets;
+  `expand*` (0 workers only) has built them (and read each gene's targets and reference) before timing.
+- Both are expanded by `BatchLoader`'s `Expander` in the main process (what `Batch.to("cpu")` does): a few
+  recycled buffers, rewritten only where the gene's people differ while the gene stays the same.
 - `gvl`: GenVarLoader (`pip install -e '.[bench]'`) reading the two haplotypes of the same windows and
   people (its rust kernels serial, `parallel=False`: with fork workers its multithreaded kernels hang in
   the child, and serial reads cost fewer CPU-seconds), then the dosage one-hot by a lookup table in
   numpy: the two haplotypes' bytes of a position form one 16-bit index into a 65,536-row table of
-  ready-made float16 rows, (one-hot(hap1) + one-hot(hap2)) / 2, N 0.25. `gvl-threads` (0 workers) is
-  GenVarLoader's default, its rust kernels multithreaded.
+  ready-made float16 rows, (one-hot(hap1) + one-hot(hap2)) / 2, N 0.25. `gvl-out` writes the lookup into
+  two alternating preallocated output buffers (no page faults for fresh 12.6 MB outputs), the baseline's
+  best case. `gvl-threads` (0 workers) is GenVarLoader's default, its rust kernels multithreaded.
 
 Three orders of reading: `epoch`, the training plan of fold 0 (`loader.epoch_blocks` +
 `loader.micro_batches`: each gene's train people drawn in blocks of 128, blocks of all genes shuffled,
 micro-batches of 32); `epoch-chunked`, the same with people drawn chunk by chunk (what `pstore train` uses
 with the stored path, so a micro-batch touches two or three stored chunks); and `sequential`, all people of
-each gene in store order, 32 at a time (aligned with the stored 32-person chunks). The `stored` path is timed on the first `--stored-batches` micro-batches of each plan only (it is
-~10-30x slower than the others; its rate per micro-batch does not depend on how many are read).
+each gene in store order, 32 at a time (aligned with the stored 32-person chunks).
+
+Goals (the issue's): the stored path at least GenVarLoader's rate, the expansion path twice it. The
+comparison takes, per plan, the best windows/CPU-s over worker counts: of `stored` (never `stored*`, which
+reads nothing), of `expand` and `expand*`, and of all GenVarLoader variants (`gvl`, `gvl-out`, `gvl-threads`).
 
 CPU time: `time.process_time()` of this process (all its threads) plus `resource.getrusage(RUSAGE_CHILDREN)`
 (user + system) of the DataLoader workers, which count once they have exited and been waited for: a
@@ -34,12 +42,11 @@ threads in the main process; DataLoader workers always use 1. Wall-clock windows
 GenVarLoader needs bi-allelic, non-symbolic records (it refuses the demo VCF: multi-allelic sites, a
 symbolic `<DEL>`), so its input is `bcftools norm -m- | bcftools view -v snps`: the method's definition
 (SNVs only, multi-allelic sites used per ALT), i.e. the variants the store encodes. Correctness is checked
-in the same run: the three readers' one-hots of `--check-people` people of every gene against
+in the same run: the readers' one-hots of `--check-people` people of every gene against
 `Store.dosage_onehot`, position by position.
 
     python benchmarks/loader.py [--store demo/whole_blood.zarr] [--cohort demo/cohort] [--workers 0,1,2]
-                                [--plans epoch,epoch-chunked,sequential] [--stored-batches 64] [--check-people 128]
-                                [--torch-threads 1]
+                                [--plans epoch,epoch-chunked,sequential] [--check-people 128] [--torch-threads 1]
 
 Without `--store`, the store is built from `--cohort` (or from a simulated demo cohort) in a temporary
 directory; without `--cohort`, the inputs are found from the store's provenance (checksums compared).
@@ -68,7 +75,8 @@ import numpy as np
 import torch
 
 from performer_store import loader, schemas
-from performer_store.encode import add_reference
+from performer_store.encode import changed_positions, onehots_at
+from performer_store.expander import Expander
 from performer_store.store import Store
 
 MICRO_BATCH = 32
@@ -178,29 +186,35 @@ def _pair_table() -> np.ndarray:
 PAIR_TABLE = _pair_table()
 
 
-def dosage_from_haplotypes(haplotypes: np.ndarray) -> torch.Tensor:
-    """(B, 2, L) S1 haplotypes to (B, L, 4) float16 dosage one-hots, one table lookup per position."""
+def dosage_from_haplotypes(haplotypes: np.ndarray, out: np.ndarray | None = None) -> torch.Tensor:
+    """(B, 2, L) S1 haplotypes to (B, L, 4) float16 dosage one-hots, one table lookup per position (into the
+    first B rows of `out`, a (rows, L) uint64 buffer, when given)."""
     raw = haplotypes.view(np.uint8)
     index = raw[:, 0].astype(np.uint16) | (raw[:, 1].astype(np.uint16) << 8)
-    return torch.from_numpy(PAIR_TABLE.take(index, mode="clip").view(np.float16).reshape(*index.shape, 4))
+    words = PAIR_TABLE.take(index, mode="clip", out=None if out is None else out[: len(index)])
+    return torch.from_numpy(words.view(np.float16).reshape(*index.shape, 4))
 
 
 class GvlBatches(torch.utils.data.Dataset):
-    """The same micro-batches read by GenVarLoader: region of the gene, people by name."""
+    """The same micro-batches read by GenVarLoader: region of the gene, people by name; the one-hots written
+    into `outputs` alternating preallocated buffers when asked (the consumer holds one while the next is made)."""
 
-    def __init__(self, dataset, store: Store, batches: list[loader.MicroBatch]):
+    def __init__(self, dataset, store: Store, batches: list[loader.MicroBatch], outputs: int = 0):
         self.dataset = dataset
         self.batches = batches
         self.region = {g: i for i, g in enumerate(dataset.regions["name"].to_list())}
         by_name = {name: i for i, name in enumerate(dataset.samples)}
         self.person = np.array([by_name[str(s)] for s in store.sample_id], dtype=np.int64)
+        length = int(dataset.regions["chromEnd"][0] - dataset.regions["chromStart"][0])
+        self.outputs = [np.empty((MICRO_BATCH, length), np.uint64) for _ in range(outputs)]
 
     def __len__(self) -> int:
         return len(self.batches)
 
     def __getitem__(self, index: int) -> torch.Tensor:
         batch = self.batches[index]
-        return dosage_from_haplotypes(self.dataset[self.region[batch.gene_id], self.person[batch.rows]][0])
+        out = self.outputs[index % len(self.outputs)] if self.outputs else None
+        return dosage_from_haplotypes(self.dataset[self.region[batch.gene_id], self.person[batch.rows]][0], out)
 
 
 def open_gvl(path: Path, fasta: Path, parallel: bool | str):
@@ -227,17 +241,17 @@ class Run:
 
 
 def ours(store: Store, read_path: str, batches: list[loader.MicroBatch], workers: int, warm: bool = False) -> Callable[[], Iterator[torch.Tensor]]:
-    """A pass of a fresh GeneReader (compact forms built first when `warm`)."""
+    """A pass of a fresh GeneReader; when `warm`, one that has read every batch of the plan once before."""
     reader = loader.GeneReader(store.path, read_path=read_path)
     if warm:
-        for gene_id in dict.fromkeys(b.gene_id for b in batches):
-            reader.compact(gene_id)
+        for batch in batches:
+            reader.read(batch)
     return lambda: (onehot for _, onehot, _ in loader.iterate(reader, batches, workers, "cpu"))
 
 
-def gvl_pass(dataset, store: Store, batches: list[loader.MicroBatch], workers: int) -> Callable[[], Iterator[torch.Tensor]]:
+def gvl_pass(dataset, store: Store, batches: list[loader.MicroBatch], workers: int, outputs: int = 0) -> Callable[[], Iterator[torch.Tensor]]:
     """A pass of GenVarLoader through a DataLoader configured like `loader.BatchLoader`."""
-    data = torch.utils.data.DataLoader(GvlBatches(dataset, store, batches), batch_size=None, shuffle=False,
+    data = torch.utils.data.DataLoader(GvlBatches(dataset, store, batches, outputs), batch_size=None, shuffle=False,
                                        num_workers=workers, persistent_workers=False, prefetch_factor=4 if workers else None)
     return lambda: iter(data)
 
@@ -319,39 +333,74 @@ def per_batch(function: Callable[[], object], repeats: int = 10) -> float:
 
 
 def breakdown(store: Store, gvl_dataset) -> list[str]:
-    """CPU ms per 32-window micro-batch of each step, in this process, on the sequential plan's 2nd batch of a gene."""
-    gene_id = store.genes.index[len(store.genes) // 2]
-    group = store.gene(gene_id)
+    """CPU ms per 32-window micro-batch of each step (in this process, warm caches, the same batch again and
+    again: the cache-friendliest case), on the sequential plan's 2nd batch of a gene."""
+    genes = list(store.genes.index)
+    gene_id = genes[len(genes) // 2]
     rows = np.arange(MICRO_BATCH, 2 * MICRO_BATCH)
-    delta, reference = group["dosage_onehot_delta"], group["reference_onehot"][:]
-    block = delta[rows[0] : rows[-1] + 1]
-    expander = loader.GeneReader(store.path, read_path="expand")
-    started = time.process_time()
-    ref, flat, changes = expander.compact(gene_id)
-    compact_ms = (time.process_time() - started) * 1000
-    person = changes[torch.from_numpy(rows)]
+    micro = loader.MicroBatch(gene_id, rows, True, 1)
+    delta = store.gene(gene_id)["dosage_onehot_delta"]
     stored = loader.GeneReader(store.path, read_path="stored")
+    files, reference = stored.chunk_files(gene_id), stored.small(gene_id)[1]
+    scratch = files.buffer()
+    block = files.read(1, scratch).copy()
+    expanding = loader.GeneReader(store.path, read_path="expand")
+    started = time.process_time()
+    compact = expanding.compact(gene_id)
+    compact_ms = (time.process_time() - started) * 1000
+    batch = expanding.read(micro)
+    other = expanding.read(loader.MicroBatch(genes[0], rows, True, 1))
+    recycled, fresh = Expander(), Expander(buffers=0)
+    held: list[torch.Tensor] = []
+
+    def switching() -> None:
+        """Two genes in turn, the consumer holding the last batch: every call rewrites a whole buffer."""
+        for b in (batch, other):
+            held[:] = [b.to("cpu", recycled)[0]]
+
     steps = [
-        ("stored: zarr get_orthogonal_selection(rows array) of dosage_onehot_delta",
-         lambda: delta.get_orthogonal_selection((rows, slice(None), slice(None)))),
-        ("stored: zarr read of the same 32 rows by slice (what GeneReader.read does per chunk)", lambda: delta[rows[0] : rows[-1] + 1]),
-        ("stored: add_reference", lambda: add_reference(block, reference)),
-        ("stored: GeneReader.read, all of it", lambda: stored.read(loader.MicroBatch(gene_id, rows, True, 1))),
-        ("expand: loader.expand (reference copy + scatter of changes)", lambda: loader.expand(ref, flat, person)),
-        ("expand: the reference copy alone", lambda: ref.unsqueeze(0).expand(len(rows), -1, -1).clone()),
+        ("stored: zarr read of chunk 1 (people 32-63) by slice", lambda: delta[rows[0] : rows[-1] + 1], 1),
+        ("stored: chunks.ChunkFiles.read of the same chunk (file + zstd into a reused buffer)", lambda: files.read(1, scratch), 1),
+        ("stored: encode.changed_positions (the positions anyone of the chunk differs at)", lambda: changed_positions(block), 1),
+        ("stored: encode.onehots_at (their one-hots there)", lambda: onehots_at(block, reference.numpy(), changed_positions(block)), 1),
+        ("stored: GeneReader.read, the chunk's changes cached (a chunk's second batch)", lambda: stored.read(micro), 1),
+        ("expand: GeneReader.read (the gene's compact form cached)", lambda: expanding.read(micro), 1),
+        ("expand: Expander, a recycled buffer of the same gene (scatter of changes only)", lambda: batch.to("cpu", recycled), 1),
+        ("expand: Expander, alternating between 2 genes (whole reference copy + scatter)", switching, 2),
+        ("expand: into a fresh tensor each time (Expander(buffers=0))", lambda: batch.to("cpu", fresh), 1),
     ]
     if gvl_dataset is not None:
-        batches = GvlBatches(gvl_dataset, store, [loader.MicroBatch(gene_id, rows, True, 1)])
+        batches = GvlBatches(gvl_dataset, store, [micro])
         haplotypes = batches.dataset[batches.region[gene_id], batches.person[rows]][0]
-        steps += [("gvl: haplotypes (serial kernels)", lambda: batches.dataset[batches.region[gene_id], batches.person[rows]]),
-                  ("gvl: lookup-table dosage one-hot", lambda: dosage_from_haplotypes(haplotypes)),
-                  ("gvl: both (one micro-batch)", lambda: batches[0])]
+        out = np.empty((MICRO_BATCH, haplotypes.shape[-1]), np.uint64)
+        steps += [("gvl: haplotypes (serial kernels)", lambda: batches.dataset[batches.region[gene_id], batches.person[rows]], 1),
+                  ("gvl: lookup-table dosage one-hot", lambda: dosage_from_haplotypes(haplotypes), 1),
+                  ("gvl: lookup-table dosage one-hot into a reused buffer", lambda: dosage_from_haplotypes(haplotypes, out), 1),
+                  ("gvl: both (one micro-batch)", lambda: batches[0], 1)]
     lines = [f"where the time goes (gene {gene_id}, people 32-63, this process, {torch.get_num_threads()} torch thread(s)): CPU ms per micro-batch of 32"]
-    for name, function in steps:
-        ms = per_batch(function)
+    for name, function, calls in steps:
+        ms = per_batch(function) / calls
         lines.append(f"  {name:<100} {ms:7.2f} ms = {MICRO_BATCH / ms * 1000:9,.0f} windows/CPU-s")
-    once = f"expand: compact form of one gene (once per process and gene; x{len(store.genes)} genes)"
+    once = f"expand: compact form of one gene (once per process and gene; x{len(genes)} genes, {compact[1].numel()} changed indices)"
     lines.append(f"  {once:<100} {compact_ms:7.2f} ms")
+    return lines
+
+
+def goals(runs: list[Run], plan_names: list[str]) -> list[str]:
+    """The issue's goals per plan: best windows/CPU-s over workers of `stored` (cold only), of `expand` and
+    `expand*`, against the best of every GenVarLoader variant."""
+    def best(plan: str, names: tuple[str, ...]) -> Run:
+        return max((r for r in runs if r.plan == plan and r.reader in names), key=lambda r: r.windows / r.cpu)
+
+    lines = []
+    for plan in plan_names:
+        base = best(plan, ("gvl", "gvl-out", "gvl-threads"))
+        for names, goal in ((("stored",), 1.0), (("expand", "expand*"), 2.0)):
+            ours_best = best(plan, names)
+            ratio = base.cpu / base.windows * ours_best.windows / ours_best.cpu
+            lines.append(f"goal, {plan}: {names[0]} >= {goal:g}x GenVarLoader: {ours_best.reader} ({ours_best.workers} workers) "
+                         f"{ours_best.windows / ours_best.cpu:,.0f} vs {base.reader} ({base.workers} workers) "
+                         f"{base.windows / base.cpu:,.0f} windows/CPU-s = {ratio:.2f}x ({'met' if ratio >= goal else 'not met'})")
     return lines
 
 
@@ -365,7 +414,6 @@ def main() -> None:
     parser.add_argument("--cohort", type=Path, help="The store's `pstore simulate` directory (default: from the store's provenance).")
     parser.add_argument("--workers", default="0,1,2", help="DataLoader worker counts, comma-separated.")
     parser.add_argument("--plans", default="epoch,epoch-chunked,sequential", help="Orders of reading: epoch, epoch-chunked, sequential.")
-    parser.add_argument("--stored-batches", type=int, default=64, help="Micro-batches of each plan timed for the stored path.")
     parser.add_argument("--check-people", type=int, default=128, help="People per gene whose one-hots are compared with the store.")
     parser.add_argument("--torch-threads", type=int, default=1, help="Intra-op threads of torch in the main process.")
     args = parser.parse_args()
@@ -407,42 +455,36 @@ def main() -> None:
         runs: list[Run] = []
         for plan, plan_batches in batches.items():
             expected = sum(len(b.rows) for b in plan_batches)
-            head = plan_batches[: args.stored_batches]
-            print(f"plan {plan}: {len(plan_batches)} micro-batches, {expected} windows (stored: the first {len(head)})", flush=True)
+            print(f"plan {plan}: {len(plan_batches)} micro-batches, {expected} windows", flush=True)
             for n in workers:
-                configs = [("stored", lambda: ours(store, "stored", head, n)),
+                configs = [("stored", lambda: ours(store, "stored", plan_batches, n)),
                            ("expand", lambda: ours(store, "expand", plan_batches, n))]
                 if n == 0:
-                    configs.append(("expand*", lambda: ours(store, "expand", plan_batches, 0, warm=True)))
+                    configs += [("stored*", lambda: ours(store, "stored", plan_batches, 0, warm=True)),
+                                ("expand*", lambda: ours(store, "expand", plan_batches, 0, warm=True))]
                 if gvl_serial is not None:
                     configs.append(("gvl", lambda: gvl_pass(gvl_serial, store, plan_batches, n)))
                     if n == 0:
-                        configs.append(("gvl-threads", lambda: gvl_pass(gvl_threads, store, plan_batches, 0)))
+                        configs += [("gvl-out", lambda: gvl_pass(gvl_serial, store, plan_batches, 0, outputs=2)),
+                                    ("gvl-threads", lambda: gvl_pass(gvl_threads, store, plan_batches, 0))]
                 for name, make in configs:
-                    runs.append(timed(plan, name, n, make(), sum(len(b.rows) for b in head) if name == "stored" else expected))
+                    runs.append(timed(plan, name, n, make(), expected))
                     run = runs[-1]
                     print(f"  {name:<12} workers {n}: {run.windows / run.wall:8,.0f} windows/s wall, "
                           f"{run.windows / run.cpu:8,.0f} windows/CPU-s", flush=True)
 
         gvl_rate = {(r.plan, r.workers): r for r in runs if r.reader == "gvl"}
         print()
-        print(f"{'plan':<11}{'reader':<13}{'workers':>7}{'windows':>9}{'wall s':>8}{'windows/s':>11}{'CPU s':>8}"
+        print(f"{'plan':<14}{'reader':<13}{'workers':>7}{'windows':>9}{'wall s':>8}{'windows/s':>11}{'CPU s':>8}"
               f"{'windows/CPU-s':>15}{'x gvl CPU':>11}{'x gvl wall':>11}")
         for run in runs:
             base = gvl_rate.get((run.plan, run.workers))
             ratios = f"{base.cpu / run.cpu:>11.2f}{base.wall / run.wall:>11.2f}" if base else f"{'n/a':>11}{'n/a':>11}"
-            print(f"{run.plan:<11}{run.reader:<13}{run.workers:>7}{run.windows:>9}{run.wall:>8.1f}{run.windows / run.wall:>11,.0f}"
+            print(f"{run.plan:<14}{run.reader:<13}{run.workers:>7}{run.windows:>9}{run.wall:>8.1f}{run.windows / run.wall:>11,.0f}"
                   f"{run.cpu:>8.1f}{run.windows / run.cpu:>15,.0f}{ratios}")
         if gvl_rate:
-            best = {}
-            for run in runs:
-                key = (run.plan, run.reader.split("-")[0].rstrip("*"))
-                best[key] = max(best.get(key, 0.0), run.windows / run.cpu)
-            for plan in batches:
-                for reader, goal in (("stored", 1.0), ("expand", 2.0)):
-                    ratio = best[(plan, reader)] / best[(plan, "gvl")]
-                    print(f"goal, {plan}: {reader} >= {goal:g}x GenVarLoader, best windows/CPU-s of each over readers' variants and "
-                          f"workers: {best[(plan, reader)]:,.0f} vs {best[(plan, 'gvl')]:,.0f} = {ratio:.2f}x ({'met' if ratio >= goal else 'not met'})")
+            for line in goals(runs, list(batches)):
+                print(line)
         print()
         for line in breakdown(store, gvl_serial):
             print(line)

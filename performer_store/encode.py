@@ -12,6 +12,7 @@ import numpy as np
 from .schemas import BASES
 
 N_VALUE = 0.25
+_MAGNITUDE_BITS = np.uint64(0x7FFF_7FFF_7FFF_7FFF)  # four float16 without their sign bits
 
 
 def _onehot_table() -> np.ndarray:
@@ -68,14 +69,21 @@ def dosage_changes(
     reference: (window, 4) float16; offsets: (variants,) 0-based positions in the window, sorted;
     alt_codes: (variants,) 0-3; carriers: (variants, samples, ploidy) bool from `haplotype_carriers`.
     Returns flat indices into a (window * 4) one-hot, shape (k,), and the changes there, (samples, k)
-    float16; every change is a multiple of 1/8, so float16 is exact.
+    float16; every change is a multiple of 1/8, so float16 is exact, and no change is -0.0 (a non-carrier's
+    0 x a negative change; stored, its sign bits doubled the compressed size of the differences).
     """
-    change = np.eye(4, dtype=np.float32)[alt_codes] - reference[offsets].astype(np.float32)
-    per_row = 0.5 * carriers.sum(axis=2, dtype=np.float32).T[:, :, None] * change[None]
+    change = 0.5 * (np.eye(4, dtype=np.float32)[alt_codes] - reference[offsets].astype(np.float32))
+    dosage = np.ascontiguousarray(carriers.sum(axis=2, dtype=np.int8).T)  # (samples, variants)
+    per_row = dosage[:, :, None] * change[None]  # (samples, variants, 4) float32
+    per_row += np.float32(0)  # -0.0 + 0 = +0.0
     unique_offsets, first_rows = np.unique(offsets, return_index=True)
-    per_position = np.add.reduceat(per_row, first_rows, axis=1) if len(offsets) else per_row
+    if len(unique_offsets) < len(offsets):  # rows sharing a position: each added into its position's first row
+        group_first = first_rows[np.searchsorted(unique_offsets, offsets)]
+        extra = np.flatnonzero(group_first != np.arange(len(offsets)))
+        np.add.at(per_row, (slice(None), group_first[extra]), per_row[:, extra])
+        per_row = per_row.take(first_rows, axis=1)
     flat = (unique_offsets[:, None] * 4 + np.arange(4)).ravel()
-    return flat, per_position.reshape(carriers.shape[1], -1).astype(np.float16)
+    return flat, per_row.reshape(carriers.shape[1], -1).astype(np.float16)
 
 
 def scatter_changes(out: np.ndarray, flat: np.ndarray, changes: np.ndarray) -> np.ndarray:
@@ -93,6 +101,26 @@ def dosage_onehot_delta(
     return scatter_changes(out, flat, changes)
 
 
+def changed_positions(delta: np.ndarray) -> np.ndarray:
+    """Window positions (sorted) where any person's stored difference from the reference is non-zero.
+
+    delta: (samples, window, 4) float16: the 4 channels of a position are read as one 64-bit word. -0.0 counts
+    as zero (the build stores it for non-carriers of a variant whose change is negative).
+    """
+    words = np.ascontiguousarray(delta).view(np.uint64).reshape(len(delta), -1)
+    return np.flatnonzero(np.bitwise_or.reduce(words, axis=0) & _MAGNITUDE_BITS)
+
+
+def onehots_at(delta: np.ndarray, reference: np.ndarray, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Flat indices into a (window * 4) one-hot of all 4 channels of `positions`, and each person's dosage
+    one-hot there, reference + delta: (samples, k) float16 (exact: every value is a multiple of 1/8)."""
+    positions = np.asarray(positions, np.int64)
+    words = np.ascontiguousarray(delta).view(np.uint64).reshape(len(delta), -1).take(positions, axis=1)  # 4 channels at once
+    stored = words.view(np.float16).reshape(len(delta), -1)
+    flat = (positions[:, None] * 4 + np.arange(4)).ravel()
+    return flat, (reference.reshape(-1)[flat].astype(np.float32) + stored).astype(np.float16)
+
+
 def add_reference(delta: np.ndarray, reference: np.ndarray) -> np.ndarray:
     """Dosage one-hots from stored differences: reference + delta, adding only where some person differs.
 
@@ -100,7 +128,4 @@ def add_reference(delta: np.ndarray, reference: np.ndarray) -> np.ndarray:
     delta: (samples, window, 4) float16; reference: (window, 4) float16.
     """
     out = np.broadcast_to(reference, delta.shape).copy()
-    flat_out, flat_delta = out.reshape(len(out), -1), delta.reshape(len(delta), -1)
-    changed = np.flatnonzero(flat_delta.view(np.uint16).any(axis=0))
-    flat_out[:, changed] = (flat_out[:, changed].astype(np.float32) + flat_delta[:, changed]).astype(np.float16)
-    return out
+    return scatter_changes(out, *onehots_at(delta, reference, changed_positions(delta)))

@@ -8,12 +8,15 @@ train people than one block gives one smaller block of all of them. With several
 every world-size-th block; when the blocks do not divide evenly, the first blocks of the epoch are repeated
 to fill the last round, so every rank takes the same number of steps and no block is dropped.
 
-Two read paths give identical tensors: `stored` reads `dosage_onehot_delta` and adds the reference;
-`expand` keeps each gene's reference and per-person changes (derived from the variant table) and scatters
-them, on the device the batch is moved to (on CUDA the 393 KB windows never cross host memory).
+Two read paths give identical tensors. Both hand over a batch in compact form (the gene's reference, the
+positions where its people differ, and each person's one-hot there), which `expander.Expander` turns into
+dense windows on the device the batch goes to (on CUDA the 393 KB windows never cross host memory):
+- `stored` decodes the chunks of `dosage_onehot_delta` the batch's people lie in (`chunks.ChunkFiles`) and keeps
+  each chunk's non-zero differences, for the most recently used chunks (CHUNK_CACHE_BYTES per process);
+- `expand` derives every person's changes of a gene from its variant table, once per process and gene.
 
 A variant mask (`masking.py`: window offsets per gene) sets chosen positions to the reference on both paths:
-`expand` drops the variant-table rows there before scattering, `stored` zeroes the stored difference there.
+`expand` drops the variant-table rows there before scattering, `stored` drops the stored differences there.
 """
 
 from __future__ import annotations
@@ -21,7 +24,6 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 from dataclasses import dataclass
-from functools import cached_property
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
@@ -30,12 +32,15 @@ import torch
 import zarr
 
 from . import schemas
-from .encode import add_reference, base_codes, dosage_changes, haplotype_carriers
+from .chunks import ChunkFiles
+from .encode import base_codes, changed_positions, dosage_changes, haplotype_carriers, onehots_at
+from .expander import Expander
 from .inputs import InputError
 from .store import Store
 
 READ_PATHS = ("stored", "expand")
 GENE_CACHE = 64  # genes whose compact form a worker keeps (a demo gene: ~3.4 MB)
+CHUNK_CACHE_BYTES = 256 << 20  # stored chunks' differences a worker keeps (a demo chunk: ~0.2 MB of 12.6 MB decoded)
 
 
 @dataclass(frozen=True)
@@ -50,35 +55,27 @@ class MicroBatch:
 
 @dataclass
 class Batch:
-    """A micro-batch as tensors: targets, and the dosage one-hots either dense or compact (to expand)."""
+    """A micro-batch as tensors: targets, and the dosage one-hots in compact form (expanded where they land)."""
 
     micro: MicroBatch
     target: torch.Tensor  # (B,) float32
-    onehot: torch.Tensor | None = None  # (B, window, 4) float16, stored path
-    reference: torch.Tensor | None = None  # (window, 4) float16, expand path
-    flat: torch.Tensor | None = None  # (K,) long indices into a flattened (window * 4) one-hot
-    values: torch.Tensor | None = None  # (B, K) float16: each person's one-hot at those indices
+    key: str  # names the reference: store, window and gene (what `Expander` recycles buffers by)
+    reference: torch.Tensor  # (window, 4) float16
+    flat: torch.Tensor  # (K,) long indices into a flattened (window * 4) one-hot
+    values: torch.Tensor  # (B, K) float16: each person's one-hot at those indices
 
     def pin_memory(self) -> "Batch":
         """Page-locked copies of the tensors, for non-blocking copies to CUDA."""
-        return Batch(self.micro, self.target.pin_memory(),
-                     *(t.pin_memory() if t is not None else None for t in (self.onehot, self.reference, self.flat, self.values)))
+        return Batch(self.micro, self.target.pin_memory(), self.key,
+                     *(t.pin_memory() for t in (self.reference, self.flat, self.values)))
 
-    def to(self, device: torch.device | str, non_blocking: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-        """(dosage one-hots (B, window, 4) float16, targets (B,)) on `device`; compact batches expand there."""
+    def to(self, device: torch.device | str, expander: Expander | None = None,
+           non_blocking: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """(dosage one-hots (B, window, 4) float16, targets (B,)) on `device`, expanded there (into `expander`'s
+        recycled buffers when given; one-hots still held anywhere are never overwritten)."""
         target = self.target.to(device, non_blocking=non_blocking)
-        if self.onehot is not None:
-            return self.onehot.to(device, non_blocking=non_blocking), target
         reference, flat, values = (t.to(device, non_blocking=non_blocking) for t in (self.reference, self.flat, self.values))
-        return expand(reference, flat, values), target
-
-
-def expand(reference: torch.Tensor, flat: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-    """Dosage one-hots from the reference and each person's values where people differ: a broadcast copy and
-    one index copy (runs wherever the tensors are; on CUDA the windows are built on the GPU)."""
-    out = reference.unsqueeze(0).expand(values.shape[0], -1, -1).clone()
-    out.view(values.shape[0], -1).index_copy_(1, flat, values)
-    return out
+        return (expander or Expander(buffers=0))(self.key, reference, flat, values), target
 
 
 # --- which people -------------------------------------------------------------------------------------
@@ -162,47 +159,86 @@ class GeneReader:
             raise InputError(f"store {store_path}: windows are {self.store_window} bp; a model of {self.window} bp cannot read them; build the store with --window {self.window}")
         self.offset = self.store_window // 2 - self.window // 2  # keeps the TSS at index window // 2
         self.mask = {gene: np.asarray(offsets, np.int64) for gene, offsets in (mask or {}).items()}  # store-window offsets
-        self._compact: OrderedDict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = OrderedDict()
-        self._small: OrderedDict[str, tuple[np.ndarray, np.ndarray, zarr.Array]] = OrderedDict()
+        self._caches()
+
+    def _caches(self) -> None:
+        """Empty per-process caches: open groups, per-gene arrays, compact forms, stored chunks' differences."""
+        self._store: Store | None = None
+        self._groups: dict[str, zarr.Group] = {}
+        self._scratch: np.ndarray | None = None  # the last decoded chunk, decoded into again (saves page faults)
+        self._small = LRU(GENE_CACHE)
+        self._files = LRU(GENE_CACHE)
+        self._compact = LRU(GENE_CACHE)
+        self._chunks = LRU(CHUNK_CACHE_BYTES, weight=lambda part: part[0].nbytes + part[1].nbytes)
 
     def __getstate__(self) -> dict:
         """Pickled for DataLoader workers without open handles or caches."""
-        state = self.__dict__.copy()
-        state["_compact"], state["_small"] = OrderedDict(), OrderedDict()
-        state.pop("_groups", None)
-        return state
+        return {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
 
-    @cached_property
-    def _groups(self) -> dict[str, zarr.Group]:
-        """Open gene groups of this process."""
-        return {}
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._caches()
+
+    def key(self, gene_id: str) -> str:
+        """Names a gene's reference window as this reader crops it (see `Batch.key`)."""
+        return f"{self.store_path}:{self.offset}+{self.window}:{gene_id}"
 
     def group(self, gene_id: str) -> zarr.Group:
         """A gene's Zarr group, opened once per process."""
         if gene_id not in self._groups:
-            self._groups[gene_id] = Store(self.store_path).gene(gene_id)
+            self._store = self._store or Store(self.store_path)
+            self._groups[gene_id] = self._store.gene(gene_id)
         return self._groups[gene_id]
 
-    def small(self, gene_id: str) -> tuple[np.ndarray, np.ndarray, zarr.Array]:
-        """A gene's targets (float32), cropped reference one-hot and `dosage_onehot_delta`, kept for the last
-        GENE_CACHE genes of this process (Zarr's per-call overhead of re-reading them cost more than a micro-batch)."""
-        def read() -> tuple[np.ndarray, np.ndarray, zarr.Array]:
+    def small(self, gene_id: str) -> tuple[np.ndarray, torch.Tensor]:
+        """A gene's targets (float32) and cropped reference one-hot, kept for the last GENE_CACHE genes of this
+        process (Zarr's per-call overhead of re-reading them cost more than a micro-batch)."""
+        def read() -> tuple[np.ndarray, torch.Tensor]:
             group = self.group(gene_id)
             crop = slice(self.offset, self.offset + self.window)
-            return group["target"][:].astype(np.float32), group["reference_onehot"][crop], group["dosage_onehot_delta"]
+            return group["target"][:].astype(np.float32), torch.from_numpy(group["reference_onehot"][crop])
 
-        return _remember(self._small, gene_id, read)
+        return self._small.get(gene_id, read)
+
+    def chunk_files(self, gene_id: str) -> ChunkFiles:
+        """The chunks of a gene's `dosage_onehot_delta` (for the last GENE_CACHE genes of this process)."""
+        return self._files.get(gene_id, lambda: ChunkFiles(self.group(gene_id)["dosage_onehot_delta"]))
 
     def read(self, batch: MicroBatch) -> Batch:
         """One micro-batch as tensors by this reader's path."""
-        targets, reference, delta = self.small(batch.gene_id)
-        target = torch.from_numpy(targets[batch.rows])
+        targets, reference = self.small(batch.gene_id)
+        target, key = torch.from_numpy(targets[batch.rows]), self.key(batch.gene_id)
         if self.read_path == "stored":
-            rows = read_rows(delta, batch.rows, slice(self.offset, self.offset + self.window))
-            rows[:, self.masked(batch.gene_id)] = 0  # no difference from the reference at masked positions
-            return Batch(batch, target, onehot=torch.from_numpy(add_reference(rows, reference)))
+            flat, values = self.stored(batch.gene_id, batch.rows)
+            return Batch(batch, target, key, reference, torch.from_numpy(flat), torch.from_numpy(values))
         reference, flat, values = self.compact(batch.gene_id)
-        return Batch(batch, target, reference=reference, flat=flat, values=values[torch.from_numpy(batch.rows.astype(np.int64))])
+        return Batch(batch, target, key, reference, flat, values.index_select(0, torch.from_numpy(batch.rows.astype(np.int64))))
+
+    def stored(self, gene_id: str, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Flat indices of the cropped window where the people of `rows` (sorted) may differ from the reference,
+        and their one-hots there, from the stored chunks they lie in."""
+        size = self.chunk_files(gene_id).rows
+        chunk_of = rows // size
+        starts = np.flatnonzero(np.r_[True, np.diff(chunk_of) != 0])
+        parts = [(rows[start:stop] - chunk_of[start] * size, *self.chunk_changes(gene_id, int(chunk_of[start])))
+                 for start, stop in zip(starts, np.r_[starts[1:], len(rows)])]
+        if len(parts) == 1:
+            local, flat, values = parts[0]
+            return flat, values[local]
+        return merge_changes(parts, self.small(gene_id)[1].numpy())
+
+    def chunk_changes(self, gene_id: str, chunk: int) -> tuple[np.ndarray, np.ndarray]:
+        """One stored chunk's positions that differ inside this reader's window (masked ones dropped), as flat
+        indices of the cropped window, and its people's one-hots there (kept within CHUNK_CACHE_BYTES)."""
+        def read() -> tuple[np.ndarray, np.ndarray]:
+            files = self.chunk_files(gene_id)
+            if self._scratch is None or self._scratch.shape != tuple(files.array.chunks):
+                self._scratch = files.buffer()
+            delta = files.read(chunk, self._scratch)[:, self.offset : self.offset + self.window]
+            positions = np.setdiff1d(changed_positions(delta), self.masked(gene_id), assume_unique=True)
+            return onehots_at(delta, self.small(gene_id)[1].numpy(), positions)
+
+        return self._chunks.get((gene_id, chunk), read)
 
     def masked(self, gene_id: str) -> np.ndarray:
         """A gene's masked positions inside this reader's window (0-based from its start)."""
@@ -212,7 +248,7 @@ class GeneReader:
     def compact(self, gene_id: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """A gene's reference (window, 4), the flat positions where anyone differs (K,), everyone's values there
         (kept for the last GENE_CACHE genes of this process)."""
-        return _remember(self._compact, gene_id, lambda: self._make_compact(gene_id))
+        return self._compact.get(gene_id, lambda: self._make_compact(gene_id))
 
     def _make_compact(self, gene_id: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The compact form of a gene, from its variant table."""
@@ -225,31 +261,46 @@ class GeneReader:
         alts = base_codes(group["variant_allele"][:, 1][kept]) if len(offsets) else np.zeros(0, np.int8)
         flat, changes = dosage_changes(reference, offsets, alts, haplotype_carriers(calls, offsets))
         keep = (flat >= self.offset * 4) & (flat < (self.offset + self.window) * 4)
-        values = (reference.reshape(-1)[flat[keep]].astype(np.float32) + changes[:, keep]).astype(np.float16)
+        values = np.ascontiguousarray((reference.reshape(-1)[flat[keep]].astype(np.float32) + changes[:, keep]).astype(np.float16))
         return (torch.from_numpy(reference[self.offset : self.offset + self.window].copy()),
                 torch.from_numpy(flat[keep] - self.offset * 4), torch.from_numpy(values))
 
 
-def _remember(cache: OrderedDict, key: str, make: Callable[[], Any]) -> Any:
-    """`cache[key]`, made when missing; the least recently used entry goes beyond GENE_CACHE entries."""
-    if key not in cache:
-        cache[key] = make()
-        if len(cache) > GENE_CACHE:
-            cache.popitem(last=False)
-    cache.move_to_end(key)
-    return cache[key]
+def merge_changes(parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]], reference: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One batch's flat indices and one-hots from its chunks' (people's rows in the chunk, flat indices, one-hots):
+    the union of the chunks' positions, each person's one-hot there (the reference where its chunk has none)."""
+    present = np.zeros(len(reference), dtype=bool)  # by position: a chunk's flat indices cover whole positions
+    for _, flat, _ in parts:
+        present[flat[::4] // 4] = True
+    positions = np.flatnonzero(present)
+    column = np.empty(len(reference), dtype=np.intp)
+    column[positions] = np.arange(len(positions))
+    values = np.broadcast_to(reference[positions], (sum(len(local) for local, _, _ in parts), len(positions), 4)).copy()
+    first = 0
+    for local, flat, chunk_values in parts:
+        values[first : first + len(local), column[flat[::4] // 4]] = chunk_values[local].reshape(len(local), -1, 4)
+        first += len(local)
+    return (positions[:, None] * 4 + np.arange(4)).ravel(), values.reshape(len(values), -1)
 
 
-def read_rows(array: zarr.Array, rows: np.ndarray, crop: slice) -> np.ndarray:
-    """Rows (sorted) of a people-chunked array, read chunk by chunk as slices (Zarr's orthogonal selection
-    of scattered rows costs ~10x more than slicing the same chunks)."""
-    size = array.chunks[0]
-    chunk = rows // size
-    parts = []
-    for index in np.unique(chunk):
-        block = array[index * size : (index + 1) * size, crop]
-        parts.append(block[rows[chunk == index] - index * size])
-    return np.concatenate(parts) if parts else np.zeros((0, crop.stop - crop.start, 4), np.float16)
+class LRU:
+    """Values made on first use and kept for the most recently used keys, up to `limit` in total weight."""
+
+    def __init__(self, limit: int, weight: Callable[[Any], int] = lambda value: 1):
+        self.limit, self.weight = limit, weight
+        self.entries: OrderedDict[Any, tuple[Any, int]] = OrderedDict()
+        self.total = 0
+
+    def get(self, key: Any, make: Callable[[], Any]) -> Any:
+        """The value for `key`, made when missing; the least recently used go while the total is over the limit."""
+        if key not in self.entries:
+            value = make()
+            self.entries[key] = (value, self.weight(value))
+            self.total += self.entries[key][1]
+            while self.total > self.limit and len(self.entries) > 1:
+                self.total -= self.entries.popitem(last=False)[1][1]
+        self.entries.move_to_end(key)
+        return self.entries[key][0]
 
 
 class _Plan(torch.utils.data.Sampler):
@@ -277,10 +328,12 @@ class _Reads(torch.utils.data.Dataset):
 
 class BatchLoader:
     """Reads planned micro-batches ahead with DataLoader workers that live as long as the loader, so their
-    per-gene caches (open arrays, compact forms) last across epochs; batches arrive on `device`."""
+    per-gene caches (open arrays, compact forms, stored chunks) last across epochs; batches arrive on `device`,
+    expanded into a few recycled buffers there (`Expander`)."""
 
     def __init__(self, reader: GeneReader, workers: int = 0, device: str | torch.device = "cpu"):
         self.device = torch.device(device)
+        self.expander = Expander()
         self.plan = _Plan()
         pin = self.device.type == "cuda"
         self.loader = torch.utils.data.DataLoader(_Reads(reader), batch_size=None, sampler=self.plan, num_workers=workers,
@@ -291,7 +344,7 @@ class BatchLoader:
         """(batch, dosage one-hots, targets) for each planned micro-batch, in order."""
         self.plan.batches = list(batches)
         for batch in self.loader:
-            onehot, target = batch.to(self.device, non_blocking=self.device.type == "cuda")
+            onehot, target = batch.to(self.device, self.expander, non_blocking=self.device.type == "cuda")
             yield batch, onehot, target
 
 

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from performer_store.encode import add_reference, base_codes, dosage_onehot_delta, haplotype_carriers, onehot
+from performer_store.encode import (
+    add_reference,
+    base_codes,
+    changed_positions,
+    dosage_onehot_delta,
+    haplotype_carriers,
+    onehot,
+    onehots_at,
+)
 
 
 def test_onehot_table():
@@ -43,4 +51,20 @@ def test_dosage_delta_against_per_person_loop():
             haplotypes.append(onehot("".join(bases)).astype(np.float32))
         expected = (haplotypes[0] + haplotypes[1]) / 2 - reference.astype(np.float32)
         np.testing.assert_array_equal(delta[person].astype(np.float32), expected)
+    assert not np.signbit(delta[delta == 0]).any()  # no -0.0 stored for non-carriers of a negative change
     np.testing.assert_array_equal(add_reference(delta, reference), (delta.astype(np.float32) + reference).astype(np.float16))
+
+
+def test_changed_positions_and_their_onehots():
+    """Positions where anyone's difference is non-zero (-0.0 is zero), and reference + difference there."""
+    rng = np.random.default_rng(5)
+    reference = onehot("".join(rng.choice(list("ACGTN"), 300)))
+    delta = np.zeros((9, 300, 4), np.float16)
+    delta[rng.integers(0, 9, 40), rng.integers(0, 300, 40), rng.integers(0, 4, 40)] = rng.choice([-1, -0.5, 0.5, 1, -0.25], 40)
+    delta[rng.integers(0, 9, 40), rng.integers(0, 300, 40), rng.integers(0, 4, 40)] = -0.0
+    positions = changed_positions(delta)
+    np.testing.assert_array_equal(positions, np.flatnonzero((delta != 0).any(axis=(0, 2))))
+    flat, values = onehots_at(delta, reference, positions)
+    dense = (delta.astype(np.float32) + reference).reshape(9, -1)
+    np.testing.assert_array_equal(flat, np.repeat(positions * 4, 4) + np.tile(np.arange(4), len(positions)))
+    np.testing.assert_array_equal(values.astype(np.float32), dense[:, flat])

@@ -9,7 +9,9 @@ import pytest
 import torch
 
 from performer_store.loader import (
+    BatchLoader,
     GeneReader,
+    MicroBatch,
     epoch_blocks,
     evaluation_batches,
     iterate,
@@ -119,8 +121,6 @@ def test_chunk_grouped_draws_keep_the_epoch_rules():
 
 def test_persistent_workers_follow_new_plans(tiny_store):
     """One BatchLoader with 2 persistent workers serves successive plans (epochs) in order."""
-    from performer_store.loader import BatchLoader
-
     store = Store(tiny_store)
     rows = {g: split_rows(store, g, 0, "train") for g in store.genes.index}
     reader = GeneReader(tiny_store, None, "expand")
@@ -131,3 +131,40 @@ def test_persistent_workers_follow_new_plans(tiny_store):
         assert [(g, r) for g, r, _ in served] == [(b.gene_id, b.rows.tolist()) for b in batches]
         for (gene, people, x), batch in zip(served, batches):
             assert torch.equal(x, torch.from_numpy(store.dosage_onehot(gene, np.array(people))))
+
+
+@pytest.mark.parametrize("window", [None, 512])
+def test_stored_path_across_chunks_with_a_small_cache(sim_store, monkeypatch, window):
+    """Random micro-batches that span both 32-person chunks, a chunk cache that holds one chunk (evictions), a
+    mask on one gene: both paths equal the stored one-hots with the masked positions set to the reference."""
+    import performer_store.loader as loader_module
+
+    store = Store(sim_store)
+    monkeypatch.setattr(loader_module, "CHUNK_CACHE_BYTES", 1)
+    genes = list(store.genes.index)
+    group = store.gene(genes[0])
+    masked = (group["variant_position"][:].astype(np.int64) - 1 - int(group.attrs["window_start"]))[::3]
+    rng = np.random.default_rng(3)
+    batches = [MicroBatch(g, np.sort(rng.choice(len(store.sample_id), 12, replace=False)), True, 1) for g in genes for _ in range(4)]
+    assert sum(len(np.unique(b.rows // 32)) == 2 for b in batches) > len(batches) // 2
+    crop = slice((store.window - (window or store.window)) // 2, (store.window + (window or store.window)) // 2)
+    for read_path in ("stored", "expand"):
+        for batch, onehot, _ in iterate(GeneReader(sim_store, window, read_path, {genes[0]: masked}), batches):
+            expected = store.dosage_onehot(batch.micro.gene_id, batch.micro.rows)
+            if batch.micro.gene_id == genes[0]:
+                expected[:, masked] = group["reference_onehot"][:][masked]
+            np.testing.assert_array_equal(onehot.numpy(), expected[:, crop])
+
+
+def test_loader_recycles_its_buffers(sim_store):
+    """A pass whose consumer drops each batch: the one-hots equal the store's, from at most 3 buffers."""
+    store = Store(sim_store)
+    rows = {g: split_rows(store, g, 0, "train") for g in store.genes.index}
+    batches = micro_batches(epoch_blocks(rows, 0, 0, 16), 4)
+    for read_path in ("stored", "expand"):
+        loader = BatchLoader(GeneReader(sim_store, None, read_path))
+        pointers = set()
+        for batch, onehot, _ in loader(batches):
+            np.testing.assert_array_equal(onehot.numpy(), store.dosage_onehot(batch.micro.gene_id, batch.micro.rows))
+            pointers.add(onehot.data_ptr())
+        assert len(pointers) <= 3 < len(batches)
