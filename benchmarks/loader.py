@@ -76,7 +76,7 @@ import torch
 
 from performer_store import loader, schemas
 from performer_store.encode import changed_positions, onehots_at
-from performer_store.expander import Expander
+from performer_store.expander import BUFFERS, Expander
 from performer_store.store import Store
 
 MICRO_BATCH = 32
@@ -349,24 +349,25 @@ def breakdown(store: Store, gvl_dataset) -> list[str]:
     compact = expanding.compact(gene_id)
     compact_ms = (time.process_time() - started) * 1000
     batch = expanding.read(micro)
-    other = expanding.read(loader.MicroBatch(genes[0], rows, True, 1))
-    recycled, fresh = Expander(), Expander(buffers=0)
+    cycle = [expanding.read(loader.MicroBatch(g, rows, True, 1)) for g in genes[: BUFFERS + 1]]
+    recycled, cycling, fresh = Expander(), Expander(), Expander(buffers=0)
     held: list[torch.Tensor] = []
 
     def switching() -> None:
-        """Two genes in turn, the consumer holding the last batch: every call rewrites a whole buffer."""
-        for b in (batch, other):
-            held[:] = [b.to("cpu", recycled)[0]]
+        """More genes in turn than the expander keeps buffers, the consumer holding the last batch: every call
+        rewrites a whole buffer."""
+        for b in cycle:
+            held[:] = [b.to("cpu", cycling)[0]]
 
     steps = [
         ("stored: zarr read of chunk 1 (people 32-63) by slice", lambda: delta[rows[0] : rows[-1] + 1], 1),
         ("stored: chunks.ChunkFiles.read of the same chunk (file + zstd into a reused buffer)", lambda: files.read(1, scratch), 1),
         ("stored: encode.changed_positions (the positions anyone of the chunk differs at)", lambda: changed_positions(block), 1),
-        ("stored: encode.onehots_at (their one-hots there)", lambda: onehots_at(block, reference.numpy(), changed_positions(block)), 1),
+        ("stored: encode.changed_positions + onehots_at (a chunk's changes: its read costs this too)", lambda: onehots_at(block, reference.numpy(), changed_positions(block)), 1),
         ("stored: GeneReader.read, the chunk's changes cached (a chunk's second batch)", lambda: stored.read(micro), 1),
         ("expand: GeneReader.read (the gene's compact form cached)", lambda: expanding.read(micro), 1),
         ("expand: Expander, a recycled buffer of the same gene (scatter of changes only)", lambda: batch.to("cpu", recycled), 1),
-        ("expand: Expander, alternating between 2 genes (whole reference copy + scatter)", switching, 2),
+        (f"expand: Expander, {BUFFERS + 1} genes in turn (whole reference copy + scatter)", switching, BUFFERS + 1),
         ("expand: into a fresh tensor each time (Expander(buffers=0))", lambda: batch.to("cpu", fresh), 1),
     ]
     if gvl_dataset is not None:

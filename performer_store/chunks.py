@@ -1,10 +1,10 @@
-"""Whole chunks of a Zarr v3 array, decoded straight from their files when the array has the store's layout.
+"""Blocks of rows of a Zarr v3 array, one chunk each, decoded straight from their files in the store's layout.
 
-zarr-python spends ~7 ms of Python and event-loop work around the 0.85 ms it takes zstd to decode one
-(32, 49152, 4) float16 chunk of `dosage_onehot_delta`. For an array on local disk with a regular chunk grid
-and the codecs `pstore build` writes (little-endian bytes, then zstd), a chunk is its file, one zstd frame:
-this module reads the file and decodes it, into the caller's buffer when given. Any other layout (another codec chain,
-sharding, a remote store) is read through zarr-python, with the same result.
+zarr-python spends 4-7 ms of Python and event-loop work around the 0.8 ms it takes zstd to decode one
+(32, 49152, 4) float16 chunk of `dosage_onehot_delta`. For an array on local disk whose chunks span all but
+its first axis, with the codecs `pstore build` writes (little-endian bytes, then zstd), a chunk is its file,
+one zstd frame: this module reads the file and decodes it, into the caller's buffer when given. Any other
+layout (other codecs, sharding, other chunking, a remote store) is read through zarr-python, with the same result.
 """
 
 from __future__ import annotations
@@ -24,13 +24,12 @@ ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
 
 class ChunkFiles:
-    """Chunks along the first axis of an array whose chunks span its other axes (one chunk = a block of rows)."""
+    """An array read in blocks of rows, as many as its chunks hold along the first axis."""
 
     def __init__(self, array: zarr.Array):
-        if tuple(array.chunks[1:]) != tuple(array.shape[1:]):
-            raise AssertionError(f"{array.path}: chunks {array.chunks} do not span the array's trailing axes {array.shape[1:]}")
         self.array = array
         self.rows = int(array.chunks[0])
+        self.shape = (self.rows, *array.shape[1:])  # of a block
         self.directory = direct_directory(array)
         self.zstd = numcodecs.Zstd()
 
@@ -39,8 +38,8 @@ class ChunkFiles:
         return -(-self.array.shape[0] // self.rows)
 
     def buffer(self) -> np.ndarray:
-        """An uninitialized array of one chunk's shape and dtype to decode into (reused, it saves page faults)."""
-        return np.empty(self.array.chunks, dtype=self.array.dtype)
+        """An uninitialized block of rows to decode into (reused, it saves page faults)."""
+        return np.empty(self.shape, dtype=self.array.dtype)
 
     def read(self, index: int, out: np.ndarray | None = None) -> np.ndarray:
         """Chunk `index`, its rows only (the last chunk may be shorter), decoded into `out` (a `buffer()`) if given."""
@@ -87,12 +86,13 @@ def frame_content_size(frame: bytes) -> int | None:
 
 
 def direct_directory(array: zarr.Array) -> Path | None:
-    """The array's directory when its chunks are plain little-endian zstd frames on local disk, else None."""
-    metadata = array.metadata
+    """The array's directory when its chunks are whole blocks of rows, each a plain little-endian zstd frame on
+    local disk; else None."""
     store = array.store_path.store
-    codecs = tuple(getattr(metadata, "codecs", ()))
+    codecs = tuple(getattr(array.metadata, "codecs", ()))
     plain = (len(codecs) == 2 and isinstance(codecs[0], BytesCodec) and isinstance(codecs[1], ZstdCodec)
              and (array.dtype.itemsize == 1 or (codecs[0].endian is not None and codecs[0].endian.value == sys.byteorder)))
-    if not (plain and isinstance(store, LocalStore) and array.shards is None):
+    rows = tuple(array.chunks[1:]) == tuple(array.shape[1:])
+    if not (plain and rows and isinstance(store, LocalStore) and array.shards is None):
         return None
     return Path(store.root) / array.store_path.path

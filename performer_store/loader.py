@@ -232,7 +232,7 @@ class GeneReader:
         indices of the cropped window, and its people's one-hots there (kept within CHUNK_CACHE_BYTES)."""
         def read() -> tuple[np.ndarray, np.ndarray]:
             files = self.chunk_files(gene_id)
-            if self._scratch is None or self._scratch.shape != tuple(files.array.chunks):
+            if self._scratch is None or self._scratch.shape != files.shape:
                 self._scratch = files.buffer()
             delta = files.read(chunk, self._scratch)[:, self.offset : self.offset + self.window]
             positions = np.setdiff1d(changed_positions(delta), self.masked(gene_id), assume_unique=True)

@@ -136,7 +136,7 @@ GENE = GroupSpec(
             "float16",
             "Dosage one-hot minus reference_onehot, per person: the mean of the one-hots of the person's two "
             "consensus sequences (SNVs only) minus the reference; add reference_onehot to get the dosage "
-            "one-hot. Stored as a difference because it is ~99.9% zeros (about 600 B per person-window).",
+            "one-hot. Stored as a difference because it is ~99.9% zeros (about 250 B per person-window; zeros are +0.0).",
             chunks={"samples": PEOPLE_PER_CHUNK},
         ),
         ArraySpec(
@@ -324,14 +324,17 @@ The dosage one-hots are the bulk of a store: 393,216 bytes of float16 per person
 - a chunk per person of the literal one-hot compresses to ~44,500 B per window with zstd;
 - 32 people per chunk, people-fastest through Zarr's transpose codec: ~4,000 B, but the strided transpose
   limits writes to ~800 windows/s;
-- **the difference from the reference, 32 people per chunk, zstd level 5: ~530 B per window**, written at
-  ~3,300 and read at ~2,600 windows/s per core including the addition of the reference (zstd 3 doubles the
-  size; zstd 9 saves another fifth at half the write speed). This is the store's layout.
+- **the difference from the reference, 32 people per chunk, zstd level 5: ~220 B per window**, written at
+  ~5,200 and read through zarr-python at ~4,000 windows/s per core including the addition of the reference
+  (zstd 3 is 1.6x the size; zstd 9 saves a quarter at 85% of the write speed; people-fastest through the
+  transpose codec is smaller still but reads at a third of the speed). This is the store's layout. Zeros
+  are stored as +0.0: the -0.0 a non-carrier of a negative change used to get cost 2.2x the size.
 
 So the array on disk is `dosage_onehot_delta`, a standard Zarr v3 float16 array (bytes + zstd codecs) that
 any Zarr client reads; the dosage one-hot is `reference_onehot + dosage_onehot_delta` (exact in float16).
 People are stored in a seeded random order, so the 32 people who share a chunk are a random set and a
-loader can read whole chunks. The variant table (`call_genotype`, `variant_position`, `variant_allele`)
+loader can read whole chunks (the loader's stored path decodes a chunk's file directly, ~0.8 ms, and keeps
+its non-zero differences). The variant table (`call_genotype`, `variant_position`, `variant_allele`)
 holds the same information in another form (the expansion path of the loader); `pstore validate --deep`
 checks that the two agree for every person.
 """

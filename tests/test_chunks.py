@@ -38,14 +38,14 @@ def test_store_chunks_decode_like_zarr(sim_store):
         np.testing.assert_array_equal(every_chunk(files), array[:])
 
 
-@pytest.mark.parametrize("layout", ["blosc", "sharded", "dot-separated"])
+@pytest.mark.parametrize("layout", ["blosc", "sharded", "window chunks", "dot-separated"])
 def test_other_layouts(tmp_path, layout):
     """Arrays the direct reader does not know go through zarr-python; a '.' chunk-key separator is read directly."""
     data = np.random.default_rng(0).integers(-2, 3, (70, 40, 4)).astype(np.float16) / 2
-    options = {"blosc": {"compressors": BloscCodec()}, "sharded": {"shards": (64, 40, 4)},
+    options = {"blosc": {"compressors": BloscCodec()}, "sharded": {"shards": (64, 40, 4)}, "window chunks": {"chunks": (32, 16, 4)},
                "dot-separated": {"chunk_key_encoding": {"name": "default", "separator": "."}}}[layout]
-    array = zarr.create_array(str(tmp_path / "a"), shape=data.shape, chunks=(32, 40, 4), dtype="float16",
-                              **{"compressors": ZstdCodec(level=3), **options})
+    array = zarr.create_array(str(tmp_path / "a"), shape=data.shape, dtype="float16",
+                              **{"chunks": (32, 40, 4), "compressors": ZstdCodec(level=3), **options})
     array[:] = data
     files = ChunkFiles(zarr.open_array(str(tmp_path / "a"), mode="r"))
     assert (files.directory is not None) == (layout == "dot-separated")
