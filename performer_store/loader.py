@@ -176,6 +176,7 @@ class GeneReader:
         return {k: v for k, v in self.__dict__.items() if not k.startswith("_")}
 
     def __setstate__(self, state: dict) -> None:
+        """A worker's copy: the settings, with fresh caches."""
         self.__dict__.update(state)
         self._caches()
 
