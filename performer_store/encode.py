@@ -54,11 +54,22 @@ def haplotype_carriers(call_genotype: np.ndarray, offsets: np.ndarray) -> np.nda
     carries = call_genotype == 1
     if len(offsets) < 2 or np.all(np.diff(offsets) > 0):
         return carries
-    starts = np.flatnonzero(np.r_[True, np.diff(offsets) != 0])
-    running = np.cumsum(carries, axis=0, dtype=np.int16)
+    _, group_of, counts = np.unique(offsets, return_inverse=True, return_counts=True)
+    shared = np.flatnonzero(counts[group_of] > 1)  # the rows of positions with several rows
+    claims = carries[shared]
+    starts = np.flatnonzero(np.r_[True, np.diff(offsets[shared]) != 0])
+    running = np.cumsum(claims, axis=0, dtype=np.int16)
     before_group = np.concatenate([np.zeros_like(running[:1]), running[starts[1:] - 1]])
-    group = np.repeat(np.arange(len(starts)), np.diff(np.r_[starts, len(offsets)]))
-    return carries & (running - before_group[group] == 1)
+    group = np.repeat(np.arange(len(starts)), np.diff(np.r_[starts, len(shared)]))
+    carries[shared] = claims & (running - before_group[group] == 1)
+    return carries
+
+
+def alt_dosage(carriers: np.ndarray) -> np.ndarray:
+    """ALT count (0-2) per row and person, int8, from (variants, samples, 2) carriers (numpy's sum over a
+    2-long axis is ~10x slower than adding the two haplotypes)."""
+    calls = carriers.view(np.int8)
+    return calls[..., 0] + calls[..., 1]
 
 
 def dosage_changes(
@@ -73,7 +84,7 @@ def dosage_changes(
     0 x a negative change; stored, its sign bits doubled the compressed size of the differences).
     """
     change = 0.5 * (np.eye(4, dtype=np.float32)[alt_codes] - reference[offsets].astype(np.float32))
-    dosage = np.ascontiguousarray(carriers.sum(axis=2, dtype=np.int8).T)  # (samples, variants)
+    dosage = np.ascontiguousarray(alt_dosage(carriers).T)  # (samples, variants)
     per_row = dosage[:, :, None] * change[None]  # (samples, variants, 4) float32
     per_row += np.float32(0)  # -0.0 + 0 = +0.0
     unique_offsets, first_rows = np.unique(offsets, return_index=True)
@@ -84,6 +95,29 @@ def dosage_changes(
         per_row = per_row.take(first_rows, axis=1)
     flat = (unique_offsets[:, None] * 4 + np.arange(4)).ravel()
     return flat, per_row.reshape(carriers.shape[1], -1).astype(np.float16)
+
+
+def dosage_onehots(
+    reference: np.ndarray, offsets: np.ndarray, alt_codes: np.ndarray, carriers: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each person's dosage one-hot where any variant row lies: the flat indices of `dosage_changes` and
+    reference + changes there, (samples, k) float16. A position with one row is a table lookup (its one-hot
+    at dosage 0, 1, 2); positions shared by several rows go through `dosage_changes`. Arguments as there."""
+    unique_offsets, first_rows, counts = np.unique(offsets, return_index=True, return_counts=True)
+    flat = (unique_offsets[:, None] * 4 + np.arange(4)).ravel()
+    reference_rows = reference[unique_offsets].astype(np.float32)  # (positions, 4)
+    change = np.eye(4, dtype=np.float32)[alt_codes[first_rows]] - reference_rows
+    table = (reference_rows[:, None] + np.arange(3, dtype=np.float32)[:, None] / 2 * change[:, None]).astype(np.float16)
+    dosage = alt_dosage(carriers[first_rows]).T  # (samples, positions)
+    words = table.view(np.uint64).reshape(-1).take(np.arange(len(first_rows)) * 3 + dosage)  # 4 channels per word
+    values = words.view(np.float16).reshape(carriers.shape[1], -1)
+    shared = np.flatnonzero(counts > 1)
+    if len(shared):
+        rows = np.isin(offsets, unique_offsets[shared])
+        _, changes = dosage_changes(reference, offsets[rows], alt_codes[rows], carriers[rows])
+        columns = (shared[:, None] * 4 + np.arange(4)).ravel()
+        values[:, columns] = (reference.reshape(-1)[flat[columns]].astype(np.float32) + changes).astype(np.float16)
+    return flat, values
 
 
 def scatter_changes(out: np.ndarray, flat: np.ndarray, changes: np.ndarray) -> np.ndarray:

@@ -33,7 +33,7 @@ import zarr
 
 from . import schemas
 from .chunks import ChunkFiles
-from .encode import base_codes, changed_positions, dosage_changes, haplotype_carriers, onehots_at
+from .encode import base_codes, changed_positions, dosage_onehots, haplotype_carriers, onehots_at
 from .expander import Expander
 from .inputs import InputError
 from .store import Store
@@ -196,8 +196,8 @@ class GeneReader:
         process (Zarr's per-call overhead of re-reading them cost more than a micro-batch)."""
         def read() -> tuple[np.ndarray, torch.Tensor]:
             group = self.group(gene_id)
-            crop = slice(self.offset, self.offset + self.window)
-            return group["target"][:].astype(np.float32), torch.from_numpy(group["reference_onehot"][crop])
+            reference = ChunkFiles(group["reference_onehot"]).read_all()[self.offset : self.offset + self.window]
+            return ChunkFiles(group["target"]).read_all().astype(np.float32), torch.from_numpy(reference)
 
         return self._small.get(gene_id, read)
 
@@ -254,17 +254,15 @@ class GeneReader:
     def _make_compact(self, gene_id: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The compact form of a gene, from its variant table."""
         group = self.group(gene_id)
-        reference = group["reference_onehot"][:]
-        start = int(group.attrs["window_start"])
-        offsets = group["variant_position"][:].astype(np.int64) - 1 - start
+        reference, positions, calls = (ChunkFiles(group[name]).read_all() for name in ("reference_onehot", "variant_position", "call_genotype"))
+        offsets = positions.astype(np.int64) - 1 - int(group.attrs["window_start"])
         kept = ~np.isin(offsets, self.mask.get(gene_id, ()))  # masked positions keep the reference
-        offsets, calls = offsets[kept], group["call_genotype"][:][kept]
+        offsets, calls = offsets[kept], calls[kept]
         alts = base_codes(group["variant_allele"][:, 1][kept]) if len(offsets) else np.zeros(0, np.int8)
-        flat, changes = dosage_changes(reference, offsets, alts, haplotype_carriers(calls, offsets))
-        keep = (flat >= self.offset * 4) & (flat < (self.offset + self.window) * 4)
-        values = np.ascontiguousarray((reference.reshape(-1)[flat[keep]].astype(np.float32) + changes[:, keep]).astype(np.float16))
+        flat, values = dosage_onehots(reference, offsets, alts, haplotype_carriers(calls, offsets))
+        inside = slice(*np.searchsorted(flat, [self.offset * 4, (self.offset + self.window) * 4]))  # flat is sorted
         return (torch.from_numpy(reference[self.offset : self.offset + self.window].copy()),
-                torch.from_numpy(flat[keep] - self.offset * 4), torch.from_numpy(values))
+                torch.from_numpy(flat[inside] - self.offset * 4), torch.from_numpy(np.ascontiguousarray(values[:, inside])))
 
 
 def merge_changes(parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]], reference: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -29,13 +29,25 @@ def every_chunk(files: ChunkFiles) -> np.ndarray:
 
 
 def test_store_chunks_decode_like_zarr(sim_store):
-    """The store's dosage differences (60 people: a full and a partial 32-person chunk) read directly equal zarr's read."""
+    """The store's dosage differences (60 people: a full and a partial 32-person chunk) and its one-chunk arrays
+    (targets, reference, calls, positions) read directly equal zarr's read."""
     store = Store(sim_store)
     for gene_id in store.genes.index:
-        array = store.gene(gene_id)["dosage_onehot_delta"]
-        files = ChunkFiles(array)
+        group = store.gene(gene_id)
+        files = ChunkFiles(group["dosage_onehot_delta"])
         assert files.directory is not None and len(files) == 2
-        np.testing.assert_array_equal(every_chunk(files), array[:])
+        np.testing.assert_array_equal(every_chunk(files), group["dosage_onehot_delta"][:])
+        np.testing.assert_array_equal(files.read_all(), group["dosage_onehot_delta"][:])
+        for name in ("target", "reference_onehot", "call_genotype", "variant_position"):
+            assert ChunkFiles(group[name]).directory is not None
+            np.testing.assert_array_equal(ChunkFiles(group[name]).read_all(), group[name][:])
+
+
+def test_an_empty_array_reads_empty(tmp_path):
+    """A gene without variants has empty variant arrays: read as empty arrays of their dtype."""
+    array = zarr.create_array(str(tmp_path / "a"), shape=(0, 5, 2), chunks=(1, 5, 2), dtype="int8", compressors=ZstdCodec())
+    empty = ChunkFiles(array).read_all()
+    assert empty.shape == (0, 5, 2) and empty.dtype == np.int8
 
 
 @pytest.mark.parametrize("layout", ["blosc", "sharded", "window chunks", "dot-separated"])

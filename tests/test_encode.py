@@ -8,7 +8,9 @@ from performer_store.encode import (
     add_reference,
     base_codes,
     changed_positions,
+    dosage_changes,
     dosage_onehot_delta,
+    dosage_onehots,
     haplotype_carriers,
     onehot,
     onehots_at,
@@ -68,3 +70,18 @@ def test_changed_positions_and_their_onehots():
     dense = (delta.astype(np.float32) + reference).reshape(9, -1)
     np.testing.assert_array_equal(flat, np.repeat(positions * 4, 4) + np.tile(np.arange(4), len(positions)))
     np.testing.assert_array_equal(values.astype(np.float32), dense[:, flat])
+
+
+def test_dosage_onehots_are_reference_plus_changes():
+    """The table lookup (and the shared-position path) equals reference + dosage_changes, incl. N and no variants."""
+    rng = np.random.default_rng(8)
+    reference = onehot("".join(rng.choice(list("ACGTN"), 120)))
+    for variants in (0, 1, 40):
+        offsets = np.sort(rng.choice(120, variants, replace=True))
+        alts = rng.integers(0, 4, variants)
+        carriers = haplotype_carriers(rng.choice([-1, 0, 1], size=(variants, 9, 2), p=[0.1, 0.5, 0.4]).astype(np.int8), offsets)
+        flat, values = dosage_onehots(reference, offsets, alts, carriers)
+        expected_flat, changes = dosage_changes(reference, offsets, alts, carriers)
+        np.testing.assert_array_equal(flat, expected_flat)
+        np.testing.assert_array_equal(values, (reference.reshape(-1)[flat].astype(np.float32) + changes).astype(np.float16))
+        assert values.shape == (9, 4 * len(np.unique(offsets)))
