@@ -57,8 +57,11 @@ class ChunkFiles:
         path = self.directory / self.array.metadata.encode_chunk_key((index,) + (0,) * (self.array.ndim - 1))
         try:
             raw = path.read_bytes()
-        except FileNotFoundError:  # never written: the fill value, as Zarr reads it
-            out.fill(self.array.metadata.fill_value)
+        except FileNotFoundError:
+            if not (self.directory / "zarr.json").is_file():
+                raise InputError(f"{self.directory}: the array is gone (was the store rebuilt or moved while it was read?); "
+                                 f"run the command again") from None
+            out.fill(self.array.metadata.fill_value)  # a chunk never written: the fill value, as Zarr reads it
             return out[:rows]
         size = frame_content_size(raw)
         if size is not None and size != out.nbytes:

@@ -85,6 +85,16 @@ def test_missing_chunk_reads_as_the_fill_value(sim_copy):
     assert not ChunkFiles(array).read(1).any()
 
 
+def test_an_array_removed_while_read_is_an_error_not_zeros(sim_copy):
+    """A gene rebuilt (its directory replaced) under a running reader: an error, never the fill value."""
+    gene_id = Store(sim_copy).genes.index[0]
+    path, array = chunk_file(sim_copy, gene_id)
+    files = ChunkFiles(array)
+    shutil.rmtree(path.parents[3])
+    with pytest.raises(InputError, match="the array is gone"):
+        files.read(1)
+
+
 @pytest.mark.parametrize("damage", ["garbage", "short frame", "short raw frame"])
 def test_broken_chunk_is_a_one_line_error(sim_copy, damage):
     """Bytes that are no zstd frame, or a frame of the wrong size (stated or not): InputError naming the file."""
