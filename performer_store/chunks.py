@@ -38,7 +38,7 @@ class ChunkFiles:
         return -(-self.array.shape[0] // self.rows)
 
     def read_all(self) -> np.ndarray:
-        """The whole array (a small one stored as one chunk reads ~10x faster than through zarr-python)."""
+        """The whole array (a small one stored as one chunk reads faster than through zarr-python)."""
         blocks = [self.read(i) for i in range(len(self))]
         return blocks[0] if len(blocks) == 1 else np.concatenate(blocks) if blocks else np.empty((0, *self.shape[1:]), self.array.dtype)
 
