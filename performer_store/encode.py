@@ -54,8 +54,7 @@ def haplotype_carriers(call_genotype: np.ndarray, offsets: np.ndarray) -> np.nda
     carries = call_genotype == 1
     if len(offsets) < 2 or np.all(np.diff(offsets) > 0):
         return carries
-    _, group_of, counts = np.unique(offsets, return_inverse=True, return_counts=True)
-    shared = np.flatnonzero(counts[group_of] > 1)  # the rows of positions with several rows
+    shared = np.flatnonzero(sharing_rows(offsets))
     claims = carries[shared]
     starts = np.flatnonzero(np.r_[True, np.diff(offsets[shared]) != 0])
     running = np.cumsum(claims, axis=0, dtype=np.int16)
@@ -63,6 +62,17 @@ def haplotype_carriers(call_genotype: np.ndarray, offsets: np.ndarray) -> np.nda
     group = np.repeat(np.arange(len(starts)), np.diff(np.r_[starts, len(shared)]))
     carries[shared] = claims & (running - before_group[group] == 1)
     return carries
+
+
+def sharing_rows(offsets: np.ndarray) -> np.ndarray:
+    """Which variant rows share their position with another row (split multi-allelic sites, duplicates)."""
+    _, group_of, counts = np.unique(offsets, return_inverse=True, return_counts=True)
+    return counts[group_of] > 1
+
+
+def plus_reference(reference: np.ndarray, flat: np.ndarray, changes: np.ndarray) -> np.ndarray:
+    """reference + changes at flat indices of a (window * 4) one-hot, float16 (exact: multiples of 1/8)."""
+    return (reference.reshape(-1)[flat].astype(np.float32) + changes).astype(np.float16)
 
 
 def alt_dosage(carriers: np.ndarray) -> np.ndarray:
@@ -113,10 +123,10 @@ def dosage_onehots(
     values = words.view(np.float16).reshape(carriers.shape[1], -1)
     shared = np.flatnonzero(counts > 1)
     if len(shared):
-        rows = np.isin(offsets, unique_offsets[shared])
+        rows = sharing_rows(offsets)
         _, changes = dosage_changes(reference, offsets[rows], alt_codes[rows], carriers[rows])
         columns = (shared[:, None] * 4 + np.arange(4)).ravel()
-        values[:, columns] = (reference.reshape(-1)[flat[columns]].astype(np.float32) + changes).astype(np.float16)
+        values[:, columns] = plus_reference(reference, flat[columns], changes)
     return flat, values
 
 
@@ -152,7 +162,7 @@ def onehots_at(delta: np.ndarray, reference: np.ndarray, positions: np.ndarray) 
     words = np.ascontiguousarray(delta).view(np.uint64).reshape(len(delta), -1).take(positions, axis=1)  # 4 channels at once
     stored = words.view(np.float16).reshape(len(delta), -1)
     flat = (positions[:, None] * 4 + np.arange(4)).ravel()
-    return flat, (reference.reshape(-1)[flat].astype(np.float32) + stored).astype(np.float16)
+    return flat, plus_reference(reference, flat, stored)
 
 
 def add_reference(delta: np.ndarray, reference: np.ndarray) -> np.ndarray:
