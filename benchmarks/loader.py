@@ -1,14 +1,16 @@
 """Loader throughput: dosage one-hots delivered as float16 torch tensors, per CPU-second, vs GenVarLoader.
 
 Every reader delivers the same micro-batches (32 people of one gene, (32, 49152, 4) float16 tensors in the
-main process), through a torch DataLoader with 0, 1 and 2 worker processes (fork, 4 batches prefetched per
-worker: `performer_store.loader.BatchLoader`'s settings; a fresh loader per pass, so workers start per pass):
+main process), through a torch DataLoader with 0, 1 and 2 worker processes (fork; a fresh loader per pass, so
+workers start per pass). Ours is `performer_store.loader.BatchLoader`: a worker reads a block (4 micro-batches
+of a gene) at a time, 2 blocks ahead; GenVarLoader's DataLoader reads micro-batches, 4 ahead per worker:
 
 - `stored`: `GeneReader(read_path="stored")`, a fresh reader per pass: it decodes each stored chunk of
-  `dosage_onehot_delta` its batches touch (once: each chunk's differences are kept in the reader's cache),
-  as in the first epoch of `pstore train`. `stored*` (0 workers only) has read the plan once before timing,
-  as a process that keeps its reader across epochs does (`pstore train`'s workers are persistent) while the
-  chunks' differences fit `loader.CHUNK_CACHE_BYTES`.
+  `dosage_onehot_delta` its batches touch (once: each chunk's one-hots at the gene's variant positions are
+  kept in the reader's cache; a block's chunks are decoded together), as in the first epoch of `pstore
+  train`. `stored*` (0 workers only) has read the plan once before timing, as a process that keeps its
+  reader across epochs does (`pstore train`'s workers are persistent) while the chunks' one-hots fit
+  `loader.CHUNK_CACHE_BYTES`.
 - `expand`: `GeneReader(read_path="expand")`, the reference and per-person changes derived from the
   variant table, a fresh reader per pass, so every process builds the compact form of each gene it meets;
   `expand*` (0 workers only) has built them (and read each gene's targets and reference) before timing.
@@ -37,7 +39,9 @@ CPU time: `time.process_time()` of this process (all its threads) plus `resource
 non-persistent DataLoader joins them when its last batch is out, and the run waits for
 `multiprocessing.active_children()` to be empty before reading the counters. Worker start-up (fork) and
 shutdown are included, as they are every epoch. Torch runs with `--torch-threads` (default 1) intra-op
-threads in the main process; DataLoader workers always use 1. Wall-clock windows/s are printed beside.
+threads in the main process; DataLoader workers always use 1. Wall-clock windows/s are printed beside. Each
+reader runs `--repeats` passes (default 3), in rounds over all readers of a plan and worker count, and the
+pass of median CPU time counts (this machine's rates move by 10-30% between passes).
 
 GenVarLoader needs bi-allelic, non-symbolic records (it refuses the demo VCF: multi-allelic sites, a
 symbolic `<DEL>`), so its input is `bcftools norm -m- | bcftools view -v snps`: the method's definition
@@ -46,7 +50,7 @@ in the same run: the readers' one-hots of `--check-people` people of every gene 
 `Store.dosage_onehot`, position by position.
 
     python benchmarks/loader.py [--store demo/whole_blood.zarr] [--cohort demo/cohort] [--workers 0,1,2]
-                                [--plans epoch,epoch-chunked,sequential] [--check-people 128] [--torch-threads 1]
+                                [--plans epoch,epoch-chunked,sequential] [--check-people 128] [--torch-threads 1] [--repeats 3]
 
 Without `--store`, the store is built from `--cohort` (or from a simulated demo cohort) in a temporary
 directory; without `--cohort`, the inputs are found from the store's provenance (checksums compared).
@@ -76,7 +80,7 @@ import numpy as np
 import torch
 
 from performer_store import loader, schemas
-from performer_store.encode import changed_positions, onehots_at
+from performer_store.encode import changed_positions, channels_at, onehots_at
 from performer_store.expander import BUFFERS, Expander
 from performer_store.store import Store
 
@@ -276,6 +280,11 @@ def timed(plan: str, reader: str, workers: int, make: Callable[[], Iterator[torc
     return Run(plan, reader, workers, windows, wall, cpu)
 
 
+def median_run(passes: list[Run]) -> Run:
+    """The pass of median CPU time (machines are noisy; rounds interleave the readers)."""
+    return sorted(passes, key=lambda r: r.cpu)[len(passes) // 2]
+
+
 def plans(store: Store, names: list[str]) -> dict[str, list[loader.MicroBatch]]:
     """Micro-batches of the training epoch (fold 0, epoch 0) and of a sequential pass over every person."""
     genes = list(store.genes.index)
@@ -333,6 +342,27 @@ def per_batch(function: Callable[[], object], repeats: int = 10) -> float:
     return (time.process_time() - started) / repeats * 1000
 
 
+def block_reads(store: Store, batches: dict[str, list[loader.MicroBatch]], repeats: int) -> list[str]:
+    """First-pass windows/CPU-s of the stored path in this process, a block at a time (`GeneReader.read_together`,
+    what `BatchLoader` does) against micro-batch by micro-batch (`GeneReader.read`), in alternating rounds."""
+    def one_pass(plan: list[loader.MicroBatch], together: bool) -> float:
+        reader, expander = loader.GeneReader(store.path, read_path="stored"), Expander()
+        started = time.process_time()
+        held = None  # the consumer holds the last batch while the next is built, as a training loop does
+        for item in loader.work_items(plan) if together else [(b,) for b in plan]:
+            for batch in reader.read_together(item) if together else [reader.read(item[0])]:
+                held = batch.to("cpu", expander)[0]
+        del held
+        return sum(len(b.rows) for b in plan) / (time.process_time() - started)
+
+    lines = ["stored, first pass in this process: a block's chunks decoded together vs micro-batch by micro-batch (windows/CPU-s, median)"]
+    for name, plan in batches.items():
+        rates = np.array([[one_pass(plan, together) for together in (True, False)] for _ in range(repeats)])
+        together, single = np.median(rates, axis=0)
+        lines.append(f"  {name:<14} by block {together:8,.0f}   by micro-batch {single:8,.0f}   = {together / single:.2f}x")
+    return lines
+
+
 def breakdown(store: Store, gvl_dataset) -> list[str]:
     """CPU ms per 32-window micro-batch of each step (in this process, warm caches, the same batch again and
     again: the cache-friendliest case), on the sequential plan's 2nd batch of a gene."""
@@ -353,6 +383,11 @@ def breakdown(store: Store, gvl_dataset) -> list[str]:
     cycle = [expanding.read(loader.MicroBatch(g, rows, True, 1)) for g in genes[: BUFFERS + 1]]
     recycled, cycling, fresh = Expander(), Expander(), Expander(buffers=0)
     held: list[torch.Tensor] = []
+    positions, reference_at = stored.positions(gene_id), reference.reshape(-1)[stored.flat(gene_id)]
+
+    def at_positions() -> torch.Tensor:
+        """What `GeneReader.chunk_onehots` does after the decode."""
+        return torch.from_numpy(channels_at(block, positions)) + reference_at
 
     def switching() -> None:
         """More genes in turn than the expander keeps buffers, the consumer holding the last batch: every call
@@ -363,9 +398,9 @@ def breakdown(store: Store, gvl_dataset) -> list[str]:
     steps = [
         ("stored: zarr read of chunk 1 (people 32-63) by slice", lambda: delta[rows[0] : rows[-1] + 1], 1),
         ("stored: chunks.ChunkFiles.read of the same chunk (file + zstd into a reused buffer)", lambda: files.read(1, scratch), 1),
-        ("stored: encode.changed_positions (the positions anyone of the chunk differs at)", lambda: changed_positions(block), 1),
-        ("stored: encode.changed_positions + onehots_at (a chunk's changes: its read costs this too)", lambda: onehots_at(block, reference.numpy(), changed_positions(block)), 1),
-        ("stored: GeneReader.read, the chunk's changes cached (a chunk's second batch)", lambda: stored.read(micro), 1),
+        ("stored: the chunk's one-hots at the gene's variant positions (encode.channels_at + the reference)", at_positions, 1),
+        ("stored: the same by scanning the chunk for changed positions (encode.changed_positions + onehots_at)", lambda: onehots_at(block, reference.numpy(), changed_positions(block)), 1),
+        ("stored: GeneReader.read, the chunk's one-hots cached (a chunk's second batch)", lambda: stored.read(micro), 1),
         ("expand: GeneReader.read (the gene's compact form cached)", lambda: expanding.read(micro), 1),
         ("expand: Expander, a recycled buffer of the same gene (scatter of changes only)", lambda: batch.to("cpu", recycled), 1),
         (f"expand: Expander, {BUFFERS + 1} genes in turn (whole reference copy + scatter)", switching, BUFFERS + 1),
@@ -385,21 +420,21 @@ def breakdown(store: Store, gvl_dataset) -> list[str]:
         lines.append(f"  {name:<100} {ms:7.2f} ms = {MICRO_BATCH / ms * 1000:9,.0f} windows/CPU-s")
     once = f"expand: compact form of one gene (once per process and gene; x{len(genes)} genes, {compact[1].numel()} changed indices)"
     lines.append(f"  {once:<100} {compact_ms:7.2f} ms")
-    return lines + chunk_sizes(block)
+    return lines + chunk_sizes(block, positions)
 
 
-def chunk_sizes(block: np.ndarray) -> list[str]:
-    """Decode + scan per window of the same 32 people's differences stored as chunks of 32, 16 and 8 people
-    (zstd 5, as the store): what smaller chunks would cost a reader."""
+def chunk_sizes(block: np.ndarray, positions: np.ndarray) -> list[str]:
+    """Decode + gather at the variant positions per window of the same 32 people's differences stored as chunks
+    of 32, 16 and 8 people (zstd 5, as the store): what smaller chunks would cost a reader."""
     zstd = numcodecs.Zstd(level=5)
-    lines = ["stored chunks of fewer people (the same 32 people re-encoded): decode + changed_positions, CPU us per window"]
+    lines = ["stored chunks of fewer people (the same 32 people re-encoded): decode + encode.channels_at, CPU us per window"]
     for people in (32, 16, 8):
         frames = [zstd.encode(np.ascontiguousarray(block[i : i + people])) for i in range(0, len(block), people)]
         out = np.empty((people, *block.shape[1:]), block.dtype)
 
         def read_all() -> None:
             for frame in frames:
-                changed_positions(zstd.decode(frame, out=out))
+                channels_at(zstd.decode(frame, out=out), positions)
 
         us = per_batch(read_all) * 1000 / len(block)
         lines.append(f"  {people:>2} people per chunk: {sum(map(len, frames)) / len(block):6.0f} B per window, {us:6.1f} us per window")
@@ -436,6 +471,7 @@ def main() -> None:
     parser.add_argument("--plans", default="epoch,epoch-chunked,sequential", help="Orders of reading: epoch, epoch-chunked, sequential.")
     parser.add_argument("--check-people", type=int, default=128, help="People per gene whose one-hots are compared with the store.")
     parser.add_argument("--torch-threads", type=int, default=1, help="Intra-op threads of torch in the main process.")
+    parser.add_argument("--repeats", type=int, default=3, help="Timed passes per reader (in rounds over all readers); the median counts.")
     args = parser.parse_args()
     torch.set_num_threads(args.torch_threads)
     workers = [int(w) for w in args.workers.split(",")]
@@ -487,11 +523,12 @@ def main() -> None:
                     if n == 0:
                         configs += [("gvl-out", lambda: gvl_pass(gvl_serial, store, plan_batches, 0, outputs=2)),
                                     ("gvl-threads", lambda: gvl_pass(gvl_threads, store, plan_batches, 0))]
-                for name, make in configs:
-                    runs.append(timed(plan, name, n, make(), expected))
+                rounds = [[timed(plan, name, n, make(), expected) for name, make in configs] for _ in range(args.repeats)]
+                for passes in zip(*rounds):
+                    runs.append(median_run(list(passes)))
                     run = runs[-1]
-                    print(f"  {name:<12} workers {n}: {run.windows / run.wall:8,.0f} windows/s wall, "
-                          f"{run.windows / run.cpu:8,.0f} windows/CPU-s", flush=True)
+                    print(f"  {run.reader:<12} workers {n}: {run.windows / run.wall:8,.0f} windows/s wall, "
+                          f"{run.windows / run.cpu:8,.0f} windows/CPU-s (median of {len(passes)})", flush=True)
 
         gvl_rate = {(r.plan, r.workers): r for r in runs if r.reader == "gvl"}
         print()
@@ -505,6 +542,9 @@ def main() -> None:
         if gvl_rate:
             for line in goals(runs, list(batches)):
                 print(line)
+        print()
+        for line in block_reads(store, batches, args.repeats):
+            print(line, flush=True)
         print()
         for line in breakdown(store, gvl_serial):
             print(line)

@@ -70,6 +70,11 @@ def sharing_rows(offsets: np.ndarray) -> np.ndarray:
     return counts[group_of] > 1
 
 
+def flat_indices(positions: np.ndarray) -> np.ndarray:
+    """Indices into a flattened (window * 4) one-hot of all 4 channels of each position, in position order."""
+    return (np.asarray(positions, np.int64)[:, None] * 4 + np.arange(4)).ravel()
+
+
 def plus_reference(reference: np.ndarray, flat: np.ndarray, changes: np.ndarray) -> np.ndarray:
     """reference + changes at flat indices of a (window * 4) one-hot, float16 (exact: multiples of 1/8)."""
     return (reference.reshape(-1)[flat].astype(np.float32) + changes).astype(np.float16)
@@ -103,7 +108,7 @@ def dosage_changes(
         extra = np.flatnonzero(group_first != np.arange(len(offsets)))
         np.add.at(per_row, (slice(None), group_first[extra]), per_row[:, extra])
         per_row = per_row.take(first_rows, axis=1)
-    flat = (unique_offsets[:, None] * 4 + np.arange(4)).ravel()
+    flat = flat_indices(unique_offsets)
     return flat, per_row.reshape(carriers.shape[1], -1).astype(np.float16)
 
 
@@ -114,7 +119,7 @@ def dosage_onehots(
     reference + changes there, (samples, k) float16. A position with one row is a table lookup (its one-hot
     at dosage 0, 1, 2); positions shared by several rows go through `dosage_changes`. Arguments as there."""
     unique_offsets, first_rows, counts = np.unique(offsets, return_index=True, return_counts=True)
-    flat = (unique_offsets[:, None] * 4 + np.arange(4)).ravel()
+    flat = flat_indices(unique_offsets)
     reference_rows = reference[unique_offsets].astype(np.float32)  # (positions, 4)
     change = np.eye(4, dtype=np.float32)[alt_codes[first_rows]] - reference_rows
     table = (reference_rows[:, None] + np.arange(3, dtype=np.float32)[:, None] / 2 * change[:, None]).astype(np.float16)
@@ -125,7 +130,7 @@ def dosage_onehots(
     if len(shared):
         rows = sharing_rows(offsets)
         _, changes = dosage_changes(reference, offsets[rows], alt_codes[rows], carriers[rows])
-        columns = (shared[:, None] * 4 + np.arange(4)).ravel()
+        columns = flat_indices(shared)
         values[:, columns] = plus_reference(reference, flat[columns], changes)
     return flat, values
 
@@ -155,14 +160,18 @@ def changed_positions(delta: np.ndarray) -> np.ndarray:
     return np.flatnonzero(np.bitwise_or.reduce(words, axis=0) & _MAGNITUDE_BITS)
 
 
+def channels_at(onehots: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    """Each person's 4 channels at `positions`: (samples, 4 x positions), from a (samples, window, 4) float16
+    array or view (its channels contiguous: the 4 of a position are gathered as one 64-bit word)."""
+    words = onehots.view(np.uint64)[..., 0].take(np.asarray(positions, np.int64), axis=1)
+    return words.view(np.float16).reshape(len(onehots), -1)
+
+
 def onehots_at(delta: np.ndarray, reference: np.ndarray, positions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Flat indices into a (window * 4) one-hot of all 4 channels of `positions`, and each person's dosage
     one-hot there, reference + delta: (samples, k) float16 (exact: every value is a multiple of 1/8)."""
-    positions = np.asarray(positions, np.int64)
-    words = np.ascontiguousarray(delta).view(np.uint64).reshape(len(delta), -1).take(positions, axis=1)  # 4 channels at once
-    stored = words.view(np.float16).reshape(len(delta), -1)
-    flat = (positions[:, None] * 4 + np.arange(4)).ravel()
-    return flat, plus_reference(reference, flat, stored)
+    flat = flat_indices(positions)
+    return flat, plus_reference(reference, flat, channels_at(delta, positions))
 
 
 def add_reference(delta: np.ndarray, reference: np.ndarray) -> np.ndarray:

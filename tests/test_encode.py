@@ -8,6 +8,7 @@ from performer_store.encode import (
     add_reference,
     base_codes,
     changed_positions,
+    channels_at,
     dosage_changes,
     dosage_onehot_delta,
     dosage_onehots,
@@ -70,6 +71,14 @@ def test_changed_positions_and_their_onehots():
     dense = (delta.astype(np.float32) + reference).reshape(9, -1)
     np.testing.assert_array_equal(flat, np.repeat(positions * 4, 4) + np.tile(np.arange(4), len(positions)))
     np.testing.assert_array_equal(values.astype(np.float32), dense[:, flat])
+
+
+def test_channels_at_reads_views():
+    """The 4 channels of chosen positions, from a whole array and from a cropped (non-contiguous) view of it."""
+    values = np.random.default_rng(6).choice([-1, -0.5, 0, 0.25, 0.5, 1], (5, 64, 4)).astype(np.float16)
+    positions = np.array([0, 3, 3, 17, 30])
+    for view in (values, values[:, 20:52]):
+        np.testing.assert_array_equal(channels_at(view, positions), view[:, positions].reshape(5, -1))
 
 
 def test_dosage_onehots_are_reference_plus_changes():

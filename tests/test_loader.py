@@ -18,6 +18,7 @@ from performer_store.loader import (
     micro_batches,
     rank_blocks,
     split_rows,
+    work_items,
 )
 from performer_store.store import Store
 
@@ -95,6 +96,20 @@ def test_worker_processes_deliver_the_same_batches(tiny_store):
         for (m1, x1, y1), (m2, x2, y2) in zip(alone, pooled):
             assert m1.gene_id == m2.gene_id and np.array_equal(m1.rows, m2.rows)
             assert torch.equal(x1, x2) and torch.equal(y1, y2)
+
+
+def test_work_items_are_whole_blocks_of_one_gene():
+    """Training blocks go to a worker whole; a long evaluation pass of one gene is cut at 256 people; the items
+    hold every planned micro-batch once, in order."""
+    training = micro_batches(epoch_blocks(fake_rows({"A": 256, "B": 130}), 0, 0, 128), 32)
+    items = work_items(training)
+    assert [b for item in items for b in item] == training
+    assert [len(item) for item in items] == [4, 4, 4]
+    assert all(item[-1].step_end and not any(b.step_end for b in item[:-1]) and len({b.gene_id for b in item}) == 1 for item in items)
+    evaluation = evaluation_batches({"A": np.arange(600), "B": np.arange(40)}, 32)  # A: 18 x 32 + 24; B: 32 + 8
+    items = work_items(evaluation)
+    assert [len(item) for item in items] == [8, 8, 3, 2]
+    assert [b for item in items for b in item] == evaluation and [item[0].gene_id for item in items] == ["A", "A", "A", "B"]
 
 
 def test_split_rows_exclude_nan_targets_and_other_splits(tiny_store):
