@@ -277,7 +277,7 @@ class GeneReader:
         return offsets[(offsets >= 0) & (offsets < self.window)]
 
     def compact(self, gene_id: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """A gene's reference (window, 4), the flat positions where anyone differs (K,), everyone's values there
+        """A gene's reference (window, 4), the flat indices of its variant positions (K,), everyone's values there
         (kept for the last GENE_CACHE genes of this process)."""
         return self._compact.get(gene_id, lambda: self._make_compact(gene_id))
 

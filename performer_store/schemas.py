@@ -334,9 +334,10 @@ So the array on disk is `dosage_onehot_delta`, a standard Zarr v3 float16 array 
 any Zarr client reads; the dosage one-hot is `reference_onehot + dosage_onehot_delta` (exact in float16).
 People are stored in a seeded random order, so the 32 people who share a chunk are a random set and a
 loader can read whole chunks (the loader's stored path decodes a chunk's file directly, ~0.8 ms, and keeps
-its non-zero differences). The variant table (`call_genotype`, `variant_position`, `variant_allele`)
-holds the same information in another form (the expansion path of the loader); `pstore validate --deep`
-checks that the two agree for every person.
+its people's one-hots at the gene's variant positions). The variant table (`call_genotype`,
+`variant_position`, `variant_allele`) holds the same information in another form (the expansion path of the
+loader); differences are non-zero only at variant positions, and `pstore validate --deep` checks that the
+two agree for every person.
 """
 
 

@@ -12,7 +12,6 @@ import zarr
 
 from . import schemas
 from .encode import base_codes, dosage_onehot_delta, haplotype_carriers
-from .inputs import InputError
 from .results import NOT_RUN
 from .store import Store, complete_gene_ids, directory_size, is_complete
 
