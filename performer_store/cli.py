@@ -230,6 +230,9 @@ def train(store: Path, gene_ids: tuple[str, ...], genes_file: Path | None, fold:
         state = run_training(config)
     except TrainingError as error:
         raise click.ClickException(str(error)) from None
+    if state.best_epoch < 0:
+        raise click.ClickException(f"{out}: {state.epoch} epochs, none with a finite mean tune R2 (each gene needs 2+ tune people "
+                                   f"with differing targets), so no best.pt was written; {out / 'last.pt'} holds the final weights")
     click.echo(f"{out}: {state.epoch} epochs; best mean tune R2 {state.best_r2:.4f} at epoch {state.best_epoch}")
 
 

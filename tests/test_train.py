@@ -153,6 +153,16 @@ def test_non_finite_loss_names_gene_and_step(sim_store, tmp_path):
         train(tiny_config(store, tmp_path / "run", genes=(gene,)))
 
 
+def test_a_run_without_any_tune_r2_says_so(tiny_store, tmp_path):
+    """The tiny cohort has one tune person, so no epoch has a tune R2 and no best.pt: the run says so, exits 1."""
+    run = tmp_path / "run"
+    result = pstore("train", "--store", str(tiny_store), "--gene", genes(tiny_store)[0], "--fold", "0", "--config", "tiny",
+                    "--out", str(run), "--micro-batch", "4", "--accumulation", "2", "--max-epochs", "1", "--device", "cpu",
+                    "--quiet", expect=1)
+    assert "none with a finite mean tune R2" in result.output and "last.pt holds the final weights" in result.output
+    assert (run / "last.pt").is_file() and not (run / "best.pt").exists()
+
+
 def test_window_must_fit_the_store(sim_store, uninterrupted, tmp_path):
     """Training at a wider window than the store's is refused; so is evaluating such a run."""
     with pytest.raises(InputError, match="windows are 1024 bp"):
