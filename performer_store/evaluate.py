@@ -196,6 +196,5 @@ def evaluate_base(config: EvaluateConfig, weights: Path | None, model_config: st
 
 
 def mean_metrics(table: pd.DataFrame) -> dict[str, float]:
-    """Mean r and R2 over genes (NaN-aware), for summaries."""
-    return {"pearson_r": float(np.nanmean(table["pearson_r"])) if len(table) else math.nan,
-            "r2": float(np.nanmean(table["r2"])) if len(table) else math.nan}
+    """Mean r and R2 over genes, NaNs skipped (NaN, not a warning, when no gene has a value), for summaries."""
+    return {column: float(table[column].mean()) if len(table) else math.nan for column in ("pearson_r", "r2")}

@@ -91,14 +91,18 @@ class TrainingError(RuntimeError):
 
 def pairwise_loss(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """0.5 x MSE + 0.5 x mean over pairs i < j of ((yhat_i - yhat_j) - (y_i - y_j))^2; NaN targets masked."""
-    keep = ~torch.isnan(target)
-    prediction, target = prediction[keep], target[keep]
-    mse = torch.mean((prediction - target) ** 2)
-    if len(target) < 2:
-        return 0.5 * mse
+    keep = ~torch.isnan(target)  # masked by weights, not indexing: a boolean index would sync with the GPU
+    target = torch.where(keep, target, 0.0)
+    mse = masked_mean((prediction - target) ** 2, keep)
     i, j = torch.triu_indices(len(target), len(target), offset=1, device=target.device)
     differences = (prediction[i] - prediction[j]) - (target[i] - target[j])
-    return 0.5 * mse + 0.5 * torch.mean(differences**2)
+    pairs = keep[i] & keep[j]
+    return 0.5 * mse + 0.5 * torch.where(pairs.any(), masked_mean(differences**2, pairs), 0.0)
+
+
+def masked_mean(values: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """Mean of the kept values (NaN when none is kept, as torch.mean of nothing)."""
+    return torch.where(keep, values, 0.0).sum() / keep.sum()
 
 
 def choose_device(name: str, local_rank: int = 0) -> torch.device:
@@ -247,19 +251,21 @@ def run_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, loader: 
               config: TrainConfig, distributed: Distributed) -> float:
     """One pass over this rank's micro-batches; the optimizer steps at the end of every block."""
     model.train()
-    losses = []
+    losses, block, step = [], [], 0
     steps = sum(b.step_end for b in batches)
     for batch, onehot, target in loader(batches):
         with autocast(distributed.device):
             prediction = model(onehot).float()
         loss = pairwise_loss(prediction, target)
-        if not torch.isfinite(loss):
-            raise TrainingError(f"loss is {loss.item()} on gene {batch.micro.gene_id} at optimizer step {len(losses) + 1} of {steps}; lower --lr or check the gene's targets")
         syncing = batch.micro.step_end or not isinstance(model, torch.nn.parallel.DistributedDataParallel)
         with nullcontext() if syncing else model.no_sync():  # DDP averages gradients once per block
             (loss / batch.micro.block_parts).backward()
-        losses.append(loss.item())
-        if batch.micro.step_end:
+        block.append(loss.detach())
+        if batch.micro.step_end:  # the block's losses reach the host once per step: one GPU sync, not one per micro-batch
+            values, block, step = torch.stack(block).tolist(), [], step + 1
+            if not np.isfinite(values).all():
+                raise TrainingError(f"loss is {next(v for v in values if not math.isfinite(v))} on gene {batch.micro.gene_id} at optimizer step {step} of {steps}; lower --lr or check the gene's targets")
+            losses.extend(values)
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)

@@ -30,15 +30,16 @@ from performer_store.train import Distributed, TrainConfig, TrainingError, pairw
 
 
 
-def test_pairwise_loss_against_a_double_loop():
-    """0.5 MSE + 0.5 mean over i<j of squared difference errors, NaN targets left out."""
+@pytest.mark.parametrize("missing", [[], [2, 6], [0, 1, 2, 3, 4, 5, 7, 8]])
+def test_pairwise_loss_against_a_double_loop(missing):
+    """0.5 MSE + 0.5 mean over i<j of squared difference errors, NaN targets left out (one left: no pairs)."""
     rng = np.random.default_rng(0)
     prediction, target = rng.normal(size=9), rng.normal(size=9)
-    target[[2, 6]] = np.nan
+    target[missing] = np.nan
     keep = ~np.isnan(target)
     p, t = prediction[keep], target[keep]
     pairs = [((p[i] - p[j]) - (t[i] - t[j])) ** 2 for i in range(len(p)) for j in range(i + 1, len(p))]
-    expected = 0.5 * np.mean((p - t) ** 2) + 0.5 * np.mean(pairs)
+    expected = 0.5 * np.mean((p - t) ** 2) + 0.5 * (np.mean(pairs) if pairs else 0.0)
     loss = pairwise_loss(torch.tensor(prediction), torch.tensor(target))
     assert loss.item() == pytest.approx(expected, rel=1e-12)
 
@@ -151,6 +152,25 @@ def test_non_finite_loss_names_gene_and_step(sim_store, tmp_path):
     target[:] = np.full(target.shape, np.inf, dtype=np.float32)
     with pytest.raises(TrainingError, match=f"gene {gene} at optimizer step 1 of"):
         train(tiny_config(store, tmp_path / "run", genes=(gene,)))
+
+
+def test_non_finite_loss_stops_before_its_step(sim_store, tmp_path):
+    """A block of a gene with infinite targets after two good blocks: the error names its step; the weights keep steps 1-2."""
+    store = tmp_path / "inf.zarr"
+    shutil.copytree(sim_store, store)
+    good, bad = genes(store)
+    target = zarr.open_array(str(store / "genes" / bad / "target"), mode="r+")
+    target[:] = np.full(target.shape, np.inf, dtype=np.float32)
+    config = tiny_config(store, tmp_path)
+    blocks = [(g, split_rows(Store(store), g, 0, "train")[:16]) for g in (good, good, bad)]
+    model = ddp_test_model()
+    loader = BatchLoader(GeneReader(store))
+    run_epoch(model, sgd(model), loader, micro_batches(blocks[:2], config.micro_batch), config, Distributed("cpu"))
+    after_two = {k: v.clone() for k, v in model.state_dict().items()}
+    model = ddp_test_model()
+    with pytest.raises(TrainingError, match=f"loss is (nan|inf) on gene {bad} at optimizer step 3 of 3"):
+        run_epoch(model, sgd(model), loader, micro_batches(blocks, config.micro_batch), config, Distributed("cpu"))
+    assert all(torch.equal(v, after_two[k]) for k, v in model.state_dict().items())
 
 
 def test_a_run_without_any_tune_r2_says_so(tiny_store, tmp_path):
