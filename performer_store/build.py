@@ -320,7 +320,7 @@ def prepare_root(config: BuildConfig, plan: Plan) -> None:
         if complete_gene_ids(config.store):
             raise InputError(f"store {config.store}: has genes but no root attributes; rebuild it with --force")
     _empty(config.store)  # a new store, or a root whose creation was interrupted: start it again
-    root = zarr.open_group(str(config.store), mode="w")
+    root = zarr.open_group(str(config.store), mode="w-")  # not "w": it deletes the directory, and with it the lock
     write_array(root, schemas.ROOT.array("sample_id"), plan.people.astype(str))
     write_array(root, schemas.ROOT.array("sample_split"), people_splits(plan.people, config.seed))
     root.create_group(schemas.GENES_GROUP, attributes={"description": "One group per gene, named by gene_id."})

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import multiprocessing
+import os
+import signal
 import sys
 from typing import Any, Callable, Sequence, TypeVar
 
 from tqdm.auto import tqdm
 
 T = TypeVar("T")
+PR_SET_PDEATHSIG = 1  # prctl(2) option: the signal a process gets when its parent dies
 
 
 def map_tasks(func: Callable[[T], Any], tasks: Sequence[T], *, workers: int = 1, scheduler: str | None = None,
@@ -29,8 +34,17 @@ def map_tasks(func: Callable[[T], Any], tasks: Sequence[T], *, workers: int = 1,
 
         context = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
         with dask.config.set({"multiprocessing.context": context}), Callback(posttask=lambda *_: bar.update()):
-            return list(dask.compute(*[dask.delayed(func, pure=False)(t) for t in tasks],
-                                     scheduler="processes", num_workers=workers))
+            return list(dask.compute(*[dask.delayed(func, pure=False)(t) for t in tasks], scheduler="processes",
+                                     num_workers=workers, initializer=functools.partial(_die_with, os.getpid())))
+
+
+def _die_with(parent: int) -> None:
+    """Worker initializer: on Linux the kernel kills this worker when its parent dies (kill -9, OOM killer),
+    so no orphan goes on writing the store (and holding its lock) after the command is gone."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # the parent died before the line above ran
+        os._exit(1)
 
 
 def _finished(result: Any, done: Callable[[], None]) -> Any:

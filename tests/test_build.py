@@ -188,6 +188,30 @@ def test_rerun_adds_missing_genes_and_skips_complete(tiny, tmp_path):
     assert "built 4 genes, 0 already complete" in result.output
 
 
+@pytest.mark.parametrize("force", [False, True])
+def test_a_second_build_is_refused_while_one_writes(tiny, tmp_path, monkeypatch, force):
+    """While a build (new store, or --force) encodes genes, another command cannot take the store's lock."""
+    import performer_store.build as build
+    from performer_store.inputs import InputError
+    from performer_store.store import store_lock
+
+    store = tmp_path / "locked.zarr"
+    if force:
+        pstore(*build_args(tiny, store, "--gene", "GENE1"))
+    refused, encode_genes = [], build.map_tasks
+
+    def try_second_lock(*args, **kwargs):
+        with pytest.raises(InputError, match="another pstore command is writing it"):
+            with store_lock(store):
+                pass
+        refused.append(True)
+        return encode_genes(*args, **kwargs)
+
+    monkeypatch.setattr(build, "map_tasks", try_second_lock)
+    pstore(*build_args(tiny, store, *(["--force"] if force else [])))
+    assert refused
+
+
 def test_contig_names_reconciled(tiny_copy, tmp_path):
     """A VCF naming contigs `1`/`2` builds against a FASTA naming them `chr1`/`chr2`."""
     from tiny import CONTIG_LENGTHS, VCF_SAMPLES, vcf_text, write_vcf
