@@ -396,12 +396,14 @@ def build_store(config: BuildConfig) -> BuildReport:
         todo = [t for t in plan.tasks if t.gene.gene_id not in done]
         report = BuildReport(config.store, len(plan.people), plan.samples_report,
                              skipped=[t.gene.gene_id for t in plan.tasks if t.gene.gene_id in done])
-        results = map_tasks(build_gene, todo, workers=config.workers, scheduler=config.scheduler, progress=config.progress)
+        try:
+            results = map_tasks(build_gene, todo, workers=config.workers, scheduler=config.scheduler, progress=config.progress)
+        finally:
+            write_gene_index(config.store)  # genes published before an error stay listed: the store stays valid
         report.built = [t.gene.gene_id for t in todo]
         for counts in results:
             for key, value in counts.items():
                 report.counts[key] = report.counts.get(key, 0) + value
-        write_gene_index(config.store)
         shutil.rmtree(config.store / schemas.STAGING_DIR, ignore_errors=True)
     report.seconds = time.perf_counter() - started
     return report

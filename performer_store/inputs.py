@@ -9,6 +9,7 @@ from __future__ import annotations
 import gzip
 import os
 import re
+import warnings
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -56,6 +57,12 @@ def contig_alias(name: str, available: Iterable[str]) -> str | None:
         if candidate in names:
             return candidate
     return None
+
+
+def is_gzip(path: Path) -> bool:
+    """True for gzip or bgzip files (by their magic bytes)."""
+    with open(path, "rb") as handle:
+        return handle.read(2) == b"\x1f\x8b"
 
 
 def open_text(path: Path):
@@ -123,7 +130,7 @@ def _gtf_gene(path: Path, line_number: int, fields: list[str]) -> tuple:
 
 def select_genes(gtf: pd.DataFrame, requested: Sequence[str], gtf_path: Path) -> list[Gene]:
     """Genes by ID (exact, else ignoring the version suffix) or by unique gene name, in request order."""
-    by_bare = {strip_version(g): g for g in gtf.index}
+    by_bare = {strip_version(g): g for g in sorted(gtf.index, key=lambda g: not g.endswith("_PAR_Y"))}  # chrX copy wins
     by_name = gtf.groupby("gene_name")["gene_id"].agg(list).to_dict()
     genes, seen = [], set()
     for query in requested:
@@ -150,9 +157,22 @@ class Reference:
 
         self.path = require_file(path, "FASTA")
         try:
-            self._fasta = pyfaidx.Fasta(str(path), as_raw=True, sequence_always_upper=True, rebuild=False)
+            with warnings.catch_warnings():  # "index older than FASTA": _check_index decides from its contents
+                warnings.simplefilter("ignore", RuntimeWarning)
+                self._fasta = pyfaidx.Fasta(str(path), as_raw=True, sequence_always_upper=True, rebuild=False)
         except Exception as error:  # pyfaidx raises several types for unreadable or unindexable files
             raise InputError(f"FASTA {path}: cannot be read or indexed ({error}); give an uncompressed or bgzipped FASTA with a writable directory or a .fai index") from None
+        self._check_index()
+
+    def _check_index(self) -> None:
+        """The .fai must describe this file: its last contig ends where the file does (a FASTA re-wrapped,
+        truncated or replaced after indexing would otherwise give shifted or short windows)."""
+        if is_gzip(self.path):
+            return  # bgzipped: the .fai counts uncompressed bytes, the .gzi checks itself
+        last = next(reversed(self._fasta.faidx.index.values()), None)
+        size = self.path.stat().st_size
+        if last is not None and not last.bend <= size < last.bend + last.lenb:
+            raise InputError(f"FASTA {self.path}: its index {self.path}.fai does not match the file (made for another or an older version of it); delete the .fai and run again")
 
     @cached_property
     def lengths(self) -> dict[str, int]:
@@ -171,6 +191,8 @@ class Reference:
         """Bases [start, stop) of a contig (0-based), uppercase, with N beyond either edge."""
         length = self.lengths[contig]
         inner = self._fasta[contig][max(start, 0) : min(stop, length)] if start < length and stop > 0 else ""
+        if len(inner) != max(0, min(stop, length) - max(start, 0)):
+            raise InputError(f"FASTA {self.path}: {contig}:{start + 1}-{stop} reads {len(inner)} bases, not {min(stop, length) - max(start, 0)}; the file is truncated or its .fai is stale: delete the .fai and run again")
         left, right = max(0, -start), max(0, stop - max(length, start))
         return b"N" * left + inner.encode() + b"N" * right
 

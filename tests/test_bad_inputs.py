@@ -7,6 +7,7 @@ import os
 import shutil
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from conftest import build_args, pstore
@@ -77,6 +78,35 @@ def test_ref_mismatch_stops_or_is_skipped(tiny_copy, tmp_path):
     assert "1 REF mismatches" in result.output
 
 
+def test_a_bad_record_found_mid_build_leaves_a_valid_store(tiny_copy, tmp_path):
+    """A REF mismatch in the second gene stops the build; the first gene stays complete, listed and valid."""
+    from performer_store.store import Store
+    from performer_store.validate import validate_store
+
+    lines = vcf_lines(tiny_copy)
+    row = next(i for i, line in enumerate(lines) if "\t1200\t" in line)
+    fields = lines[row].split("\t")
+    fields[3] = next(b for b in "ACGT" if b not in (fields[3], fields[4]))
+    lines[row] = "\t".join(fields)
+    rewrite_vcf(tiny_copy, lines)
+    store = tmp_path / "s.zarr"
+    pstore(*build_args(tiny_copy, store, "--gene", "GENE2", "--gene", "GENE1"), expect=1)
+    assert validate_store(store) == []
+    assert list(Store(store).genes.index) == complete_gene_ids(store) == ["ENSG00000000002.4"]
+
+
+def test_unversioned_ids_pick_the_chrx_copy_of_a_par_gene():
+    """GENCODE lists a PAR gene twice (ENSG...N on chrX, ENSG...N_PAR_Y on chrY): a bare ID means the chrX one."""
+    from performer_store.inputs import select_genes
+
+    rows = [("ENSG00000182378.14", "PLCXD1", "protein_coding", "chrX", "+", 100),
+            ("ENSG00000182378.14_PAR_Y", "PLCXD1", "protein_coding", "chrY", "+", 100)]
+    gtf = pd.DataFrame(rows, columns=["gene_id", "gene_name", "gene_type", "contig", "strand", "tss"]).set_index("gene_id", drop=False)
+    for query in ("ENSG00000182378", "ENSG00000182378.13", "ENSG00000182378.14"):
+        assert [g.contig for g in select_genes(gtf, [query], Path("x.gtf"))] == ["chrX"], query
+    assert [g.contig for g in select_genes(gtf, ["ENSG00000182378.14_PAR_Y"], Path("x.gtf"))] == ["chrY"]
+
+
 def test_contig_naming_mismatch(tiny_copy, tmp_path):
     lines = [line.replace("chr1", "chrom1").replace("chr2", "chrom2") for line in vcf_lines(tiny_copy)]
     rewrite_vcf(tiny_copy, lines)
@@ -120,6 +150,23 @@ def test_window_wider_than_contig(tiny_copy, tmp_path):
     args = build_args(tiny_copy, tmp_path / "s.zarr")
     args[args.index("--window") + 1] = "8192"
     fails(args, "--window 8192", "contig chr", str(tiny_copy.fasta))
+
+
+@pytest.mark.parametrize("change", ["rewrapped", "truncated"])
+def test_fasta_index_of_another_file(tiny_copy, tmp_path, change):
+    """A .fai made before the FASTA was re-wrapped or truncated is refused, not read as shifted or short windows."""
+    import pyfaidx
+
+    pyfaidx.Fasta(str(tiny_copy.fasta)).close()  # the .fai of the original file
+    text = tiny_copy.fasta.read_text()
+    if change == "rewrapped":
+        records = [r.split("\n", 1) for r in text.split(">")[1:]]
+        text = "".join(f">{name}\n" + "\n".join(s[i : i + 7] for i in range(0, len(s), 7)) + "\n"
+                       for name, body in records for s in [body.replace("\n", "")])
+    else:
+        text = text[: len(text) * 2 // 3]
+    tiny_copy.fasta.write_text(text)
+    fails(build_args(tiny_copy, tmp_path / "s.zarr"), str(tiny_copy.fasta), ".fai does not match the file", "delete the .fai")
 
 
 def test_store_path_is_a_file(tiny_copy, tmp_path):
