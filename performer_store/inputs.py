@@ -10,16 +10,18 @@ import gzip
 import os
 import re
 import warnings
+import zlib
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from typing import Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
 BGZF_EOF = bytes.fromhex("1f8b08040000000000ff0600424302001b0003000000000000000000")
-VCF_INDEX_SUFFIXES = (".tbi", ".csi")
+VCF_INDEX_FLAGS = {".csi": "-c", ".tbi": "-t"}  # index suffix -> `bcftools index` flag; htslib uses .csi first
 MISSING_EXPRESSION = {"", "na", "nan", "n/a", "."}
 
 
@@ -67,13 +69,33 @@ def is_gzip(path: Path) -> bool:
 
 def open_text(path: Path):
     """Open a plain or gzip/bgzip text file for reading."""
-    with open(path, "rb") as handle:
-        magic = handle.read(2)
-    return gzip.open(path, "rt") if magic == b"\x1f\x8b" else open(path, "rt")
+    return gzip.open(path, "rt") if is_gzip(path) else open(path, "rt")
+
+
+@contextmanager
+def reading(path: Path, what: str) -> Iterator[None]:
+    """Turn a corrupt, truncated or non-text file met while reading `path` into one InputError naming it."""
+    try:
+        yield
+    except (OSError, EOFError, zlib.error, UnicodeDecodeError) as error:
+        raise InputError(f"{what} {path}: {_unreadable(error)}") from None
+
+
+def _unreadable(error: Exception) -> str:
+    """What a read error says about the file, and the fix."""
+    if isinstance(error, EOFError):
+        return "truncated or not gzip (the gzip stream ends early); copy or download it again"
+    if isinstance(error, (zlib.error, gzip.BadGzipFile)):
+        return f"corrupt gzip data ({error}); copy or download it again"
+    if isinstance(error, UnicodeDecodeError):
+        return f"not a text file (byte {error.start}: {error.reason}); give a plain or gzipped text file"
+    return f"cannot be read ({error}); check the file"
 
 
 def require_file(path: Path, what: str) -> Path:
-    """Check an input file exists and is readable."""
+    """Check an input file exists, is not a directory and is readable."""
+    if path.is_dir():
+        raise InputError(f"{what} {path}: is a directory; give the {what} file itself")
     if not path.is_file():
         raise InputError(f"{what} {path}: no such file; check the path")
     if not os.access(path, os.R_OK):
@@ -90,7 +112,7 @@ def read_gtf_genes(path: Path) -> pd.DataFrame:
     """Gene records of a GENCODE-style GTF: gene_id, gene_name, gene_type, contig, strand, tss (0-based)."""
     require_file(path, "GTF")
     rows = []
-    with open_text(path) as handle:
+    with reading(path, "GTF"), open_text(path) as handle:
         for line_number, line in enumerate(handle, 1):
             if line.startswith("#"):
                 continue
@@ -225,11 +247,11 @@ class Expression:
         column = {s: i for i, s in enumerate(self.samples)}
         raw = self.cells[self.gene_rows[row_id], [column[s] for s in samples]]
         numbers = pd.to_numeric(raw, errors="coerce").astype(np.float32)
-        for i in np.flatnonzero(np.isnan(numbers)):
-            if raw[i].strip().lower() not in MISSING_EXPRESSION:
+        for i in np.flatnonzero(~np.isfinite(numbers)):
+            if not np.isnan(numbers[i]) or raw[i].strip().lower() not in MISSING_EXPRESSION:
                 raise InputError(
                     f"expression BED {self.path} line {self.gene_rows[row_id] + 2}: value {raw[i]!r} of sample "
-                    f"{samples[i]} (gene {row_id}) is not a number; fix the value or write NA"
+                    f"{samples[i]} (gene {row_id}) is not a finite number; fix the value or write NA"
                 )
         return numbers
 
@@ -237,14 +259,16 @@ class Expression:
 def read_expression(path: Path) -> Expression:
     """Read a `#chr start end gene_id sample...` BED (plain or bgzipped) as text, checked later per gene."""
     require_file(path, "expression BED")
-    try:
-        with open_text(path) as handle:
-            header = handle.readline().rstrip("\n").split("\t")
+    with reading(path, "expression BED"), open_text(path) as handle:
+        header = handle.readline().rstrip("\n").split("\t")
+        if len(header) < 5 or header[3] != "gene_id" or not header[0].startswith("#"):
+            raise InputError(f"expression BED {path} line 1: header must be '#chr start end gene_id' then one column per sample")
+        try:
             values = pd.read_csv(handle, sep="\t", header=None, dtype=str, keep_default_na=False)
-    except (OSError, EOFError, UnicodeDecodeError, pd.errors.ParserError) as error:
-        raise InputError(f"expression BED {path}: cannot be read ({error}); give a tab-separated, plain or bgzipped BED") from None
-    if len(header) < 5 or header[3] != "gene_id" or not header[0].startswith("#"):
-        raise InputError(f"expression BED {path} line 1: header must be '#chr start end gene_id' then one column per sample")
+        except pd.errors.EmptyDataError:
+            raise InputError(f"expression BED {path}: no gene rows after the header; give one row per gene") from None
+        except pd.errors.ParserError as error:
+            raise InputError(f"expression BED {path}: cannot be read ({error}); give a tab-separated, plain or bgzipped BED") from None
     samples = header[4:]
     duplicate = pd.Index(samples)[pd.Index(samples).duplicated()]
     if len(duplicate):
@@ -295,7 +319,7 @@ def read_sample_map(path: Path) -> dict[str, str]:
     """Two-column TSV: expression sample ID, VCF sample ID (a header line is allowed)."""
     require_file(path, "sample map")
     mapping = {}
-    with open_text(path) as handle:
+    with reading(path, "sample map"), open_text(path) as handle:
         for line_number, line in enumerate(handle, 1):
             fields = line.rstrip("\n").split("\t")
             if line_number == 1 and fields[0].lower() in {"expression", "expression_sample", "sample"}:
@@ -334,33 +358,71 @@ def match_samples(
 
 
 def check_vcf_file(path: Path) -> None:
-    """A VCF/BCF must be bgzipped, end with the BGZF EOF block and have an up-to-date .tbi/.csi index."""
+    """A VCF/BCF must be bgzipped, end with the BGZF EOF block and have up-to-date .csi/.tbi indexes."""
     require_file(path, "VCF")
+    _check_bgzf(path)
+    indexes = [Path(str(path) + suffix) for suffix in VCF_INDEX_FLAGS if Path(str(path) + suffix).is_file()]
+    if not indexes:
+        raise InputError(f"VCF {path}: {_no_index(path)}")
+    for index in indexes:  # all of them: htslib reads the .csi when both are present
+        if index.stat().st_mtime < path.stat().st_mtime - 1:
+            raise InputError(f"VCF {path}: index {index} is older than the file; re-index with "
+                             f"`bcftools index -f {VCF_INDEX_FLAGS[index.suffix]} {path}` or delete the index")
+
+
+def _check_bgzf(path: Path) -> None:
+    """Raise for an empty, uncompressed, plain-gzip or truncated VCF/BCF."""
+    size = path.stat().st_size
+    if size == 0:
+        raise InputError(f"VCF {path}: is empty (0 bytes); copy or download it again")
     with open(path, "rb") as handle:
-        head = handle.read(4)
-        handle.seek(max(0, os.path.getsize(path) - len(BGZF_EOF)))
+        head = handle.read(14)
+        handle.seek(max(0, size - len(BGZF_EOF)))
         tail = handle.read()
     if head[:2] != b"\x1f\x8b":
-        raise InputError(f"VCF {path}: not bgzip-compressed; sort, compress and index it: `bcftools sort -Oz -o {path}.gz {path} && bcftools index -t {path}.gz`")
+        fixed = _rewritten_name(path, "sorted")
+        raise InputError(f"VCF {path}: not bgzip-compressed; sort, compress and index it: `bcftools sort -Oz -o {fixed} {path} && bcftools index -t {fixed}`")
+    if not _is_bgzf(head):
+        fixed = _rewritten_name(path, "bgzip")
+        raise InputError(f"VCF {path}: compressed with gzip, not bgzip: recompress with `bgzip` and index it: `gunzip -c {path} | bgzip > {fixed} && bcftools index -t {fixed}`")
     if tail != BGZF_EOF:
         raise InputError(f"VCF {path}: truncated (no BGZF end-of-file block); copy or download it again")
-    index = next((Path(str(path) + s) for s in VCF_INDEX_SUFFIXES if Path(str(path) + s).is_file()), None)
-    if index is None:
-        unsorted = _first_unsorted_record(path)
-        problem = f"not sorted ({unsorted})" if unsorted else f"no index ({path}.tbi or .csi)"
-        raise InputError(
-            f"VCF {path}: {problem}; sort and index it: `bcftools sort -Oz -o sorted.vcf.gz {path} "
-            f"&& bcftools index -t sorted.vcf.gz`"
-        )
-    if index.stat().st_mtime < path.stat().st_mtime - 1:
-        raise InputError(f"VCF {path}: index {index} is older than the file; re-index with `bcftools index -f -t {path}`")
+
+
+def _is_bgzf(head: bytes) -> bool:
+    """Whether a gzip member header is BGZF's: FLG.FEXTRA set and the first extra subfield is 'BC'."""
+    return len(head) >= 14 and head[3] & 4 == 4 and head[12:14] == b"BC"
+
+
+def _rewritten_name(path: Path, tag: str) -> Path:
+    """A sibling name for a rewritten, bgzipped copy: calls.vcf.gz -> calls.{tag}.vcf.gz (never the input's name)."""
+    name = path.name
+    for suffix in (".gz", ".bgz", ".vcf", ".bcf"):
+        name = name.removesuffix(suffix)
+    return path.with_name(f"{name}.{tag}.vcf.gz")
+
+
+def _no_index(path: Path) -> str:
+    """Why a VCF/BCF without an index cannot be read, and how to index it."""
+    if _is_bcf(path):
+        return f"no index ({path}.csi); a BCF needs one: `bcftools index {path}`"
+    unsorted = _first_unsorted_record(path)
+    problem = f"not sorted ({unsorted})" if unsorted else f"no index ({path}.tbi or .csi)"
+    fixed = _rewritten_name(path, "sorted")
+    return f"{problem}; sort and index it: `bcftools sort -Oz -o {fixed} {path} && bcftools index -t {fixed}`"
+
+
+def _is_bcf(path: Path) -> bool:
+    """Whether a BGZF file holds BCF (binary) rather than VCF text."""
+    with reading(path, "VCF"), gzip.open(path, "rb") as handle:
+        return handle.read(3) == b"BCF"
 
 
 def _first_unsorted_record(path: Path, limit: int = 100_000) -> str | None:
     """The first record (of the first `limit`) that comes before its predecessor, for a clear error."""
     seen_contigs: set[str] = set()
     previous = ("", 0)
-    with gzip.open(path, "rt") as handle:
+    with reading(path, "VCF"), gzip.open(path, "rt") as handle:
         for line_number, line in enumerate(handle, 1):
             if line.startswith("#"):
                 continue
@@ -379,13 +441,18 @@ def _first_unsorted_record(path: Path, limit: int = 100_000) -> str | None:
 
 def vcf_header_samples(path: Path) -> list[str] | None:
     """Sample names from a text VCF's #CHROM line (None for BCF), read without htslib to name duplicates."""
-    with gzip.open(path, "rt", errors="replace") as handle:
+    with reading(path, "VCF"), gzip.open(path, "rt", errors="replace") as handle:
         for line in handle:
             if line.startswith("#CHROM"):
                 return line.rstrip("\n").split("\t")[9:]
             if not line.startswith("##"):
                 return None
     return None
+
+
+def _declares_gt(vcf) -> bool:
+    """Whether a cyvcf2 VCF's header has a FORMAT/GT line (without one, reading a record's genotypes fails)."""
+    return any(h.type == "FORMAT" and h.info().get("ID") == "GT" for h in vcf.header_iter())
 
 
 @dataclass(frozen=True)
@@ -419,6 +486,9 @@ class VariantSource:
             self._vcf = VCF(str(path), samples=list(samples) if samples is not None else None, lazy=True)
         except Exception as error:  # cyvcf2 raises bare Exception for any header problem
             raise InputError(f"VCF {path}: cannot read the header ({error}); the file is corrupt: check it with `bcftools view -h {path}`") from None
+        if not _declares_gt(self._vcf):
+            raise InputError(f"VCF {path}: its header declares no FORMAT/GT (##FORMAT=<ID=GT,...>); the build needs hard "
+                             "genotype calls (GT), which a sites-only or dosage-only (DS) VCF lacks: give a VCF with GT calls")
         self.samples = list(self._vcf.samples)
         order = samples if samples is not None else self.samples
         position = {s: i for i, s in enumerate(self.samples)}

@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import pandas as pd
+import pysam
 import pytest
 
 from conftest import build_args, pstore
@@ -38,6 +39,20 @@ def rewrite_vcf(cohort, lines: list[str], index: bool = True) -> None:
     write_vcf(cohort.vcf, "\n".join(lines) + "\n", index=index)
 
 
+def flipped(data: bytes, start: int, stop: int) -> bytes:
+    """A corrupt copy of `data`: bytes [start, stop) inverted."""
+    return data[:start] + bytes(b ^ 0xFF for b in data[start:stop]) + data[stop:]
+
+
+def set_expression_cell(cohort, value: str) -> None:
+    """Write `value` into line 3, sample S3 of the cohort's expression BED."""
+    lines = cohort.expression.read_text().splitlines()
+    fields = lines[2].split("\t")
+    fields[6] = value
+    lines[2] = "\t".join(fields)
+    cohort.expression.write_text("\n".join(lines) + "\n")
+
+
 def test_missing_index(tiny_copy, tmp_path):
     os.unlink(str(tiny_copy.vcf) + ".tbi")
     fails(build_args(tiny_copy, tmp_path / "s.zarr"), str(tiny_copy.vcf), "no index", "bcftools index")
@@ -47,6 +62,52 @@ def test_truncated_vcf(tiny_copy, tmp_path):
     data = tiny_copy.vcf.read_bytes()
     tiny_copy.vcf.write_bytes(data[: len(data) // 2])
     fails(build_args(tiny_copy, tmp_path / "s.zarr"), str(tiny_copy.vcf), "truncated")
+
+
+def test_corrupt_vcf_header_block(tiny_copy, tmp_path):
+    tiny_copy.vcf.write_bytes(flipped(tiny_copy.vcf.read_bytes(), 40, 60))  # inside the first BGZF block, which holds the header; the index stays fresh
+    fails(build_args(tiny_copy, tmp_path / "s.zarr"), str(tiny_copy.vcf), "corrupt gzip data", "copy or download it again")
+
+
+def test_plain_gzip_vcf(tiny_copy, tmp_path):
+    tiny_copy.vcf.write_bytes(gzip.compress(gzip.decompress(tiny_copy.vcf.read_bytes())))
+    fails(build_args(tiny_copy, tmp_path / "s.zarr"), str(tiny_copy.vcf), "compressed with gzip, not bgzip", "`bgzip`")
+
+
+def test_empty_vcf(tiny_copy, tmp_path):
+    tiny_copy.vcf.write_bytes(b"")
+    fails(build_args(tiny_copy, tmp_path / "s.zarr"), str(tiny_copy.vcf), "is empty")
+
+
+def test_uncompressed_vcf_named_gz(tiny_copy, tmp_path):
+    tiny_copy.vcf.write_bytes(gzip.decompress(tiny_copy.vcf.read_bytes()))
+    message = fails(build_args(tiny_copy, tmp_path / "s.zarr"), str(tiny_copy.vcf), "not bgzip-compressed", "calls.sorted.vcf.gz")
+    assert ".gz.gz" not in message
+
+
+def test_unindexed_bcf(tiny_copy, tmp_path):
+    bcf = tiny_copy.vcf.with_name("calls.bcf")
+    with pysam.VariantFile(str(tiny_copy.vcf)) as source, pysam.VariantFile(str(bcf), "wb", header=source.header) as out:
+        for record in source:
+            out.write(record)
+    args = build_args(tiny_copy, tmp_path / "s.zarr")
+    args[args.index("--vcf") + 1] = str(bcf)
+    fails(args, str(bcf), "a BCF needs", f"bcftools index {bcf}")
+
+
+def test_stale_csi_next_to_fresh_tbi(tiny_copy, tmp_path):
+    csi = Path(pysam.tabix_index(str(tiny_copy.vcf), preset="vcf", csi=True, force=True) + ".csi")
+    pysam.tabix_index(str(tiny_copy.vcf), preset="vcf", force=True)  # a fresh .tbi; htslib still reads the .csi
+    os.utime(csi, (0, 0))
+    fails(build_args(tiny_copy, tmp_path / "s.zarr"), str(csi), "older than the file", "bcftools index -f -c")
+
+
+def test_dosage_only_vcf(tiny_copy, tmp_path):
+    lines = [line.replace("ID=GT,Number=1,Type=String", "ID=DS,Number=1,Type=Float") for line in vcf_lines(tiny_copy)]
+    body = [line.split("\t") for line in lines if not line.startswith("#")]
+    dosages = ["\t".join(fields[:8] + ["DS"] + ["0.5"] * (len(fields) - 9)) for fields in body]
+    rewrite_vcf(tiny_copy, [line for line in lines if line.startswith("#")] + dosages)
+    fails(build_args(tiny_copy, tmp_path / "s.zarr"), str(tiny_copy.vcf), "FORMAT/GT", "hard genotype calls (GT)")
 
 
 def test_corrupt_record(tiny_copy, tmp_path):
@@ -138,12 +199,31 @@ def test_duplicate_sample_in_expression(tiny_copy, tmp_path):
 
 
 def test_non_numeric_expression(tiny_copy, tmp_path):
-    lines = tiny_copy.expression.read_text().splitlines()
-    fields = lines[2].split("\t")
-    fields[6] = "1.2.3"
-    lines[2] = "\t".join(fields)
-    tiny_copy.expression.write_text("\n".join(lines) + "\n")
+    set_expression_cell(tiny_copy, "1.2.3")
     fails(build_args(tiny_copy, tmp_path / "s.zarr"), str(tiny_copy.expression), "line 3", "'1.2.3'", "S3")
+
+
+@pytest.mark.parametrize("value", ["inf", "-Infinity", "1e999"])
+def test_non_finite_expression(tiny_copy, tmp_path, value):
+    set_expression_cell(tiny_copy, value)
+    fails(build_args(tiny_copy, tmp_path / "s.zarr"), str(tiny_copy.expression), "line 3", repr(value), "S3", "not a finite number")
+
+
+@pytest.mark.parametrize("keep_header, problem", [(False, "line 1: header must be"), (True, "no gene rows")])
+def test_expression_without_rows(tiny_copy, tmp_path, keep_header, problem):
+    header = tiny_copy.expression.read_text().splitlines(keepends=True)[0]
+    tiny_copy.expression.write_text(header if keep_header else "")
+    fails(build_args(tiny_copy, tmp_path / "s.zarr"), str(tiny_copy.expression), problem)
+
+
+@pytest.mark.parametrize("damage, problem", [
+    (lambda data: flipped(data, 100, 104), "corrupt gzip data"),
+    (lambda data: data[: len(data) // 2], "truncated"),
+    (lambda data: b"\x1f\x8bgarbage", "not gzip"),
+], ids=["corrupt", "truncated", "garbage"])
+def test_damaged_gzip_gtf(tiny_copy, tmp_path, damage, problem):
+    tiny_copy.gtf.write_bytes(damage(tiny_copy.gtf.read_bytes()))
+    fails(build_args(tiny_copy, tmp_path / "s.zarr"), str(tiny_copy.gtf), problem, "copy or download it again")
 
 
 def test_window_wider_than_contig(tiny_copy, tmp_path):
@@ -205,8 +285,12 @@ def test_other_format_version_is_refused(tiny_store, tmp_path):
     assert "format version 0" in message and "pstore build --force" in message
 
 
+@pytest.mark.parametrize("problem", ["no such file", "is a directory"])
 @pytest.mark.parametrize("missing", ["fasta", "vcf", "gtf", "expression"])
-def test_missing_input_file(tiny_copy, tmp_path, missing):
+def test_missing_input_file(tiny_copy, tmp_path, missing, problem):
+    given = tmp_path / "nope.txt"
+    if problem == "is a directory":
+        given.mkdir()
     args = build_args(tiny_copy, tmp_path / "s.zarr")
-    args[args.index(f"--{missing}") + 1] = str(tmp_path / "nope.txt")
-    fails(args, str(tmp_path / "nope.txt"), "no such file")
+    args[args.index(f"--{missing}") + 1] = str(given)
+    fails(args, str(given), problem)
