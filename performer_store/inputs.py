@@ -9,6 +9,9 @@ from __future__ import annotations
 import gzip
 import os
 import re
+import sys
+import tempfile
+import threading
 import warnings
 import zlib
 from contextlib import contextmanager
@@ -356,6 +359,29 @@ def match_samples(
 
 # --- VCF / BCF -----------------------------------------------------------------------------------------
 
+_STDERR = threading.Lock()  # one capture of fd 2 at a time (threaded Dask workers share a process and its VCF handle)
+
+
+@contextmanager
+def htslib_errors() -> Iterator[list[str]]:
+    """The error lines htslib writes to stderr (fd 2) meanwhile; anything else it writes passes on to stderr."""
+    errors: list[str] = []
+    with _STDERR, tempfile.TemporaryFile() as capture:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield errors
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            lines = capture.read().decode(errors="replace").splitlines()
+            errors.extend(line for line in lines if line.startswith("[E::"))
+            other = [line for line in lines if not line.startswith("[E::")]
+            if other:
+                print("\n".join(other), file=sys.stderr)
+
 
 def check_vcf_file(path: Path) -> None:
     """A VCF/BCF must be bgzipped, end with the BGZF EOF block and have up-to-date .csi/.tbi indexes."""
@@ -490,6 +516,7 @@ class VariantSource:
             raise InputError(f"VCF {path}: its header declares no FORMAT/GT (##FORMAT=<ID=GT,...>); the build needs hard "
                              "genotype calls (GT), which a sites-only or dosage-only (DS) VCF lacks: give a VCF with GT calls")
         self.samples = list(self._vcf.samples)
+        self._damaged = ""  # the first read error: every later read raises it again
         order = samples if samples is not None else self.samples
         position = {s: i for i, s in enumerate(self.samples)}
         self._order = np.array([position[s] for s in order], dtype=np.int64)
@@ -569,18 +596,21 @@ class VariantSource:
             counts=counts,
         )
 
-    def _records(self, contig: str, start: int, stop: int):
+    def _records(self, contig: str, start: int, stop: int) -> list:
         """cyvcf2 records of a region, with htslib errors turned into InputError naming the region."""
         region = f"{contig}:{start + 1}-{stop}"
-        iterator = iter(self._vcf(region))
-        while True:
+        check = f"check it with `bcftools view {self.path} {region} > /dev/null`"
+        if self._damaged:  # htslib does not say it again, and the handle reads nothing more
+            raise InputError(self._damaged)
+        with htslib_errors() as errors:
             try:
-                record = next(iterator)
-            except StopIteration:
-                return
+                records = list(self._vcf(region))
             except Exception as error:  # cyvcf2 raises bare Exception on corrupt records
-                raise InputError(f"VCF {self.path}: corrupt record in region {region} ({error}); check it with `bcftools view {self.path} {region}`") from None
-            yield record
+                raise InputError(f"VCF {self.path}: corrupt record in region {region} ({error}); {check}") from None
+        if errors:  # a damaged BGZF block: cyvcf2 stops there as if the region had ended
+            self._damaged = f"VCF {self.path}: cannot read region {region} ({errors[0]}); the file is damaged: {check}, then copy or download it again"
+            raise InputError(self._damaged)
+        return records
 
     def _ref_matches(self, ref: str, fasta: str, where: str, reference: Reference, skip: bool) -> bool:
         """True when REF equals the FASTA (N/IUPAC in the FASTA accepts any REF); else raise or skip."""

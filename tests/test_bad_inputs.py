@@ -156,6 +156,33 @@ def test_a_bad_record_found_mid_build_leaves_a_valid_store(tiny_copy, tmp_path):
     assert list(Store(store).genes.index) == complete_gene_ids(store) == ["ENSG00000000002.4"]
 
 
+def test_a_damaged_block_inside_the_vcf_stops_the_read(tiny_copy, tmp_path):
+    """A BGZF block with a bad CRC mid-file (header, end block and index intact) is an error, not a short region."""
+    import numpy as np
+
+    from performer_store.inputs import InputError, Reference, VariantSource
+
+    reference = Reference(tiny_copy.fasta)
+    sequence = reference.fetch("chr1", 0, 4000).decode()
+    samples = [f"S{i}" for i in range(200)]
+    calls = np.random.default_rng(0).choice(["0/0", "0/1", "1/1"], (4000, len(samples)))
+    lines = ["##fileformat=VCFv4.2", "##contig=<ID=chr1,length=4000>", '##FORMAT=<ID=GT,Number=1,Type=String,Description="Genotype">',
+             "\t".join(["#CHROM", "POS", "ID", "REF", "ALT", "QUAL", "FILTER", "INFO", "FORMAT", *samples])]
+    lines += [f"chr1\t{p}\t.\t{sequence[p - 1]}\t{'G' if sequence[p - 1] == 'C' else 'C'}\t.\tPASS\t.\tGT\t" + "\t".join(calls[p - 1])
+              for p in range(1, 4001)]
+    vcf = write_vcf(tmp_path / "calls.vcf.gz", "\n".join(lines) + "\n")
+    data = bytearray(vcf.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 40] = bytes(b ^ 0x5A for b in data[middle : middle + 40])
+    index_time = Path(str(vcf) + ".tbi").stat().st_mtime
+    vcf.write_bytes(bytes(data))
+    os.utime(vcf, (index_time, index_time))
+    source = VariantSource(vcf, samples)
+    for _ in range(2):  # the second read would silently find nothing: the handle is dead after the error
+        with pytest.raises(InputError, match=f"VCF {vcf}: cannot read region chr1:1-4000 .*the file is damaged"):
+            source.window("chr1", 0, 4000, reference, "chr1", skip_ref_mismatch=False)
+
+
 def test_unversioned_ids_pick_the_chrx_copy_of_a_par_gene():
     """GENCODE lists a PAR gene twice (ENSG...N on chrX, ENSG...N_PAR_Y on chrY): a bare ID means the chrX one."""
     from performer_store.inputs import select_genes
