@@ -8,6 +8,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import lru_cache
@@ -100,6 +101,7 @@ class BuildReport:
     samples: dict
     built: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    left_out: dict[str, int] = field(default_factory=dict)  # genes per contig the VCF has no records on
     counts: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
 
@@ -136,6 +138,7 @@ class Plan:
     people: np.ndarray
     samples_report: dict
     tasks: list[GeneTask]
+    left_out: dict[str, int]  # genes left out per contig the VCF has no records on
 
 
 def plan_build(config: BuildConfig) -> Plan:
@@ -155,6 +158,7 @@ def plan_build(config: BuildConfig) -> Plan:
     columns = [matched[p] for p in people]
     means = read_mean_expression(config.mean_expression) if config.mean_expression else {}
     tasks = [_gene_task(config, gene, reference, vcf, expression, columns, people, means) for gene in genes]
+    tasks, left_out = _covered_by_vcf(tasks, vcf, config)
     report = {
         "vcf_samples": len(vcf.samples),
         "expression_samples": len(expression.samples),
@@ -164,7 +168,19 @@ def plan_build(config: BuildConfig) -> Plan:
         "expression_only": sorted(set(expression.samples) - set(matched.values()))[:20],
         "n_expression_only": len(set(expression.samples) - set(matched.values())),
     }
-    return Plan(people, report, tasks)
+    return Plan(people, report, tasks, left_out)
+
+
+def _covered_by_vcf(tasks: list[GeneTask], vcf: VariantSource, config: BuildConfig) -> tuple[list[GeneTask], dict[str, int]]:
+    """Genes on contigs the VCF has records for; the others (a per-chromosome VCF) are left out and counted
+    per contig, or refused when asked for by name (all-reference windows would pass for real data)."""
+    missing = [t for t in tasks if not vcf.has_records(t.vcf_contig)]
+    fix = "give a VCF that covers it (`bcftools concat` the per-chromosome files)"
+    if missing and (config.genes or len(missing) == len(tasks)):
+        task = missing[0]
+        raise InputError(f"VCF {config.vcf}: has no records on contig {task.vcf_contig} (gene {task.gene.gene_id}); {fix}"
+                         + (", or leave the gene out" if config.genes else ""))
+    return [t for t in tasks if vcf.has_records(t.vcf_contig)], dict(Counter(t.vcf_contig for t in missing))
 
 
 def _expression_genes(expression: Expression, gtf) -> list[str]:
@@ -395,7 +411,7 @@ def build_store(config: BuildConfig) -> BuildReport:
         done = set(complete_gene_ids(config.store))
         todo = [t for t in plan.tasks if t.gene.gene_id not in done]
         report = BuildReport(config.store, len(plan.people), plan.samples_report,
-                             skipped=[t.gene.gene_id for t in plan.tasks if t.gene.gene_id in done])
+                             skipped=[t.gene.gene_id for t in plan.tasks if t.gene.gene_id in done], left_out=plan.left_out)
         try:
             results = map_tasks(build_gene, todo, workers=config.workers, scheduler=config.scheduler, progress=config.progress)
         finally:

@@ -125,6 +125,10 @@ def build(store: Path, fasta: Path, vcf: Path, gtf: Path, expression: Path, tiss
         click.echo(f"variants: {counts['variants']} SNV rows; left out {counts['indel_alleles']} indel and "
                    f"{counts['symbolic_alleles']} symbolic alleles, {counts['ref_mismatch_skipped']} REF mismatches; "
                    f"{counts['multiallelic_sites']} multi-allelic sites split; {counts['nan_targets']} NaN targets")
+    if report.left_out:
+        contigs = ", ".join(f"{contig} ({n})" for contig, n in report.left_out.items())
+        click.echo(f"Warning: left out {sum(report.left_out.values())} genes on contigs the VCF has no records on: "
+                   f"{contigs}; build them from a VCF that covers those contigs", err=True)
 
 
 @main.command()

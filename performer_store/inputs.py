@@ -6,6 +6,7 @@ Every problem with an input raises `InputError` with one line naming the file, t
 
 from __future__ import annotations
 
+import functools
 import gzip
 import os
 import re
@@ -525,6 +526,13 @@ class VariantSource:
     def contigs(self) -> list[str]:
         """Contig names the VCF knows (header ##contig lines and the index)."""
         return list(dict.fromkeys([*self._vcf.seqnames]))
+
+    @functools.cache
+    def has_records(self, contig: str) -> bool:
+        """Whether the index holds any record on this contig (per-chromosome VCFs list every contig in the header)."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # cyvcf2: "no intervals found" for a contig not indexed
+            return next(iter(self._vcf(contig)), None) is not None
 
     def contig(self, name: str, what: str) -> str:
         """This VCF's name for a contig named `name` elsewhere, or a clear error."""

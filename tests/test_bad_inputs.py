@@ -183,6 +183,18 @@ def test_a_damaged_block_inside_the_vcf_stops_the_read(tiny_copy, tmp_path):
             source.window("chr1", 0, 4000, reference, "chr1", skip_ref_mismatch=False)
 
 
+def test_genes_on_contigs_without_vcf_records(tiny_copy, tmp_path):
+    """A per-chromosome VCF (chr1 records, chr2 still in its header): chr2's gene is left out and said so, never
+    built as all-reference; asked for by name, it is an error."""
+    rewrite_vcf(tiny_copy, [line for line in vcf_lines(tiny_copy) if not line.startswith("chr2\t")])
+    store = tmp_path / "s.zarr"
+    result = pstore(*build_args(tiny_copy, store))
+    assert "left out 1 genes on contigs the VCF has no records on: chr2 (1)" in result.output
+    assert "ENSG00000000002.4" not in complete_gene_ids(store) and len(complete_gene_ids(store)) == 3
+    fails(build_args(tiny_copy, tmp_path / "named.zarr", "--gene", "GENE2"), str(tiny_copy.vcf),
+          "has no records on contig chr2 (gene ENSG00000000002.4)", "bcftools concat")
+
+
 def test_unversioned_ids_pick_the_chrx_copy_of_a_par_gene():
     """GENCODE lists a PAR gene twice (ENSG...N on chrX, ENSG...N_PAR_Y on chrY): a bare ID means the chrX one."""
     from performer_store.inputs import select_genes
