@@ -35,12 +35,17 @@ def map_tasks(func: Callable[[T], Any], tasks: Sequence[T], *, workers: int = 1,
         context = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
         with dask.config.set({"multiprocessing.context": context}), Callback(posttask=lambda *_: bar.update()):
             return list(dask.compute(*[dask.delayed(func, pure=False)(t) for t in tasks], scheduler="processes",
-                                     num_workers=workers, initializer=functools.partial(_die_with, os.getpid())))
+                                     num_workers=workers, initializer=dying_with_this_process()))
+
+
+def dying_with_this_process() -> Callable[[], None]:
+    """An initializer for a child process (pool worker, or subprocess preexec_fn) that makes it die with this one."""
+    return functools.partial(_die_with, os.getpid())
 
 
 def _die_with(parent: int) -> None:
-    """Worker initializer: on Linux the kernel kills this worker when its parent dies (kill -9, OOM killer),
-    so no orphan goes on writing the store (and holding its lock) after the command is gone."""
+    """In the child: on Linux the kernel kills it when its parent dies (kill -9, OOM killer), so no orphan
+    goes on writing the store (and holding its lock) after the command is gone."""
     if sys.platform.startswith("linux"):
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != parent:  # the parent died before the line above ran

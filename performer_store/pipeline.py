@@ -23,6 +23,7 @@ from typing import Any, Callable
 import pandas as pd
 
 from .inputs import InputError
+from .parallel import dying_with_this_process
 
 STEPS = ("build", "enet", "train", "evaluate", "ism", "report")
 
@@ -308,7 +309,7 @@ def run_training(config: PipelineConfig, runs: list[Run]) -> None:
     """Train (or finish) every run, each in its own process so a failure names its run."""
     for run in runs:
         print(f"train {run.out.name}: {len(run.genes)} gene(s), fold {run.fold}", flush=True)
-        if subprocess.run(train_command(config, run)).returncode:
+        if subprocess.run(train_command(config, run), preexec_fn=dying_with_this_process()).returncode:
             raise InputError(f"training {run.out} failed (see above); fix the cause and run `pstore run {config.path}` again to resume")
 
 
