@@ -14,6 +14,9 @@ from .inputs import InputError
 
 PathArg = click.Path(path_type=Path)
 ExistingFile = click.Path(path_type=Path, exists=True, dir_okay=False)
+DEVICE = dict(type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+              help="auto (cuda when available), cpu or cuda.")
+"""The --device option of train, evaluate and ism."""
 
 
 class Group(click.Group):
@@ -188,7 +191,7 @@ def _gene_list(gene_ids: tuple[str, ...], genes_file: Path | None) -> tuple[str,
 @click.option("--config", "model_config", type=click.Choice(["tiny", "small", "full"]), help="Randomly initialized backbone of this size (Borzoi: tiny or full).")
 @click.option("--weights", type=PathArg, help="Pretrained backbone: a local directory (config.json + weights) or a .safetensors/.pt file.")
 @click.option("--name", help="Name of the run's results in the store (default: the --out directory's name); runs of several folds may share it.")
-@click.option("--window", type=int, help="Window in bp (default: the store's); a shorter one is the centre of the stored window.")
+@click.option("--window", type=click.IntRange(min=1), help="Window in bp (default: the store's); a shorter one is the centre of the stored window.")
 @click.option("--train-fraction", type=click.FloatRange(0, 1, min_open=True), default=1.0, show_default=True,
               help="Train on this share of the fold's train people (nested for one seed: 0.25 within 0.5 within 1), for learning curves; tune and test people are untouched.")
 @click.option("--mask-variants", help="Set these SNVs to the reference in every input (training, tune, and `pstore evaluate`): "
@@ -207,7 +210,7 @@ def _gene_list(gene_ids: tuple[str, ...], genes_file: Path | None) -> tuple[str,
 @click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True, help="DataLoader worker processes.")
 @click.option("--read-path", type=click.Choice(["expand", "stored"]), default="expand", show_default=True,
               help="expand: reference + variant changes, scattered on the device; stored: the stored one-hot array.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+@click.option("--device", **DEVICE)
 @click.option("--resume", is_flag=True, help="Continue from --out/last.pt (same result as an uninterrupted run).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def train(store: Path, gene_ids: tuple[str, ...], genes_file: Path | None, fold: int, out: Path, backbone: str, mode: str,
@@ -247,8 +250,8 @@ def model_choice(command: Callable) -> Callable:
         click.option("--base", is_flag=True, help="Base Enformer (CAGE track, 3 centre bins) instead of a run: the same results fill every fold."),
         click.option("--weights", type=PathArg, help="With --base: pretrained Enformer weights (directory or file)."),
         click.option("--config", "model_config", type=click.Choice(["tiny", "small", "full"]), help="With --base: a random-init Enformer (tests, demo)."),
-        click.option("--track", type=int, help="With --base: human CAGE track (default by tissue: whole_blood 4950, brain 4980)."),
-        click.option("--window", type=int, help="With --base: window in bp (default: the store's)."),
+        click.option("--track", type=click.IntRange(min=0), help="With --base: human CAGE track (default by tissue: whole_blood 4950, brain 4980)."),
+        click.option("--window", type=click.IntRange(min=1), help="With --base: window in bp (default: the store's)."),
         click.option("--gene", "gene_ids", multiple=True, help="Gene to use (repeatable). Default: every gene of the store."),
         click.option("--genes", "genes_file", type=PathArg, help="File with one gene ID per line."),
     ]
@@ -269,7 +272,7 @@ def _check_model_choice(base: bool, run_dir: Path | None) -> None:
 @click.option("--name", help="With --run: name of the results in the store (default: the run's name).")
 @click.option("--micro-batch", type=click.IntRange(min=1), default=32, show_default=True)
 @click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True)
-@click.option("--device", default="auto", show_default=True)
+@click.option("--device", **DEVICE)
 @click.option("--reference", is_flag=True, help="Predict each gene's reference window instead of its people (into "
               "genes/<gene>/reference/<model>; default genes: the run's, or all for --base) and print the across-gene "
               "Pearson and Spearman r with the store's mean expression (`pstore build --mean-expression`).")
@@ -325,7 +328,7 @@ def _evaluate_reference(store: Path, run_dir: Path | None, weights: Path | None,
 @click.option("--batch", type=click.IntRange(min=1), default=32, show_default=True, help="SNVs per forward pass (lower it on CPU for the full-size model).")
 @click.option("--exact-full", is_flag=True, help="Whole-window forward passes instead of the conv-tower splice (slower; same scores up to float rounding).")
 @click.option("--bf16", is_flag=True, help="bf16 autocast (CUDA only). Default: float32.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+@click.option("--device", **DEVICE)
 @click.option("--force", is_flag=True, help="Score genes again even when their scores for these folds and method are stored.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def ism(store: Path, run_dir: Path | None, base: bool, weights: Path | None, model_config: str | None, track: int | None,

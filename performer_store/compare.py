@@ -102,13 +102,19 @@ def _summary(table: pd.DataFrame, folds: pd.DataFrame, models: Sequence[str], ba
 
 
 def write_table(table: pd.DataFrame, out: Path) -> None:
-    """Write the per-gene table as TSV or Parquet, by the file's suffix."""
+    """Write a table as TSV or Parquet, by the file's suffix, atomically (the parent directory is created if missing)."""
+    from .results import replace_atomically
+
+    out = Path(out)
     if out.suffix == ".tsv":
-        table.to_csv(out, sep="\t", index=False, na_rep="NaN")
+        write = lambda path: table.to_csv(path, sep="\t", index=False, na_rep="NaN")  # noqa: E731
     elif out.suffix == ".parquet":
-        table.to_parquet(out, index=False)
+        write = lambda path: table.to_parquet(path, index=False)  # noqa: E731
     else:
         raise InputError(f"--out {out}: give a .tsv or .parquet file name")
+    if out.is_dir():
+        raise InputError(f"--out {out} is a directory; give a .tsv or .parquet file name")
+    replace_atomically(out, write)
 
 
 def model_summary(path: Path) -> pd.DataFrame:

@@ -89,6 +89,9 @@ def load_base(store: Store, weights: Path | None, model_config: str | None, trac
     window = window or store.window
     check_window(window)
     enformer = enformer_from_weights(weights) if weights else enformer_from_config(model_config or "tiny")
+    tracks = enformer.config.output_heads["human"]
+    if not 0 <= track < tracks:
+        raise InputError(f"--track {track}: base Enformer has {tracks} human tracks, numbered 0 to {tracks - 1} (4950 = CAGE:blood, 4980 = CAGE:brain)")
     return enformer, track, window
 
 

@@ -16,6 +16,8 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import pickle
+import re
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,13 +96,24 @@ def enformer_from_weights(path: Path) -> Enformer:
         try:
             enformer = Enformer.from_pretrained(str(path), local_files_only=True, use_tf_gamma=False, target_length=-1)
         except (OSError, ValueError, RuntimeError) as error:
-            raise InputError(f"weights {path}: cannot be loaded ({str(error).splitlines()[0]})") from None
+            raise InputError(f"weights {path}: cannot be loaded ({load_failure(error)})") from None
         return _prepare(enformer)
     if not path.is_file():
         raise InputError(f"weights {path}: no such file or directory")
     enformer = Enformer.from_hparams(**CONFIGS["full"], target_length=-1, use_tf_gamma=False)
     load_state(enformer, read_state_dict(path), path)
     return _prepare(enformer)
+
+
+def load_failure(error: BaseException) -> str:
+    """A short reason why torch/safetensors could not read a file, without torch's advice to turn weights_only off
+    (which would unpickle, i.e. run, code from the file: pstore never does)."""
+    text = str(error)
+    if "Weights only load failed" in text:
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+        return f"it holds pickled objects, not only tensors{f' ({found.group(1)})' if found else ''}, and pstore unpickles no code"
+    line = next((l.strip() for l in text.splitlines() if l.strip()), "") or type(error).__name__
+    return line.split(". This is an internal")[0][:200]
 
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
@@ -112,7 +125,7 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             return load_file(str(path))
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch and safetensors raise many types for unreadable files
-        raise InputError(f"weights {path}: not a readable state dict ({str(error).splitlines()[0]}); give .safetensors or a torch state dict") from None
+        raise InputError(f"weights {path}: not a readable state dict ({load_failure(error)}); give .safetensors or a torch state dict") from None
     return state.get("state_dict", state) if isinstance(state, dict) else state
 
 
@@ -299,11 +312,21 @@ def load_checkpoint(path: Path) -> tuple[Readout, dict[str, Any], dict[str, Any]
     the payload. Checkpoints from before Borzoi (no backbone recorded) are Enformer fine-tunes."""
     if not path.is_file():
         raise InputError(f"checkpoint {path}: no such file; train a run first (`pstore train`)")
-    payload = torch.load(path, map_location="cpu", weights_only=True)
+    damaged = f"checkpoint {path} is damaged or not a pstore checkpoint ({{}}); retrain the run or restore the file"
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, AttributeError, ValueError, OSError) as error:
+        raise InputError(damaged.format(load_failure(error) if str(error) else "the file ends early or is empty")) from None
+    if not isinstance(payload, dict):
+        raise InputError(damaged.format(f"it holds a {type(payload).__name__}, not a checkpoint"))
     if payload.get("format") != CHECKPOINT_FORMAT:
         raise InputError(f"checkpoint {path}: format {payload.get('format')}, expected {CHECKPOINT_FORMAT}; retrain with this pstore")
-    name = payload.get("backbone", "enformer")
-    config = json.loads(payload.get("trunk_config") or payload["enformer_config"])
-    model = build_readout(name, backbone(name).from_saved(config), payload.get("mode", "finetune"))
-    load_state(model, payload["state_dict"], path)
-    return model, json.loads(payload["meta"]), payload
+    try:
+        name = payload.get("backbone", "enformer")
+        config = json.loads(payload.get("trunk_config") or payload["enformer_config"])
+        model = build_readout(name, backbone(name).from_saved(config), payload.get("mode", "finetune"))
+        state, meta = payload["state_dict"], json.loads(payload["meta"])
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
+        raise InputError(damaged.format(f"{type(error).__name__}: {error}")) from None
+    load_state(model, state, path)
+    return model, meta, payload

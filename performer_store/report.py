@@ -28,7 +28,7 @@ from .analysis import compute, ism_model_names, read_variant_list, recovery_auro
 from .compare import GROUP_NAMES, WITHIN, Comparison, compare_models, fold_metrics, model_summary
 from .inputs import InputError, require_file
 from .reference import across_genes, mean_expression, reference_predictions
-from .results import read_result
+from .results import read_result, replace_atomically
 from .store import Store
 
 BASELINE = "enet"
@@ -483,5 +483,6 @@ def write_report(store: Path | str, out: Path | str, fold: int = 0, genes: Seque
     sections = [render_section(k, spec, inputs) for k, spec in enumerate(FIGURES, start=1)]
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "index.html").write_text(render_page(inputs, sections), encoding="utf-8")
+    page = render_page(inputs, sections)
+    replace_atomically(out / "index.html", lambda temporary: temporary.write_text(page, encoding="utf-8"))
     return out

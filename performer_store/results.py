@@ -9,8 +9,9 @@ directory and renames it into place complete, under the store lock.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import zarr
@@ -20,6 +21,19 @@ from .inputs import InputError
 from .store import gene_path, is_complete, publish, staging_path, store_lock, write_array
 
 NOT_RUN = "not run"
+
+
+def replace_atomically(path: Path, write: Callable[[Path], Any]) -> None:
+    """Write an output file (`write(temporary_path)`) beside `path` and rename it into place: a kill leaves the
+    previous file or the new one, never half of one. The parent directory is created if missing."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        write(temporary)
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
 def result_path(store: Path, gene_id: str, model: str, group: str = schemas.RESULTS_GROUP) -> Path:

@@ -34,6 +34,7 @@ from .masking import masked_positions, parse_mask, resolve_mask
 from .model import (MODES, Readout, backbone, build_readout, check_mode, load_checkpoint, recompute_activations,
                     save_checkpoint)
 from .predict import autocast, gene_metrics, predict
+from .results import replace_atomically
 from .store import Store
 
 
@@ -144,6 +145,11 @@ class Distributed:
             dist.barrier()
             dist.destroy_process_group()
 
+    def barrier(self) -> None:
+        """Wait for every rank (nothing when alone)."""
+        if self.world_size > 1:
+            dist.barrier()
+
     def gather(self, value):
         """Every rank's value, in rank order (the value itself when alone)."""
         if self.world_size == 1:
@@ -158,7 +164,7 @@ def build_model(config: TrainConfig, meta: dict, distributed: Distributed) -> tu
     last = config.out / "last.pt"
     if config.resume and last.is_file():
         model, found, payload = load_checkpoint(last)
-        check_same_run(found, meta, last)
+        check_same_run({**recorded_arguments(config.out), **found}, meta, last)
         optimizer = make_optimizer(model.to(distributed.device), config)
         optimizer.load_state_dict(payload["optimizer"])
         return model, optimizer, TrainState(**json.loads(payload["state"]))
@@ -183,9 +189,40 @@ def run_meta(config: TrainConfig, store: Store, mask: dict | None = None, masked
             "store": store_identity(store), "name": config.name or config.out.name, "seed": config.seed,
             "block_size": config.block_size, "micro_batch": config.micro_batch, "train_fraction": config.train_fraction,
             "backbone": config.backbone, "mode": config.mode}
+    meta.update(resume_meta(config))
     if mask is not None:
         meta.update(mask=mask, masked_positions=masked_positions(store, masked or {}))
     return meta
+
+
+RESUME_KEYS = {"lr": "--lr", "model_config": "--config", "weights": "--weights", "clip": "--clip", "read_path": "--read-path"}
+"""Arguments a resumed run must repeat (the checkpoint's optimizer and weights would silently win otherwise);
+checkpoints written before they were recorded are not checked on them. --workers and --device may differ."""
+
+
+def resume_meta(config: TrainConfig) -> dict:
+    """The training arguments recorded for resume checks (lr resolved to the mode's default, weights as an absolute path)."""
+    return {"lr": config.lr if config.lr is not None else MODES.get(config.mode), "model_config": config.config,
+            "weights": str(Path(config.weights).resolve()) if config.weights else None, "clip": config.clip,
+            "read_path": config.read_path}
+
+
+def recorded_arguments(out: Path) -> dict:
+    """For checkpoints written before the resume keys were recorded: those of run.json's arguments ({} without one)."""
+    try:
+        given = json.loads((out / "run.json").read_text())["config"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+    if not isinstance(given, dict):
+        return {}
+    found = {key: given[key] for key in ("clip", "read_path") if key in given}
+    if "config" in given:
+        found["model_config"] = given["config"]
+    if "lr" in given:
+        found["lr"] = given["lr"] if given["lr"] is not None else MODES.get(given.get("mode", "finetune"))
+    if given.get("weights") is None or Path(given["weights"]).is_absolute():  # a relative path depends on the directory
+        found["weights"] = str(Path(given["weights"]).resolve()) if given.get("weights") else None
+    return found
 
 
 LEGACY_META = {"train_fraction": 1.0, "backbone": "enformer", "mode": "finetune"}
@@ -195,9 +232,29 @@ LEGACY_META = {"train_fraction": 1.0, "backbone": "enformer", "mode": "finetune"
 def check_same_run(found: dict, expected: dict, path: Path) -> None:
     """Refuse to resume a checkpoint of another run."""
     for key, value in expected.items():
+        if key in RESUME_KEYS and key not in found:
+            continue
         made = found.get(key, LEGACY_META.get(key))
         if made != value:
-            raise InputError(f"checkpoint {path}: was made with {key} {made!r}, this run asks {value!r}; use another --out or drop --resume")
+            raise InputError(f"checkpoint {path}: was made with {RESUME_KEYS.get(key, key)} {made!r}, this run asks {value!r}; use another --out or drop --resume")
+
+
+RUN_FILES = ("run.json", "last.pt", "best.pt", "metrics.jsonl")
+"""What makes a directory hold a run (another run's files are never overwritten without --resume)."""
+
+
+def check_fresh_out(config: TrainConfig) -> None:
+    """Without --resume, --out must not hold a run already."""
+    if not config.resume and any((config.out / name).exists() for name in RUN_FILES):
+        raise InputError(f"--out {config.out} holds a run; pass --resume to continue it or choose another --out")
+
+
+def check_train_people(train_rows: dict[str, np.ndarray], config: TrainConfig) -> None:
+    """Every training gene needs train people (a small --train-fraction may leave none)."""
+    for gene, rows in train_rows.items():
+        if not len(rows):
+            raise InputError(f"gene {gene}: --train-fraction {config.train_fraction} leaves no train people in fold {config.fold}; "
+                             "raise --train-fraction or drop the gene")
 
 
 def train(config: TrainConfig) -> TrainState:
@@ -218,14 +275,17 @@ def train(config: TrainConfig) -> TrainState:
     chosen = train_people(store, config.fold, config.train_fraction, config.seed)
     train_rows = {g: np.intersect1d(split_rows(store, g, config.fold, "train"), chosen) for g in genes}
     tune_rows = {g: split_rows(store, g, config.fold, "tune") for g in genes}
-    config.out.mkdir(parents=True, exist_ok=True)
+    check_train_people(train_rows, config)
+    check_fresh_out(config)
     meta = run_meta(config, store, mask, masked)
-    if distributed.main:
-        (config.out / "run.json").write_text(json.dumps({**meta, "config": _jsonable(asdict(config))}, indent=1))
+    model, optimizer, state = build_model(config, meta, distributed)
+    distributed.barrier()  # every rank has checked --out before rank 0 writes into it
+    if distributed.main:  # only once every check passed: a refused start leaves the directory as it was
+        config.out.mkdir(parents=True, exist_ok=True)
+        write_atomically(config.out / "run.json", json.dumps({**meta, "config": _jsonable(asdict(config))}, indent=1))
     chunk = schemas.PEOPLE_PER_CHUNK if config.read_path == "stored" else None  # stored reads: chunk-local draws
     train_loader = BatchLoader(reader, config.workers, distributed.device)
     tune_loader = BatchLoader(reader, config.workers, distributed.device)
-    model, optimizer, state = build_model(config, meta, distributed)
     if config.gradient_checkpointing:
         recompute_activations(model.enformer)
     step_model = torch.nn.parallel.DistributedDataParallel(model) if distributed.world_size > 1 else model
@@ -309,9 +369,7 @@ def record_epoch(state: TrainState, loss: float, tune_r: float, tune_r2: float, 
 
 def write_atomically(path: Path, text: str) -> None:
     """Replace a text file in one step (a kill leaves the old or the new file, never half of one)."""
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(text)
-    os.replace(temporary, path)
+    replace_atomically(path, lambda temporary: temporary.write_text(text))
 
 
 def _jsonable(values: dict) -> dict:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -95,3 +97,21 @@ def test_a_result_name_cannot_change_kind(scored):
         write_result(scored, gene_id, "enet", "performer", [0], blank_result({"folds": 3, "samples": len(store.sample_id)}))
     assert read_result(scored, gene_id, "enet")[1]["kind"] == "enet"
     assert schemas.RESULTS_GROUP in {p.name for p in (scored / "genes" / gene_id).iterdir()}
+
+
+def test_write_table_is_atomic_and_makes_its_directory(tmp_path, monkeypatch):
+    """A table goes into a new directory; a write that dies half-way keeps the previous file and leaves no temporary."""
+    from performer_store.compare import write_table
+
+    out = tmp_path / "new" / "table.tsv"
+    write_table(pd.DataFrame({"a": [1, 2]}), out)
+    good = out.read_bytes()
+
+    def dies(self, path, *args, **kwargs):
+        Path(path).write_text("a\n1")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pd.DataFrame, "to_csv", dies)
+    with pytest.raises(KeyboardInterrupt):
+        write_table(pd.DataFrame({"a": [3, 4]}), out)
+    assert out.read_bytes() == good and sorted(p.name for p in out.parent.iterdir()) == ["table.tsv"]

@@ -117,3 +117,15 @@ def test_transfer_mode_trains_the_linear_track_only():
     optimizer.step()
     changed = {k for k, v in model.state_dict().items() if not torch.equal(v, before[k])}
     assert changed == {"net.to_tracks.0.weight", "net.to_tracks.0.bias"}
+
+
+def test_weights_holding_pickled_objects_give_no_unsafe_advice(tmp_path):
+    """A weights file with pickled objects is refused without torch's advice to re-run with weights_only=False."""
+    import argparse
+
+    torch.save({"state_dict": {}, "args": argparse.Namespace(x=1)}, tmp_path / "pickled.pt")
+    with pytest.raises(InputError) as error:
+        enformer_from_weights(tmp_path / "pickled.pt")
+    message = str(error.value)
+    assert "weights_only" not in message and "False" not in message and "\n" not in message
+    assert "holds pickled objects, not only tensors (argparse.Namespace)" in message

@@ -201,3 +201,25 @@ def test_bad_arguments_are_one_line_errors(stores, tmp_path):
     assert "no gene NOPE" in pstore("report", "--store", str(path), "--out", str(tmp_path), "--gene", "NOPE", expect=1).output
     output = pstore("report", "--store", str(path), "--out", str(tmp_path), "--states", str(tmp_path / "no.bed"), expect=1).output
     assert "no.bed" in output and not (tmp_path / "index.html").exists()
+
+
+def test_a_killed_report_keeps_the_previous_page(stores, tmp_path, monkeypatch):
+    """index.html is written beside itself and renamed: dying half-way through the write keeps the old page."""
+    from pathlib import Path
+
+    _, bare, _ = stores
+    (tmp_path / "index.html").write_text("previous page")
+    real = Path.write_text
+
+    def dies(self, text, *args, **kwargs):
+        real(self, text[: len(text) // 2], *args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Path, "write_text", dies)
+    with pytest.raises(KeyboardInterrupt):
+        from performer_store.report import write_report
+
+        write_report(bare, tmp_path)
+    monkeypatch.undo()
+    assert (tmp_path / "index.html").read_text() == "previous page"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["index.html"]

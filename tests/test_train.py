@@ -309,3 +309,103 @@ def test_train_fraction_takes_nested_shares_of_the_train_people(sim_store, tmp_p
     for gene, rows in seen[0].items():  # only the half's people with a target, every one of them
         assert set(rows) == shares[0.5] & set(split_rows(store, gene, 0, "train"))
     assert json.loads((tmp_path / "half" / "run.json").read_text())["train_fraction"] == 0.5
+
+
+def test_refused_resume_leaves_the_run_as_it_was(sim_store, uninterrupted, tmp_path):
+    """A --resume refused for another fold rewrites nothing (run.json was written before the check)."""
+    run = tmp_path / "kept"
+    shutil.copytree(uninterrupted, run)
+    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    with pytest.raises(InputError, match="was made with fold 0"):
+        train(tiny_config(sim_store, run, fold=1, name="whole", resume=True))
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == before
+
+
+def test_a_failed_start_leaves_no_directory(sim_store, tmp_path):
+    """Arguments refused before training (no --config nor --weights) leave no --out behind."""
+    run = tmp_path / "never"
+    with pytest.raises(InputError, match="give exactly one of --config"):
+        train(tiny_config(sim_store, run, config=None))
+    assert not run.exists()
+
+
+def test_out_holding_a_run_is_not_overwritten(sim_store, uninterrupted, tmp_path):
+    run = tmp_path / "taken"
+    shutil.copytree(uninterrupted, run)
+    before = (run / "metrics.jsonl").read_bytes()
+    with pytest.raises(InputError, match="holds a run; pass --resume to continue it or choose another --out"):
+        train(tiny_config(sim_store, run, name="whole", max_epochs=1))
+    assert (run / "metrics.jsonl").read_bytes() == before
+
+
+@pytest.mark.parametrize("change, option", [({"lr": 0.5}, "--lr"), ({"config": "small"}, "--config"),
+                                            ({"clip": 1.0}, "--clip"), ({"read_path": "stored"}, "--read-path")])
+def test_resume_refuses_other_training_arguments(sim_store, uninterrupted, tmp_path, change, option):
+    """Arguments the checkpoint's optimizer or weights would silently override are refused on --resume."""
+    run = tmp_path / "args"
+    shutil.copytree(uninterrupted, run)
+    before = (run / "run.json").read_bytes()
+    with pytest.raises(InputError, match=f"was made with {option} "):
+        train(tiny_config(sim_store, run, name="whole", resume=True, **change))
+    assert (run / "run.json").read_bytes() == before
+
+
+def test_train_fraction_leaving_no_train_people_is_refused(sim_store, tmp_path):
+    gene = genes(sim_store)[0]
+    with pytest.raises(InputError, match=f"gene {gene}: --train-fraction 0.001 leaves no train people"):
+        train(tiny_config(sim_store, tmp_path / "none", train_fraction=0.001))
+    assert not (tmp_path / "none").exists()
+
+
+@pytest.mark.parametrize("args", [["--device", "gpu"], ["--window", "-256"]])
+def test_bad_train_options_are_one_line(sim_store, tmp_path, args):
+    result = pstore("train", "--store", str(sim_store), "--gene", genes(sim_store)[0], "--fold", "0", "--config", "tiny",
+                    "--out", str(tmp_path / "run"), *args, expect=2)
+    assert "Traceback" not in result.output and "Invalid value" in result.output
+    assert not (tmp_path / "run").exists()
+
+
+def _damage(path: Path, how: str) -> None:
+    if how == "truncated":
+        path.write_bytes(path.read_bytes()[:2000])
+    elif how == "empty":
+        path.write_bytes(b"")
+    elif how == "list":
+        torch.save([1, 2], path)
+    else:
+        torch.save({"format": 1}, path)
+
+
+@pytest.mark.parametrize("how", ["truncated", "empty", "list", "no_keys"])
+def test_damaged_checkpoints_are_one_line(sim_store, uninterrupted, tmp_path, how):
+    """evaluate --run, ism --run and train --resume name a damaged best.pt/last.pt instead of a traceback."""
+    run = tmp_path / "whole"
+    shutil.copytree(uninterrupted, run)
+    _damage(run / "best.pt", how)
+    _damage(run / "last.pt", how)
+    for args in (["evaluate", "--store", str(sim_store), "--run", str(run), "--device", "cpu"],
+                 ["ism", "--store", str(sim_store), "--run", str(run), "--device", "cpu", "--quiet"]):
+        output = pstore(*args, expect=1).output
+        assert f"checkpoint {run / 'best.pt'} is damaged or not a pstore checkpoint" in output and "Traceback" not in output
+    with pytest.raises(InputError, match="is damaged or not a pstore checkpoint"):
+        train(tiny_config(sim_store, run, resume=True))
+
+
+def test_base_track_out_of_range_is_one_line(sim_store):
+    output = pstore("evaluate", "--store", str(sim_store), "--base", "--config", "tiny", "--track", "99999", "--device", "cpu", expect=1).output
+    assert "--track 99999: base Enformer has 5313 human tracks" in output
+    assert "Invalid value" in pstore("evaluate", "--store", str(sim_store), "--base", "--config", "tiny", "--track", "-1", expect=2).output
+
+
+def test_resume_of_an_older_checkpoint_checks_run_json(sim_store, uninterrupted, tmp_path):
+    """A last.pt written before lr/config/clip/read-path were recorded is checked against its run.json's arguments."""
+    run = tmp_path / "older"
+    shutil.copytree(uninterrupted, run)
+    payload = torch.load(run / "last.pt", weights_only=True)
+    meta = json.loads(payload["meta"])
+    payload["meta"] = json.dumps({k: v for k, v in meta.items() if k not in ("lr", "model_config", "weights", "clip", "read_path")})
+    torch.save(payload, run / "last.pt")
+    with pytest.raises(InputError, match="was made with --lr 0.001, this run asks 0.5"):
+        train(tiny_config(sim_store, run, name="whole", lr=0.5, resume=True))
+    (run / "run.json").unlink()  # no record at all: not checked, as before
+    assert train(tiny_config(sim_store, run, name="whole", lr=0.5, resume=True)).epoch == 3
