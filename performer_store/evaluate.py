@@ -29,7 +29,7 @@ from .masking import resolve_mask
 from .model import (CAGE_TRACKS, Readout, cage_prediction, check_window, enformer_from_config, enformer_from_weights,
                     load_checkpoint)
 from .predict import gene_metrics, predict
-from .results import blank_result, write_result
+from .results import blank_result, read_result, write_result
 from .store import Store
 from .train import choose_device, store_identity
 
@@ -115,17 +115,30 @@ def evaluate_run(config: EvaluateConfig, run: Path, name: str | None = None) -> 
     if meta["store"] != store_identity(store):
         return evaluate_cross(config, run, store, model, meta, name)
     genes = list(config.genes) or list(store.genes.index)
+    for gene_id in genes:
+        check_keeps_hop(store, gene_id, name, run, meta)
     rows = {g: np.concatenate(list(held_out_rows(store, g, meta["fold"]).values())) for g in genes}
     predictions = _predict_people(config, model, meta, store, rows)
     records = []
     for gene_id in genes:
         gene_rows, prediction, _ = predictions.get(gene_id, (np.zeros(0, int), np.zeros(0), np.zeros(0)))
         row, r, r2 = score_fold(store, gene_id, meta["fold"], gene_rows, prediction)
-        write_result(store.path, gene_id, name, "performer", [meta["fold"]], fold_values(store, meta["fold"], row, r, r2, "ok"),
-                     run_attrs(run, meta))
         setting = "HOP" if gene_id in meta["genes"] else "HOGP"
+        write_result(store.path, gene_id, name, "performer", [meta["fold"]], fold_values(store, meta["fold"], row, r, r2, "ok"),
+                     {**run_attrs(run, meta), "settings": {str(meta["fold"]): setting}})
         records.append({"gene_id": gene_id, "model": name, "fold": meta["fold"], "setting": setting, "pearson_r": r, "r2": r2})
     return pd.DataFrame(records)
+
+
+def check_keeps_hop(store: Store, gene_id: str, name: str, run: Path, meta: dict[str, Any]) -> None:
+    """A run that did not train on a gene may not replace, under the same name and fold, the result of a run
+    that did (single-gene runs of `pstore run` share one name: evaluating one on every gene would)."""
+    found = None if gene_id in meta["genes"] else read_result(store.path, gene_id, name)
+    fold = str(meta["fold"])
+    other = found[1].get("runs", {}).get(fold) if found else None
+    if other and other != str(Path(run).resolve()) and found[1].get("settings", {}).get(fold) == "HOP":
+        raise InputError(f"store {store.path}: gene {gene_id} fold {fold} holds result {name!r} of run {other}, which trained on "
+                         f"it, and run {run} did not; give --name to keep both, or --gene for the genes this run trained on")
 
 
 def run_store_path(run: Path) -> str | None:

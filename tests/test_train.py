@@ -221,6 +221,27 @@ def test_evaluate_writes_predictions_and_metrics(sim_store, uninterrupted, tmp_p
     assert "models (test-set metrics" in info and re.search(r"whole\s+performer\s+3\s+0\s", info)
 
 
+def test_a_run_cannot_replace_another_runs_own_gene_result(sim_store, tmp_path):
+    """Single-gene runs sharing a name: evaluating one on every gene would put its held-out-gene prediction
+    where the other run's own-gene result was; it is refused, and the result stays the other run's."""
+    store_path = tmp_path / "eval.zarr"
+    shutil.copytree(sim_store, store_path)
+    first, second = genes(store_path)
+    runs = {}
+    for gene in (first, second):
+        runs[gene] = tmp_path / gene
+        train(tiny_config(store_path, runs[gene], genes=(gene,), name="shared", max_epochs=1))
+    evaluate = ("evaluate", "--store", str(store_path), "--device", "cpu", "--run")
+    pstore(*evaluate, str(runs[first]), "--gene", first)
+    result = pstore(*evaluate, str(runs[second]), expect=1)
+    assert f"gene {first} fold 0 holds result 'shared' of run {runs[first].resolve()}, which trained on it" in result.output
+    assert read_result(store_path, first, "shared")[1]["runs"]["0"] == str(runs[first].resolve())
+    pstore(*evaluate, str(runs[second]), "--gene", second)
+    pstore(*evaluate, str(runs[first]), expect=1)  # now the other way round
+    assert read_result(store_path, second, "shared")[1]["runs"]["0"] == str(runs[second].resolve())
+    assert read_result(store_path, second, "shared")[1]["settings"]["0"] == "HOP"
+
+
 def test_base_enformer_is_scored_on_every_fold(sim_store, tmp_path):
     """Base Enformer (CAGE track 4950, 3 centre bins) predicts every person; each fold gets its people."""
     store_path = tmp_path / "base.zarr"
