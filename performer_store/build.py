@@ -174,13 +174,15 @@ def plan_build(config: BuildConfig) -> Plan:
 def _covered_by_vcf(tasks: list[GeneTask], vcf: VariantSource, config: BuildConfig) -> tuple[list[GeneTask], dict[str, int]]:
     """Genes on contigs the VCF has records for; the others (a per-chromosome VCF) are left out and counted
     per contig, or refused when asked for by name (all-reference windows would pass for real data)."""
-    missing = [t for t in tasks if not vcf.has_records(t.vcf_contig)]
+    covered, missing = [], []
+    for task in tasks:
+        (covered if vcf.has_records(task.vcf_contig) else missing).append(task)
     fix = "give a VCF that covers it (`bcftools concat` the per-chromosome files)"
-    if missing and (config.genes or len(missing) == len(tasks)):
+    if missing and (config.genes or not covered):
         task = missing[0]
         raise InputError(f"VCF {config.vcf}: has no records on contig {task.vcf_contig} (gene {task.gene.gene_id}); {fix}"
                          + (", or leave the gene out" if config.genes else ""))
-    return [t for t in tasks if vcf.has_records(t.vcf_contig)], dict(Counter(t.vcf_contig for t in missing))
+    return covered, dict(Counter(t.vcf_contig for t in missing))
 
 
 def _expression_genes(expression: Expression, gtf) -> list[str]:

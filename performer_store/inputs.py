@@ -6,7 +6,6 @@ Every problem with an input raises `InputError` with one line naming the file, t
 
 from __future__ import annotations
 
-import functools
 import gzip
 import os
 import re
@@ -17,7 +16,7 @@ import warnings
 import zlib
 from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cache, cached_property
 from pathlib import Path
 from typing import Iterable, Iterator, Mapping, Sequence
 
@@ -217,8 +216,9 @@ class Reference:
         """Bases [start, stop) of a contig (0-based), uppercase, with N beyond either edge."""
         length = self.lengths[contig]
         inner = self._fasta[contig][max(start, 0) : min(stop, length)] if start < length and stop > 0 else ""
-        if len(inner) != max(0, min(stop, length) - max(start, 0)):
-            raise InputError(f"FASTA {self.path}: {contig}:{start + 1}-{stop} reads {len(inner)} bases, not {min(stop, length) - max(start, 0)}; the file is truncated or its .fai is stale: delete the .fai and run again")
+        expected = max(0, min(stop, length) - max(start, 0))
+        if len(inner) != expected:
+            raise InputError(f"FASTA {self.path}: {contig}:{start + 1}-{stop} reads {len(inner)} bases, not {expected}; the file is truncated or its .fai is stale: delete the .fai and run again")
         left, right = max(0, -start), max(0, stop - max(length, start))
         return b"N" * left + inner.encode() + b"N" * right
 
@@ -527,7 +527,7 @@ class VariantSource:
         """Contig names the VCF knows (header ##contig lines and the index)."""
         return list(dict.fromkeys([*self._vcf.seqnames]))
 
-    @functools.cache
+    @cache
     def has_records(self, contig: str) -> bool:
         """Whether the index holds any record on this contig (per-chromosome VCFs list every contig in the header)."""
         with warnings.catch_warnings():

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import importlib
 import json
-import os
 import pickle
 import re
 from contextlib import nullcontext
@@ -31,6 +30,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from .inputs import InputError
+from .results import replace_atomically
 
 BIN_SIZE = 128
 CHECKPOINT_FORMAT = 1
@@ -302,9 +302,7 @@ def save_checkpoint(path: Path, model: Readout, meta: dict[str, Any], extra: dic
     payload = {"format": CHECKPOINT_FORMAT, "backbone": model.backbone, "mode": model.mode,
                "trunk_config": json.dumps(model.trunk.config.to_dict()), "meta": json.dumps(meta),
                "state_dict": model.state_dict(), **(extra or {})}
-    temporary = path.with_name(path.name + ".tmp")
-    torch.save(payload, temporary)
-    os.replace(temporary, path)
+    replace_atomically(path, lambda temporary: torch.save(payload, temporary))
 
 
 def load_checkpoint(path: Path) -> tuple[Readout, dict[str, Any], dict[str, Any]]:

@@ -16,7 +16,6 @@ intercept, so its predictions differ from the store's by the intercept, a consta
 
 from __future__ import annotations
 
-import os
 import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +26,7 @@ from scipy.stats import false_discovery_control, pearsonr
 
 from . import schemas
 from .inputs import InputError
-from .results import read_result
+from .results import read_result, replace_atomically
 from .store import Store
 
 WEIGHT_COLUMNS = ["gene", "rsid", "varID", "ref_allele", "eff_allele", "weight"]
@@ -101,13 +100,14 @@ def _write_database(out: Path, weights: pd.DataFrame, extra: pd.DataFrame) -> No
     """Both tables and PredictDB's indexes, in a temporary file renamed over `out` when complete."""
     if out.is_dir():
         raise InputError(f"--out {out}: is a directory; give a file name such as {out / 'model.db'}")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    partial = out.with_name(f".{out.name}.partial")
-    partial.unlink(missing_ok=True)
-    with sqlite3.connect(partial) as connection:
+    replace_atomically(out, lambda partial: _write_tables(partial, weights, extra))
+
+
+def _write_tables(path: Path, weights: pd.DataFrame, extra: pd.DataFrame) -> None:
+    """Both tables and PredictDB's indexes into a new SQLite file."""
+    with sqlite3.connect(path) as connection:
         weights.to_sql("weights", connection, index=False)
         extra.to_sql("extra", connection, index=False)
         for name, target in INDEXES.items():
             connection.execute(f"CREATE INDEX {name} ON {target}")
     connection.close()
-    os.replace(partial, out)
