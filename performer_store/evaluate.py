@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 from enformer_pytorch import Enformer
 
+from . import schemas
 from .crosscohort import CROSS_SPECS, check_fold, check_result_name, cross_values, match_genes, resolve_genes, source_record
 from .inputs import InputError
 from .loader import BatchLoader, GeneReader, evaluation_batches, split_rows
@@ -72,12 +73,14 @@ def fold_values(store: Store, fold: int, row: np.ndarray, r: float, r2: float, s
 
 def load_run(run: Path, store: Store, name: str | None = None) -> tuple[Readout, dict[str, Any]]:
     """A run's best checkpoint and metadata; refused when its window is wider than the store's or its name is reserved."""
-    model, meta, _ = load_checkpoint(Path(run) / "best.pt")
+    path = Path(run) / "best.pt"
+    stamp = checkpoint_stamp(path)  # before loading: a save in between makes results look stale, never current
+    model, meta, _ = load_checkpoint(path)
     if meta["window"] > store.window:
         raise InputError(f"run {run}: its model reads {meta['window']} bp windows but store {store.path} holds {store.window} bp; build the store with --window {meta['window']}")
     if (name or meta["name"]) in RESERVED_NAMES:
         raise InputError(f"run {run}: the name {name or meta['name']!r} is reserved for a baseline; give --name (or retrain with --name)")
-    return model, meta
+    return model, {**meta, "checkpoint": stamp}
 
 
 def load_base(store: Store, weights: Path | None, model_config: str | None, track: int | None,
@@ -130,10 +133,11 @@ def evaluate_run(config: EvaluateConfig, run: Path, name: str | None = None) -> 
     return pd.DataFrame(records)
 
 
-def check_keeps_hop(store: Store, gene_id: str, name: str, run: Path, meta: dict[str, Any]) -> None:
+def check_keeps_hop(store: Store, gene_id: str, name: str, run: Path, meta: dict[str, Any],
+                    group: str = schemas.RESULTS_GROUP) -> None:
     """A run that did not train on a gene may not replace, under the same name and fold, the result of a run
     that did (single-gene runs of `pstore run` share one name: evaluating one on every gene would)."""
-    found = None if gene_id in meta["genes"] else read_result(store.path, gene_id, name)
+    found = None if gene_id in meta["genes"] else read_result(store.path, gene_id, name, group)
     fold = str(meta["fold"])
     other = found[1].get("runs", {}).get(fold) if found else None
     if other and other != str(Path(run).resolve()) and found[1].get("settings", {}).get(fold) == "HOP":
@@ -178,11 +182,37 @@ def evaluate_cross(config: EvaluateConfig, run: Path, store: Store, model: Reado
     return table
 
 
+def checkpoint_stamp(path: Path) -> str | None:
+    """A checkpoint file's save as modification time and size (None when missing): results record it, so a run
+    whose best checkpoint moved since (resumed training, retraining) counts as not yet scored."""
+    try:
+        saved = Path(path).stat()
+    except OSError:
+        return None
+    return f"{saved.st_mtime_ns}:{saved.st_size}"
+
+
+def run_source(run: Path, fold: int, stamp: str | None) -> dict[str, dict[str, str | None]]:
+    """The result attributes naming the run directory and the checkpoint save that made a fold."""
+    return {"runs": {str(fold): str(Path(run).resolve())}, "checkpoints": {str(fold): stamp}}
+
+
+def current_source(run: Path, fold: int) -> dict[str, dict[str, str | None]]:
+    """`run_source` of a run's best checkpoint as it is on disk now."""
+    return run_source(run, fold, checkpoint_stamp(Path(run) / "best.pt"))
+
+
+def made_by(attrs: dict[str, Any], source: dict[str, Any], fold: int) -> bool:
+    """Whether a stored result's fold came from the run directory and checkpoint save that `source` names."""
+    return all(attrs.get(key, {}).get(str(fold)) == source.get(key, {}).get(str(fold)) for key in ("runs", "checkpoints"))
+
+
 def run_attrs(run: Path, meta: dict[str, Any]) -> dict[str, Any]:
-    """What a result records of the run that made it: the run directory per fold, and a masked run's mask spec."""
+    """What a result records of the run that made it: the run directory and checkpoint save per fold, and a
+    masked run's mask spec."""
     fold, mask = str(meta["fold"]), meta.get("mask")
     masked = {"mask": {fold: mask.get("file", f"top-enet:{mask.get('top_enet')}")}} if mask else {}
-    return {"runs": {fold: str(Path(run).resolve())}, **masked}
+    return {**run_source(run, meta["fold"], meta["checkpoint"]), **masked}
 
 
 def evaluate_base(config: EvaluateConfig, weights: Path | None, model_config: str | None, track: int | None,

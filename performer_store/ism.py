@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 
 from . import schemas
 from .encode import base_codes
-from .evaluate import load_base, load_run, run_attrs
+from .evaluate import check_keeps_hop, load_base, load_run, made_by, run_attrs
 from .inputs import InputError
 from .loader import GeneReader
 from .model import Readout
@@ -59,7 +59,8 @@ class IsmConfig:
 @dataclass(frozen=True)
 class IsmModel:
     """A model to score with: its name in the store, kind, the folds its scores fill, its window, the module to
-    put on a device, and its readout from (batch, bins, features) embeddings to (batch,) predictions."""
+    put on a device, its readout from (batch, bins, features) embeddings to (batch,) predictions, what its results
+    record of it, and for a run its directory and checkpoint metadata (None for base Enformer)."""
 
     name: str
     kind: str
@@ -68,6 +69,8 @@ class IsmModel:
     module: nn.Module
     readout: Callable[[torch.Tensor], torch.Tensor]
     attrs: dict[str, Any]
+    run: Path | None = None
+    meta: dict[str, Any] | None = None
 
     @property
     def trunk(self) -> nn.Module:
@@ -86,6 +89,17 @@ class IsmModel:
         embed = self.module.embeddings if isinstance(self.module, Readout) else partial(self.module, return_only_embeddings=True)
         return FullForward(embed, reference)
 
+    def gene_attrs(self, gene_id: str) -> dict[str, Any]:
+        """What a gene's result records of this model: a run's folds also say HOP (it trained on the gene) or HOGP."""
+        if self.meta is None:
+            return self.attrs
+        return {**self.attrs, "settings": {str(f): "HOP" if gene_id in self.meta["genes"] else "HOGP" for f in self.folds}}
+
+    def check_keeps_hop(self, store: Store, gene_id: str, group: str) -> None:
+        """A run may not replace a result another run made on its own gene under the same name (`evaluate.check_keeps_hop`)."""
+        if self.run is not None and self.meta is not None:
+            check_keeps_hop(store, gene_id, self.name, self.run, self.meta, group)
+
 
 def centre_track(head: nn.Module, embeddings: torch.Tensor) -> torch.Tensor:
     """A run's prediction from its embeddings: the linear track at the centre bin (as `Readout.forward`)."""
@@ -103,7 +117,7 @@ def performer_model(run: Path, store: Store) -> IsmModel:
     """A run's best checkpoint (either backbone and mode); its scores fill the run's fold."""
     model, meta = load_run(run, store)
     return IsmModel(meta["name"], "performer", (meta["fold"],), meta["window"], model, partial(centre_track, model.head),
-                    run_attrs(run, meta))
+                    run_attrs(run, meta), Path(run), meta)
 
 
 def enformer_model(store: Store, weights: Path | None, model_config: str | None, track: int | None,
@@ -143,12 +157,14 @@ def score_window(model: IsmModel, reference: torch.Tensor, offsets: torch.Tensor
 
 
 def is_scored(store: Path, gene_id: str, model: IsmModel, method: str) -> bool:
-    """True when the gene's ISM group of this model holds all of its folds, scored by this method."""
+    """True when the gene's ISM group of this model holds all of its folds, scored by this method and (for a run)
+    by this run directory's current best checkpoint."""
     found = read_result(store, gene_id, model.name, schemas.ISM_GROUP)
     if found is None:
         return False
     arrays, attrs = found
-    return all(arrays["status"][f] == "ok" and attrs.get("method", {}).get(str(f)) == method for f in model.folds)
+    return all(arrays["status"][f] == "ok" and attrs.get("method", {}).get(str(f)) == method and made_by(attrs, model.attrs, f)
+               for f in model.folds)
 
 
 def write_scores(store: Store, gene_id: str, model: IsmModel, method: str, reference: float, scores: np.ndarray) -> None:
@@ -156,7 +172,7 @@ def write_scores(store: Store, gene_id: str, model: IsmModel, method: str, refer
     folds = list(model.folds)
     values = blank_result({"folds": store.root["sample_split"].shape[0], "variants": len(scores)}, (schemas.ISM_RESULT,))
     values["ism_score"][folds], values["ism_reference"][folds], values["status"][folds] = scores, reference, "ok"
-    write_result(store.path, gene_id, model.name, model.kind, folds, values, {**model.attrs, "method": {str(f): method for f in folds}},
+    write_result(store.path, gene_id, model.name, model.kind, folds, values, {**model.gene_attrs(gene_id), "method": {str(f): method for f in folds}},
                  specs=(schemas.ISM_RESULT,), group=schemas.ISM_GROUP)
 
 
@@ -177,6 +193,8 @@ def run_ism(config: IsmConfig, model: IsmModel) -> pd.DataFrame:
         raise InputError(f"--bf16: bf16 autocast runs on CUDA only and the device is {device.type}; drop --bf16 (scores are float32)")
     done = {g for g in genes if not config.force and is_scored(store.path, g, model, config.method)}
     todo = [g for g in genes if g not in done]
+    for gene_id in todo:
+        model.check_keeps_hop(store, gene_id, schemas.ISM_GROUP)
     module = model.module.to(device).eval()
     dtype = next(module.parameters()).dtype
     records = [{"gene_id": g, "variants": int(store.genes.at[g, "gene_n_variants"]), "scored": 0, "status": "already complete"}

@@ -314,11 +314,13 @@ def run_training(config: PipelineConfig, runs: list[Run]) -> None:
 
 
 def evaluated(store: Path, run: Run, gene_id: str, name: str | None = None) -> bool:
-    """Whether the store holds this run's result (under its name or `name`) for the gene and fold."""
+    """Whether the store holds this run's result (under its name or `name`) for the gene and fold, made by its
+    current best checkpoint (resumed training that moved it makes the result stale)."""
+    from .evaluate import current_source, made_by
     from .results import read_result
 
     result = read_result(store, gene_id, name or run.name)
-    return result is not None and result[1].get("runs", {}).get(str(run.fold)) == str(run.out.resolve())
+    return result is not None and made_by(result[1], current_source(run.out, run.fold), run.fold)
 
 
 def run_evaluation(config: PipelineConfig, runs: list[Run], store_genes: list[str]) -> None:
@@ -344,13 +346,15 @@ def run_evaluation(config: PipelineConfig, runs: list[Run], store_genes: list[st
 
 
 def has_reference(store: Path, gene_id: str, name: str, fold: int, run: Path | None = None) -> bool:
-    """Whether the store holds a reference-window prediction of this model (and run) for the gene and fold."""
+    """Whether the store holds a reference-window prediction of this model (and run's current best checkpoint) for
+    the gene and fold."""
     from . import schemas
+    from .evaluate import current_source, made_by
     from .results import read_result
 
     found = read_result(store, gene_id, name, schemas.REFERENCE_GROUP)
     return (found is not None and found[0]["status"][fold] == "ok"
-            and (run is None or found[1].get("runs", {}).get(str(fold)) == str(run.resolve())))
+            and (run is None or made_by(found[1], current_source(run, fold), fold)))
 
 
 def run_references(config: PipelineConfig, runs: list[Run], store_genes: list[str]) -> None:

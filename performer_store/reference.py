@@ -35,7 +35,7 @@ def write_reference(store: Store, gene_id: str, model: IsmModel, prediction: flo
     folds = list(model.folds)
     values = blank_result({"folds": store.root["sample_split"].shape[0]}, (schemas.REFERENCE_RESULT,))
     values["reference_prediction"][folds], values["status"][folds] = prediction, "ok"
-    write_result(store.path, gene_id, model.name, model.kind, folds, values, model.attrs, specs=(schemas.REFERENCE_RESULT,),
+    write_result(store.path, gene_id, model.name, model.kind, folds, values, model.gene_attrs(gene_id), specs=(schemas.REFERENCE_RESULT,),
                  group=schemas.REFERENCE_GROUP)
 
 
@@ -44,6 +44,7 @@ def predict_references(store_path: Path, model: IsmModel, genes: Sequence[str], 
     store = Store(store_path)
     for gene_id in genes:
         store.gene(gene_id)  # an unknown gene stops the run before anything is computed or written
+        model.check_keeps_hop(store, gene_id, schemas.REFERENCE_GROUP)
     reader = GeneReader(store.path, model.window)
     chosen = choose_device(device)
     module = model.module.to(chosen).eval()

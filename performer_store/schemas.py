@@ -185,6 +185,14 @@ GENE = GroupSpec(
 
 RESULTS_GROUP = "results"
 
+# What a Performer run's results, ISM scores and reference predictions record of the run, per fold.
+RUN_ATTRIBUTES = {
+    "runs": "Performer: the run directory that made each fold.",
+    "checkpoints": "Performer: the save of the run's best.pt that made each fold (modification time in ns:size); a later save makes the fold stale for `pstore run`.",
+    "settings": "Performer: per fold, HOP (the run trained on the gene) or HOGP; a run's HOGP fold never replaces another run's HOP fold.",
+    "mask": "Performer run trained with --mask-variants: the mask per fold.",
+}
+
 RESULT = GroupSpec(
     path=f"{GENES_GROUP}/{{gene_id}}/{RESULTS_GROUP}/{{model}}",
     description=(
@@ -206,6 +214,7 @@ RESULT = GroupSpec(
         "complete": "true once every array is written.",
         "kind": "enet, lasso, enformer, performer, enet_transfer or lasso_transfer.",
         "folds": "Folds that were run.",
+        **RUN_ATTRIBUTES,
     },
 )
 
@@ -288,6 +297,7 @@ ISM_RESULT = GroupSpec(
         "kind": "performer or enformer.",
         "folds": "Folds that were run.",
         "method": "How scores were computed per fold: 'splice' (tower tokens around the SNV recomputed) or 'full'.",
+        **RUN_ATTRIBUTES,
     },
 )
 
@@ -309,6 +319,7 @@ REFERENCE_RESULT = GroupSpec(
         "complete": "true once every array is written.",
         "kind": "performer or enformer.",
         "folds": "Folds that were run.",
+        **RUN_ATTRIBUTES,
     },
 )
 

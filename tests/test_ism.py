@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from functools import partial
 from pathlib import Path
@@ -207,6 +208,31 @@ def test_cli_writes_scores_aligned_with_the_variant_table(ism_store, ism_run, tm
     assert list(base["status"]) == ["ok"] * 3 and np.isfinite(base["ism_score"][0]).sum() >= 5
     np.testing.assert_array_equal(base["ism_score"], np.repeat(base["ism_score"][:1], 3, axis=0))
     assert validate_store(store) == []
+
+
+def test_scores_are_redone_for_another_run_or_a_new_save_and_kept_for_the_run_that_trained(ism_store, tmp_path):
+    """Single-gene runs sharing a name: one scoring every gene is refused where the other trained, and that
+    gene's scores stay the other run's; a copy of a run, or a run whose best.pt was saved again, scores anew
+    instead of taking the stored scores as its own."""
+    store = tmp_path / "store.zarr"
+    shutil.copytree(ism_store, store)
+    first, second = Store(store).genes.index
+    runs = {gene: save_run(tmp_path / gene, store, genes=[gene], name="shared") for gene in (first, second)}
+    ism = ("ism", "--store", str(store), "--device", "cpu", "--quiet", "--run")
+    pstore(*ism, str(runs[first]), "--gene", first)
+    refused = pstore(*ism, str(runs[second]), expect=1).output
+    assert f"gene {first} fold 1 holds result 'shared' of run {runs[first].resolve()}, which trained on it" in refused
+    attrs = read_result(store, first, "shared", schemas.ISM_GROUP)[1]
+    assert attrs["runs"] == {"1": str(runs[first].resolve())} and attrs["settings"] == {"1": "HOP"}
+    assert read_result(store, second, "shared", schemas.ISM_GROUP) is None
+    copy = tmp_path / "copy"
+    shutil.copytree(runs[first], copy)
+    assert "scored 11 SNVs of 1 genes" in pstore(*ism, str(copy), "--gene", first).output
+    assert read_result(store, first, "shared", schemas.ISM_GROUP)[1]["runs"] == {"1": str(copy.resolve())}
+    assert "1 genes already complete" in pstore(*ism, str(copy), "--gene", first).output
+    saved = (copy / "best.pt").stat()
+    os.utime(copy / "best.pt", ns=(saved.st_atime_ns, saved.st_mtime_ns + 10**9))  # as resumed training's new best would
+    assert "scored 11 SNVs of 1 genes" in pstore(*ism, str(copy), "--gene", first).output
 
 
 def test_score_positions_follow_the_loader_crop(ism_store, ism_run):

@@ -24,6 +24,7 @@ from conftest import pstore
 from performer_store.inputs import InputError
 from performer_store.loader import BatchLoader, GeneReader, epoch_blocks, micro_batches, rank_blocks, split_rows, train_people
 from performer_store.model import CONFIGS, Performer, _prepare
+from performer_store.pipeline import Run, evaluated
 from performer_store.results import read_result
 from performer_store.store import Store
 from performer_store.train import Distributed, TrainConfig, TrainingError, pairwise_loss, run_epoch, train
@@ -240,6 +241,26 @@ def test_a_run_cannot_replace_another_runs_own_gene_result(sim_store, tmp_path):
     pstore(*evaluate, str(runs[first]), expect=1)  # now the other way round
     assert read_result(store_path, second, "shared")[1]["runs"]["0"] == str(runs[second].resolve())
     assert read_result(store_path, second, "shared")[1]["settings"]["0"] == "HOP"
+
+
+def test_a_result_goes_stale_when_the_best_checkpoint_moves(sim_store, tmp_path):
+    """`pstore run` re-evaluates a run whose best.pt was saved again after its result (resumed training that
+    found a better epoch): the result records the checkpoint's save, and a new save no longer matches it."""
+    store_path = tmp_path / "stale.zarr"
+    shutil.copytree(sim_store, store_path)
+    gene = genes(store_path)[0]
+    out = tmp_path / "run"
+    train(tiny_config(store_path, out, genes=(gene,), name="performer", max_epochs=1))
+    run = Run(out, "performer", (gene,), 0)
+    assert not evaluated(store_path, run, gene)
+    pstore("evaluate", "--store", str(store_path), "--device", "cpu", "--run", str(out), "--gene", gene)
+    assert evaluated(store_path, run, gene)
+    saved = (out / "best.pt").stat()
+    os.utime(out / "best.pt", ns=(saved.st_atime_ns, saved.st_mtime_ns + 10**9))  # as a later save would
+    assert not evaluated(store_path, run, gene)
+    pstore("evaluate", "--store", str(store_path), "--device", "cpu", "--run", str(out), "--gene", gene)
+    assert evaluated(store_path, run, gene)
+    assert read_result(store_path, gene, "performer")[1]["checkpoints"]["0"] == f"{saved.st_mtime_ns + 10**9}:{saved.st_size}"
 
 
 def test_base_enformer_is_scored_on_every_fold(sim_store, tmp_path):
