@@ -236,7 +236,9 @@ def check_same_run(found: dict, expected: dict, path: Path) -> None:
             continue
         made = found.get(key, LEGACY_META.get(key))
         if made != value:
-            raise InputError(f"checkpoint {path}: was made with {RESUME_KEYS.get(key, key)} {made!r}, this run asks {value!r}; use another --out or drop --resume")
+            fix = f"give --name {made!r} to resume a moved run (the default is the --out directory's name)" if key == "name" else \
+                "use another --out or drop --resume"
+            raise InputError(f"checkpoint {path}: was made with {RESUME_KEYS.get(key, key)} {made!r}, this run asks {value!r}; {fix}")
 
 
 RUN_FILES = ("run.json", "last.pt", "best.pt", "metrics.jsonl")

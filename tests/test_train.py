@@ -128,6 +128,10 @@ def test_resume_refuses_another_run(sim_store, uninterrupted, tmp_path):
     shutil.copytree(uninterrupted, run)
     with pytest.raises(InputError, match="was made with fold 0, this run asks 1"):
         train(tiny_config(sim_store, run, fold=1, resume=True))
+    with pytest.raises(InputError, match=f"was made with name '{uninterrupted.name}', this run asks 'other'; give --name '{uninterrupted.name}' to resume a moved run"):
+        train(tiny_config(sim_store, run, resume=True))
+    train(tiny_config(sim_store, run, name=uninterrupted.name, resume=True))  # a finished run: returns at once
+    assert history(run) == history(uninterrupted) and same_weights(run / "best.pt", uninterrupted / "best.pt")
 
 
 def test_checkpoints_from_before_newer_keys_still_resume(sim_store, uninterrupted, tmp_path):
