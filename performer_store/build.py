@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import sys
@@ -326,6 +327,15 @@ def _inputs(config: BuildConfig) -> dict:
     return {role: fingerprint(path) for role, path in roles.items()}
 
 
+def cohort_digest(inputs: dict, people: np.ndarray, splits: np.ndarray) -> str:
+    """What runs are tied to: the inputs' checksums, the people and their splits. A store rebuilt from the same
+    inputs and seed gets the same digest, so its runs stay its own (HOP/HOGP, not cross-cohort)."""
+    digest = hashlib.sha256(json.dumps({role: found["checksum"] for role, found in sorted(inputs.items())}).encode())
+    digest.update("\0".join(map(str, people)).encode())
+    digest.update(np.ascontiguousarray(splits, dtype=np.int8).tobytes())
+    return f"cohort:{digest.hexdigest()[:32]}"
+
+
 def prepare_root(config: BuildConfig, plan: Plan) -> None:
     """Create the root (people, splits, attributes) or check an existing one was built from the same inputs."""
     root_meta = config.store / "zarr.json"
@@ -339,15 +349,17 @@ def prepare_root(config: BuildConfig, plan: Plan) -> None:
             raise InputError(f"store {config.store}: has genes but no root attributes; rebuild it with --force")
     _empty(config.store)  # a new store, or a root whose creation was interrupted: start it again
     root = zarr.open_group(str(config.store), mode="w-")  # not "w": it deletes the directory, and with it the lock
+    splits = people_splits(plan.people, config.seed)
     write_array(root, schemas.ROOT.array("sample_id"), plan.people.astype(str))
-    write_array(root, schemas.ROOT.array("sample_split"), people_splits(plan.people, config.seed))
+    write_array(root, schemas.ROOT.array("sample_split"), splits)
     root.create_group(schemas.GENES_GROUP, attributes={"description": "One group per gene, named by gene_id."})
     write_gene_index(config.store)
     root.attrs.update(
         tissue=config.tissue, window=config.window, bases=schemas.BASES, split_codes=schemas.SPLIT_CODES,
         seed=config.seed, samples=plan.samples_report,
         provenance={
-            "inputs": inputs, "tool": f"performer-store {__version__}", "command_line": config.command_line,
+            "inputs": inputs, "cohort": cohort_digest(inputs, plan.people, splits),
+            "tool": f"performer-store {__version__}", "command_line": config.command_line,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "python": sys.version.split()[0], "zarr": zarr.__version__,
         },

@@ -112,7 +112,7 @@ ROOT = GroupSpec(
         "split_codes": "Meaning of the sample_split values.",
         "seed": "Seed of the people order and of the splits.",
         "samples": "How people were matched: counts of VCF-only and expression-only people left out.",
-        "provenance": "Input files (path, size, checksum), tool version, command line, time.",
+        "provenance": "Input files (path, size, checksum), cohort digest (inputs, people and splits: what ties runs to the store), tool version, command line, time.",
     },
 )
 
@@ -214,8 +214,8 @@ RESULT = GroupSpec(
         "complete": "true once every array is written.",
         "kind": "enet, lasso, enformer, performer, enet_transfer or lasso_transfer.",
         "folds": "Folds that were run.",
-        **RUN_ATTRIBUTES,
     },
+    optional=RUN_ATTRIBUTES,
 )
 
 ENET_RESULT = GroupSpec(
@@ -297,8 +297,8 @@ ISM_RESULT = GroupSpec(
         "kind": "performer or enformer.",
         "folds": "Folds that were run.",
         "method": "How scores were computed per fold: 'splice' (tower tokens around the SNV recomputed) or 'full'.",
-        **RUN_ATTRIBUTES,
     },
+    optional=RUN_ATTRIBUTES,
 )
 
 REFERENCE_GROUP = "reference"
@@ -319,8 +319,8 @@ REFERENCE_RESULT = GroupSpec(
         "complete": "true once every array is written.",
         "kind": "performer or enformer.",
         "folds": "Folds that were run.",
-        **RUN_ATTRIBUTES,
     },
+    optional=RUN_ATTRIBUTES,
 )
 
 GROUPS: tuple[GroupSpec, ...] = (ROOT, GENE, RESULT, ENET_RESULT, CROSS_RESULT, TRANSFER_RESULT, ISM_RESULT, REFERENCE_RESULT)

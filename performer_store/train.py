@@ -118,8 +118,11 @@ def choose_device(name: str, local_rank: int = 0) -> torch.device:
 
 
 def store_identity(store: Store) -> str:
-    """What ties a run to the store it was trained on: creation time and input checksums."""
+    """What ties a run to the store it was trained on: the digest of its inputs, people and splits (stores built
+    before the digest was recorded: their creation time and input checksums)."""
     provenance = store.attrs["provenance"]
+    if "cohort" in provenance:
+        return provenance["cohort"]
     checksums = ",".join(v["checksum"][:12] for v in provenance["inputs"].values())
     return f"{provenance['created']}|{checksums}"
 

@@ -27,7 +27,7 @@ from performer_store.model import CONFIGS, Performer, _prepare
 from performer_store.pipeline import Run, evaluated
 from performer_store.results import read_result
 from performer_store.store import Store
-from performer_store.train import Distributed, TrainConfig, TrainingError, pairwise_loss, run_epoch, train
+from performer_store.train import Distributed, TrainConfig, TrainingError, pairwise_loss, run_epoch, store_identity, train
 
 
 
@@ -265,6 +265,24 @@ def test_a_result_goes_stale_when_the_best_checkpoint_moves(sim_store, tmp_path)
     pstore("evaluate", "--store", str(store_path), "--device", "cpu", "--run", str(out), "--gene", gene)
     assert evaluated(store_path, run, gene)
     assert read_result(store_path, gene, "performer")[1]["checkpoints"]["0"] == f"{saved.st_mtime_ns + 10**9}:{saved.st_size}"
+
+
+def test_a_store_rebuilt_from_the_same_inputs_keeps_its_runs(sim_store, tmp_path):
+    """`pstore build --force` from the same inputs and seed gives the same people, splits and identity, so a run
+    trained before is still scored HOP there (not as another cohort); another seed gives another identity."""
+    inputs = {role: found["path"] for role, found in Store(sim_store).attrs["provenance"]["inputs"].items()}
+    build = ("build", "--fasta", inputs["fasta"], "--vcf", inputs["vcf"], "--gtf", inputs["gtf"], "--expression",
+             inputs["expression"], "--tissue", "whole_blood", "--window", "1024", "--quiet", "--store")
+    store_path = tmp_path / "rebuilt.zarr"
+    shutil.copytree(sim_store, store_path)
+    gene = genes(store_path)[0]
+    train(tiny_config(store_path, tmp_path / "run", genes=(gene,), max_epochs=1))
+    pstore(*build, str(store_path), "--force")
+    assert store_identity(Store(store_path)) == store_identity(Store(sim_store))
+    output = pstore("evaluate", "--store", str(store_path), "--device", "cpu", "--run", str(tmp_path / "run")).output
+    assert "cross" not in output and read_result(store_path, gene, "run")[1]["settings"] == {"0": "HOP"}
+    pstore(*build, str(tmp_path / "seed2.zarr"), "--seed", "2", "--gene", gene)
+    assert store_identity(Store(tmp_path / "seed2.zarr")) != store_identity(Store(sim_store))
 
 
 def test_base_enformer_is_scored_on_every_fold(sim_store, tmp_path):
