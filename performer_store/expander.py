@@ -24,7 +24,7 @@ def storage_users(tensor: torch.Tensor) -> int | None:
     return None if use_count is None else int(use_count(tensor.untyped_storage()._cdata))
 
 
-@dataclass
+@dataclass(eq=False)  # a buffer is itself: `list.remove` must not compare tensors
 class _Buffer:
     """A reusable (rows, window * 4) tensor and what it holds."""
 

@@ -355,7 +355,9 @@ class BatchLoader:
     """Reads planned micro-batches ahead with DataLoader workers that live as long as the loader, so their
     per-gene caches (open arrays, compact forms, stored chunks) last across epochs; a worker reads a whole
     block at a time (`work_items`); batches arrive on `device`, expanded into a few recycled buffers there
-    (`Expander`)."""
+    (`Expander`). Workers' seeds come from the loader's own generator: drawn from torch's global one (a draw
+    at every pass without workers, at the first only with persistent workers), they would shift the dropout
+    draws of later epochs, so --workers 0 and --workers N would train differently."""
 
     def __init__(self, reader: GeneReader, workers: int = 0, device: str | torch.device = "cpu"):
         self.device = torch.device(device)
@@ -364,7 +366,7 @@ class BatchLoader:
         pin = self.device.type == "cuda"
         self.loader = torch.utils.data.DataLoader(_Reads(reader), batch_size=None, sampler=self.plan, num_workers=workers,
                                                   pin_memory=pin, persistent_workers=workers > 0,
-                                                  prefetch_factor=2 if workers else None)
+                                                  prefetch_factor=2 if workers else None, generator=torch.Generator())
 
     def __call__(self, batches: Sequence[MicroBatch]) -> Iterator[tuple[Batch, torch.Tensor, torch.Tensor]]:
         """(batch, dosage one-hots, targets) for each planned micro-batch, in order."""

@@ -200,7 +200,8 @@ def run_meta(config: TrainConfig, store: Store, mask: dict | None = None, masked
 
 RESUME_KEYS = {"lr": "--lr", "model_config": "--config", "weights": "--weights", "clip": "--clip", "read_path": "--read-path"}
 """Arguments a resumed run must repeat (the checkpoint's optimizer and weights would silently win otherwise);
-checkpoints written before they were recorded are not checked on them. --workers and --device may differ."""
+checkpoints written before they were recorded are not checked on them. --workers and --device may differ (--workers
+changes no result: `loader.BatchLoader`)."""
 
 
 def resume_meta(config: TrainConfig) -> dict:

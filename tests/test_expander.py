@@ -68,6 +68,16 @@ def test_a_held_batch_is_not_overwritten_and_a_dropped_one_is_reused():
     np.testing.assert_array_equal(third.numpy(), direct(reference.numpy().reshape(-1), torch.tensor([2]), torch.ones((2, 1), dtype=torch.float16)))
 
 
+def test_a_buffer_behind_a_held_one_is_reused():
+    """The first batch held, the second dropped: the third reuses the second's buffer (buffers compare by identity)."""
+    reference = torch.zeros(WIDTH // 4, 4, dtype=torch.float16)
+    flat, values = torch.tensor([1, 5]), torch.ones((4, 2), dtype=torch.float16)
+    expander = Expander()
+    first = expander("g", reference, flat, values)
+    pointer = expander("h", reference, flat, values).data_ptr()
+    third = expander("h", reference, flat, values)
+    assert third.data_ptr() == pointer != first.data_ptr()
+
 def test_without_reference_counts_every_batch_is_fresh(monkeypatch):
     """Where torch cannot count a storage's users, nothing is recycled and results are the same."""
     monkeypatch.setattr(expander_module, "storage_users", lambda tensor: None)

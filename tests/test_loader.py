@@ -148,6 +148,21 @@ def test_persistent_workers_follow_new_plans(tiny_store):
             assert torch.equal(x, torch.from_numpy(store.dosage_onehot(gene, np.array(people))))
 
 
+@pytest.mark.parametrize("workers", [0, 1])
+def test_passes_leave_the_global_generator_alone(tiny_store, workers):
+    """Passes draw nothing from torch's global generator (training seeds it per epoch for dropout), with or
+    without persistent workers (DataLoader draws their seed at each new iterator: every pass without them)."""
+    store = Store(tiny_store)
+    rows = {g: split_rows(store, g, 0, "train") for g in store.genes.index}
+    loader = BatchLoader(GeneReader(tiny_store, None, "expand"), workers=workers)
+    for epoch in range(2):
+        torch.manual_seed(epoch)
+        expected = torch.rand(1, generator=torch.Generator().manual_seed(epoch))
+        for _ in loader(micro_batches(epoch_blocks(rows, epoch, 0, 8), 4)):
+            pass
+        assert torch.equal(torch.rand(1), expected)
+
+
 @pytest.mark.parametrize("window", [None, 512])
 def test_stored_path_across_chunks_with_a_small_cache(sim_store, monkeypatch, window):
     """Random micro-batches that span both 32-person chunks, a chunk cache that holds one chunk (evictions), a

@@ -96,6 +96,16 @@ def test_resume_equals_an_uninterrupted_run(sim_store, uninterrupted, tmp_path):
     assert same_weights(run / "best.pt", uninterrupted / "best.pt")
 
 
+def test_loader_workers_do_not_change_the_run(sim_store, uninterrupted, tmp_path):
+    """A run with a DataLoader worker process ends with the weights and history of the in-process one (so
+    `--resume` may change --workers)."""
+    run = tmp_path / "worker"
+    train(tiny_config(sim_store, run, workers=1))
+    assert history(run) == history(uninterrupted)
+    assert same_weights(run / "last.pt", uninterrupted / "last.pt")
+    assert same_weights(run / "best.pt", uninterrupted / "best.pt")
+
+
 def train_command(store: Path, run: Path) -> list[str]:
     """`pstore train` of the short run, as a separate process."""
     first, second = genes(store)
