@@ -81,10 +81,15 @@ def _headless(config: dict[str, Any]) -> BorzoiConfig:
     return BorzoiConfig.from_dict({**config, "enable_human_head": False, "enable_mouse_head": False})
 
 
-def borzoi_from_config(name: str, seed: int = 0) -> Borzoi:
-    """A randomly initialized Borzoi of a named size (for tests, the demo, or training from scratch)."""
+def check_config(name: str) -> None:
+    """A named random-init Borzoi size, or a one-line error."""
     if name not in CONFIGS:
         raise InputError(f"config {name!r} is not one of {', '.join(CONFIGS)} for Borzoi")
+
+
+def borzoi_from_config(name: str, seed: int = 0) -> Borzoi:
+    """A randomly initialized Borzoi of a named size (for tests, the demo, or training from scratch)."""
+    check_config(name)
     torch.manual_seed(seed)
     return _prepare(_build(_headless(CONFIGS[name])))
 
@@ -152,4 +157,4 @@ class BorzoiReadout(Readout):
         return embeddings.transpose(1, 2)
 
 
-BACKBONE = Backbone(check_window, borzoi_from_config, borzoi_from_weights, borzoi_from_saved, BorzoiReadout)
+BACKBONE = Backbone(check_window, check_config, borzoi_from_config, borzoi_from_weights, borzoi_from_saved, BorzoiReadout)

@@ -48,7 +48,6 @@ from .store import (
     write_array,
 )
 
-N_FOLDS = 3
 N_GROUPS = 10  # the method's people are cut into 10 disjoint test sets; folds 0-2 use the first three
 FINGERPRINT_BYTES = 8 << 20
 
@@ -122,8 +121,8 @@ def people_splits(people: np.ndarray, seed: int) -> np.ndarray:
     ranked = np.empty(len(people), dtype=np.int64)
     ranked[np.argsort(people, kind="stable")] = rng.permutation(len(people))
     group = ranked * N_GROUPS // max(len(people), 1)
-    splits = np.full((N_FOLDS, len(people)), schemas.SPLIT_CODES["train"], dtype=np.int8)
-    for fold in range(N_FOLDS):
+    splits = np.full((schemas.N_FOLDS, len(people)), schemas.SPLIT_CODES["train"], dtype=np.int8)
+    for fold in range(schemas.N_FOLDS):
         splits[fold, group == fold] = schemas.SPLIT_CODES["test"]
         splits[fold, group == (fold + 1) % N_GROUPS] = schemas.SPLIT_CODES["tune"]
     return splits

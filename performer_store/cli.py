@@ -168,14 +168,21 @@ def validate(store: Path, deep: bool) -> None:
 
 
 def _gene_list(gene_ids: tuple[str, ...], genes_file: Path | None) -> tuple[str, ...]:
-    """Gene IDs from repeated --gene options and a --genes file (one per line, # comments)."""
+    """Gene IDs from repeated --gene options and a --genes file (one per line; blank lines and # comments, indented
+    or after an ID, skipped), each once in first-seen order (a repeat is used once, with a warning)."""
+    from collections import Counter
+
     from .inputs import require_file
 
     genes = list(gene_ids)
     if genes_file is not None:
         require_file(genes_file, "gene list")
-        genes += [line.strip() for line in genes_file.read_text().splitlines() if line.strip() and not line.startswith("#")]
-    return tuple(genes)
+        lines = (line.split("#", 1)[0].strip() for line in genes_file.read_text().splitlines())
+        genes += [line for line in lines if line]
+    repeated = [gene for gene, count in Counter(genes).items() if count > 1]
+    if repeated:
+        click.echo(f"Warning: {len(repeated)} gene(s) given more than once (first: {repeated[0]}); each is used once", err=True)
+    return tuple(dict.fromkeys(genes))
 
 
 @main.command()
@@ -197,7 +204,7 @@ def _gene_list(gene_ids: tuple[str, ...], genes_file: Path | None) -> tuple[str,
 @click.option("--mask-variants", help="Set these SNVs to the reference in every input (training, tune, and `pstore evaluate`): "
               "top-enet:K (per gene the K largest |enet coefficients| of the fold; run `pstore enet` first) or a TSV of "
               "variants (header: contig, position (1-based); gene_id, ref, alt matched when present).")
-@click.option("--lr", type=float, help="AdamW learning rate (default: 5e-6 finetune, 1e-3 transfer).")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), help="AdamW learning rate (default: 5e-6 finetune, 1e-3 transfer).")
 @click.option("--micro-batch", type=click.IntRange(min=1), default=32, show_default=True, help="People per forward pass (all of one gene).")
 @click.option("--gradient-checkpointing", is_flag=True,
               help="Recompute activations in the backward pass instead of keeping them: much less memory per sample "
@@ -366,7 +373,9 @@ def run_command(config_file: Path, steps: str | None) -> None:
     """Run the whole method from a TOML config: build -> enet -> train -> evaluate -> ism -> report.
 
     Finished work is skipped, so running the same config again resumes an interrupted run. Every key is
-    documented in configs/example.toml; relative paths are relative to the config file.
+    documented in configs/example.toml; relative paths are relative to the config file. Every value (with the
+    checks of the step's own `pstore` command) and every input file the steps read is checked before the first
+    step runs.
     """
     from .pipeline import STEPS, load_config, run_pipeline
 

@@ -78,10 +78,15 @@ def _prepare(enformer: Enformer) -> Enformer:
     return enformer
 
 
-def enformer_from_config(name: str, seed: int = 0) -> Enformer:
-    """A randomly initialized Enformer of a named size (for tests, the demo, or training from scratch)."""
+def check_config(name: str) -> None:
+    """A named random-init Enformer size, or a one-line error."""
     if name not in CONFIGS:
         raise InputError(f"config {name!r} is not one of {', '.join(CONFIGS)}")
+
+
+def enformer_from_config(name: str, seed: int = 0) -> Enformer:
+    """A randomly initialized Enformer of a named size (for tests, the demo, or training from scratch)."""
+    check_config(name)
     torch.manual_seed(seed)
     return _prepare(Enformer.from_hparams(**CONFIGS[name], target_length=-1, use_tf_gamma=False))
 
@@ -242,6 +247,12 @@ class Recomputed(nn.Sequential):
         return x
 
 
+def check_checkpointing(name: str, enabled: bool) -> None:
+    """Gradient checkpointing (`recompute_activations`) is written for Enformer's trunk only."""
+    if enabled and name != "enformer":
+        raise InputError(f"--gradient-checkpointing is written for Enformer's trunk, not {name}; drop it or use --backbone enformer")
+
+
 def recompute_activations(enformer: Enformer) -> None:
     """Gradient checkpointing of the stem (one segment), each conv-tower block and each transformer layer.
     (enformer-pytorch's own `use_checkpointing` covers the transformer only, where little memory goes.)"""
@@ -268,13 +279,14 @@ class Backbone:
     """What training, evaluation and ISM need of a backbone, by name in `BACKBONE_MODULES`."""
 
     check_window: Callable[[int], None]  # one-line InputError for a window the architecture cannot read
+    check_config: Callable[[str], None]  # one-line InputError for a name `from_config` does not know
     from_config: Callable[[str, int], nn.Module]  # (config name, seed) -> random-init trunk
     from_weights: Callable[[Path], nn.Module]  # local pretrained weights -> trunk
     from_saved: Callable[[dict[str, Any]], nn.Module]  # a checkpoint's trunk config -> trunk
     readout: Callable[[nn.Module], Readout]  # trunk -> the trainable one-track model
 
 
-BACKBONE = Backbone(check_window, enformer_from_config, enformer_from_weights, enformer_from_saved, Performer)
+BACKBONE = Backbone(check_window, check_config, enformer_from_config, enformer_from_weights, enformer_from_saved, Performer)
 
 
 def backbone(name: str) -> Backbone:

@@ -5,7 +5,8 @@ base Enformer; runs and elastic nets also on other cohorts' stores, `[evaluate].
 fits missing folds, training continues from `last.pt`, ISM skips scored genes), and evaluation is skipped
 where a run's result for its fold is already in the store, so an interrupted `pstore run` is resumed by
 running it again. The config is TOML; `configs/example.toml` documents every key, and relative paths are
-relative to the config file.
+relative to the config file. Every value (`load_config`) and every file the asked steps read (`check_inputs`)
+is checked before the first step runs, so no bad value stops a step after earlier ones ran for hours.
 """
 
 from __future__ import annotations
@@ -16,10 +17,12 @@ import sys
 import tomllib
 import types
 import typing
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
+import click
 import pandas as pd
 
 from .inputs import InputError
@@ -141,8 +144,29 @@ class PipelineConfig:
 # --- reading and checking the config --------------------------------------------------------------------
 
 
+OPTION_NAMES = {"config": "model_config", "folds": "fold", "train_fractions": "train_fraction"}
+"""Config keys whose `pstore <section>` option has another name (a list of folds: each as one --fold, not as
+`pstore enet --folds 0,1`); every other key is checked by its namesake's."""
+
+INPUT_STEPS = {"fasta": "build", "vcf": "build", "gtf": "build", "expression": "build", "sample_map": "build",
+               "mean_expression": "build", "chromatin_states": "report", "finemapped": "report"}
+"""The step that reads each [inputs] file; the others (`truth`, `truth_genes`) feed the summary table of every run."""
+
+MODEL_STEPS = ("train", "evaluate", "ism")
+"""The steps that run models: they need [train]'s weights and device."""
+
+
+@contextmanager
+def _naming(where: str) -> Iterator[None]:
+    """Prefix an InputError with the config file and key whose value caused it."""
+    try:
+        yield
+    except InputError as error:
+        raise InputError(f"{where}: {error}") from None
+
+
 def _check_value(value: Any, kind: Any, where: str) -> Any:
-    """`value` as the annotated type (paths from strings), or a one-line error naming the key."""
+    """`value` as the annotated type (paths from strings), or a one-line error naming the key; lists hold no repeats."""
     if typing.get_origin(kind) in (typing.Union, types.UnionType):
         options = [k for k in typing.get_args(kind) if k is not type(None)]
         return _check_value(value, options[0], where)
@@ -150,6 +174,9 @@ def _check_value(value: Any, kind: Any, where: str) -> Any:
         (item,) = typing.get_args(kind)
         if not isinstance(value, list):
             raise InputError(f"{where}: expected a list of {item.__name__}, got {value!r}")
+        repeated = [v for i, v in enumerate(value) if v in value[:i]]
+        if repeated:
+            raise InputError(f"{where}: {repeated[0]!r} is listed twice; list each once")
         return [_check_value(v, item, where) for v in value]
     if kind is Path:
         kind = str
@@ -160,8 +187,27 @@ def _check_value(value: Any, kind: Any, where: str) -> Any:
     return value
 
 
-def _section(cls: type, table: dict[str, Any], where: str, base: Path) -> Any:
-    """A settings dataclass from a TOML table: unknown keys, wrong types and missing keys are errors."""
+def _option(section: str, key: str) -> click.Parameter | None:
+    """The option of `pstore SECTION` that checks a config key on the command line (None where it has none)."""
+    from .cli import main
+
+    command = main.commands.get(section)
+    name = OPTION_NAMES.get(key, key)
+    return next((p for p in command.params if p.name == name), None) if command else None
+
+
+def _check_option(values: list[Any], option: click.Parameter, where: str, section: str) -> None:
+    """Each value passes the option's own check (range, choice) as `pstore SECTION` would, or a one-line error."""
+    for value in values:
+        try:
+            option.type.convert(value, None, None)
+        except click.BadParameter as error:
+            raise InputError(f"{where}: {error.message.rstrip('.')}, as for `pstore {section} {option.opts[0]}`") from None
+
+
+def _section(cls: type, table: dict[str, Any], where: str, section: str, base: Path) -> Any:
+    """A settings dataclass from a TOML table: unknown keys, wrong types, values the step's `pstore` command would
+    refuse and missing keys are errors."""
     if not isinstance(table, dict):
         raise InputError(f"{where}: expected a table")
     fields = {f.name: f for f in dataclasses.fields(cls)}
@@ -172,6 +218,9 @@ def _section(cls: type, table: dict[str, Any], where: str, base: Path) -> Any:
     values = {}
     for name, value in table.items():
         value = _check_value(value, hints[name], f"{where}.{name}")
+        option = _option(section, name)
+        if option is not None:
+            _check_option(value if isinstance(value, list) else [value], option, f"{where}.{name}", section)
         is_path = Path in typing.get_args(hints[name]) or hints[name] is Path
         values[name] = ([base / v for v in value] if isinstance(value, list) else base / value) if is_path else value
     missing = [n for n, f in fields.items() if n not in values and f.default is dataclasses.MISSING
@@ -181,8 +230,42 @@ def _section(cls: type, table: dict[str, Any], where: str, base: Path) -> Any:
     return cls(**values)
 
 
+def _check_model(train: TrainStep, build: BuildStep, evaluate: EvaluateStep, where: str) -> None:
+    """[train]'s model as `pstore train` checks it when a run starts: one of config and weights, a config name of
+    the backbone, a window it reads and the store holds, gradient checkpointing only for Enformer."""
+    from .model import backbone, check_checkpointing
+
+    if (train.config is None) == (train.weights is None):
+        raise InputError(f"{where}: [train] give exactly one of config = \"tiny\" (random init) or weights = \"PATH\"")
+    chosen = backbone(train.backbone)
+    if train.config is not None:
+        with _naming(f"{where}: [train].config"):
+            chosen.check_config(train.config)
+    with _naming(f"{where}: {'[train]' if train.window else '[build]'}.window"):
+        chosen.check_window(train.window or build.window)
+    if train.window and train.window > build.window:
+        raise InputError(f"{where}: [train].window {train.window} is longer than [build].window {build.window} (the store's "
+                         "windows): runs read the centre of the stored window; shorten [train].window or raise [build].window")
+    with _naming(f"{where}: [train].gradient_checkpointing"):
+        check_checkpointing(train.backbone, train.gradient_checkpointing)
+    if train.processes < 1:
+        raise InputError(f"{where}: [train].processes: {train.processes} is not in the range x>=1; give 1 (one process) or more (torchrun)")
+    if train.backbone != "enformer" and evaluate.base:
+        raise InputError(f"{where}: [evaluate] base = true scores base Enformer with [train]'s weights, which are {train.backbone}'s; set base = false")
+
+
+def _check_folds(folds: list[int], where: str) -> None:
+    """Folds of the people split, which has `schemas.N_FOLDS` in every store."""
+    from .schemas import N_FOLDS
+
+    wrong = [fold for fold in folds if not 0 <= fold < N_FOLDS]
+    if wrong:
+        raise InputError(f"{where}: fold {wrong[0]} does not exist; every store has folds 0-{N_FOLDS - 1}")
+
+
 def load_config(path: Path) -> PipelineConfig:
-    """Read and check a `pstore run` config (TOML); paths become relative to its directory."""
+    """Read and check a `pstore run` config (TOML) whole, so that no value stops a step after earlier ones ran;
+    paths become relative to its directory."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"config {path}: no such file; see configs/example.toml")
@@ -190,39 +273,56 @@ def load_config(path: Path) -> PipelineConfig:
         raw = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as error:
         raise InputError(f"config {path}: not valid TOML ({error})") from None
-    base = path.parent
+    base, where = path.parent, f"config {path}"
     sections = {"inputs": Inputs, "build": BuildStep, "enet": EnetStep, "train": TrainStep, "evaluate": EvaluateStep,
                 "ism": IsmStep, "report": ReportStep}
     unknown = sorted(set(raw) - set(sections) - {"store", "out"})
     if unknown:
-        raise InputError(f"config {path}: unknown key or table {unknown[0]!r} (known: store, out, {', '.join(sections)})")
+        raise InputError(f"{where}: unknown key or table {unknown[0]!r} (known: store, out, {', '.join(sections)})")
     for key in ("store", "out", "inputs"):
         if key not in raw:
-            raise InputError(f"config {path}: missing {key!r} (see configs/example.toml)")
-    parsed = {name: _section(cls, raw.get(name, {}), f"config {path}: [{name}]", base) for name, cls in sections.items()}
+            raise InputError(f"{where}: missing {key!r} (see configs/example.toml)")
+    parsed = {name: _section(cls, raw.get(name, {}), f"{where}: [{name}]", name, base) for name, cls in sections.items()}
     train = parsed["train"]
-    if (train.config is None) == (train.weights is None):
-        raise InputError(f"config {path}: [train] give exactly one of config = \"tiny\" (random init) or weights = \"PATH\"")
-    from .model import BACKBONE_MODULES, MODES
-
-    if train.backbone not in BACKBONE_MODULES or train.mode not in MODES:
-        raise InputError(f"config {path}: [train] backbone is one of {', '.join(BACKBONE_MODULES)} and mode one of {', '.join(MODES)}, got {train.backbone!r} and {train.mode!r}")
-    if train.backbone != "enformer" and parsed["evaluate"].base:
-        raise InputError(f"config {path}: [evaluate] base = true scores base Enformer with [train]'s weights, which are {train.backbone}'s; set base = false")
-    if not all(0 < f <= 1 for f in train.train_fractions):
-        raise InputError(f"config {path}: [train].train_fractions: each must be in (0, 1], got {train.train_fractions}")
+    _check_model(train, parsed["build"], parsed["evaluate"], where)
+    enet, report = parsed["enet"], parsed["report"]
+    for key, folds in (("[train].folds", train.folds), ("[enet].folds", enet.folds), ("[report].fold", [report.fold])):
+        _check_folds(folds, f"{where}: {key}")
     from .masking import TOP_ENET, parse_mask
 
     masks = [m if m.startswith(TOP_ENET) else str(base / m) for m in train.mask_variants]  # files relative to the config
     for mask in masks:
-        try:
+        with _naming(f"{where}: [train].mask_variants"):
             parse_mask(mask)
-        except InputError as error:
-            raise InputError(f"config {path}: [train].mask_variants: {error}") from None
     parsed["train"] = dataclasses.replace(train, mask_variants=masks)
-    store = base / _check_value(raw["store"], Path, f"config {path}: store")
-    out = base / _check_value(raw["out"], Path, f"config {path}: out")
+    store = base / _check_value(raw["store"], Path, f"{where}: store")
+    out = base / _check_value(raw["out"], Path, f"{where}: out")
     return PipelineConfig(path=path, store=store, out=out, **parsed)
+
+
+def check_inputs(config: PipelineConfig, steps: tuple[str, ...]) -> None:
+    """The files the asked steps read and the device their models run on, checked before the first step (each
+    error names the config key): a missing one would otherwise stop a step after earlier ones ran for hours."""
+    from .inputs import require_file
+    from .store import Store
+    from .train import choose_device
+
+    where = f"config {config.path}"
+    for key, path in vars(config.inputs).items():
+        reader = INPUT_STEPS.get(key)
+        if isinstance(path, Path) and (reader is None or reader in steps):
+            with _naming(f"{where}: [inputs].{key}"):
+                require_file(path, "file")
+    if config.train.weights is not None and not config.train.weights.exists() and set(MODEL_STEPS) & set(steps):
+        raise InputError(f"{where}: [train].weights {config.train.weights}: no such file or directory; give the "
+                         f"pretrained {config.train.backbone} weights (a directory or a file)")
+    if "evaluate" in steps:
+        for other in config.evaluate.other_stores:
+            with _naming(f"{where}: [evaluate].other_stores"):
+                Store(other)
+    if set(MODEL_STEPS) & set(steps):
+        with _naming(f"{where}: [train].device"):
+            choose_device(config.train.device)
 
 
 # --- the steps ------------------------------------------------------------------------------------------
@@ -428,6 +528,7 @@ def run_pipeline(config: PipelineConfig, steps: tuple[str, ...] = STEPS, log: Ca
     """Run the asked steps in order; returns the per-gene summary table."""
     from .store import Store
 
+    check_inputs(config, steps)
     if "build" in steps:
         log("== build")
         run_build(config)

@@ -17,6 +17,7 @@ GENES_GROUP = "genes"
 STAGING_DIR = ".pstore-staging"
 BASES = "ACGT"
 SPLIT_CODES = {"train": 0, "tune": 1, "test": 2}
+N_FOLDS = 3  # folds of every store's people split (`sample_split`)
 PEOPLE_PER_CHUNK = 32
 
 DIMENSIONS: Mapping[str, str] = {

@@ -31,8 +31,8 @@ from . import schemas
 from .loader import (BatchLoader, GeneReader, epoch_blocks, evaluation_batches, micro_batches, rank_blocks, split_rows,
                      train_people)
 from .masking import masked_positions, parse_mask, resolve_mask
-from .model import (MODES, Readout, backbone, build_readout, check_mode, load_checkpoint, recompute_activations,
-                    save_checkpoint)
+from .model import (MODES, Readout, backbone, build_readout, check_checkpointing, check_mode, load_checkpoint,
+                    recompute_activations, save_checkpoint)
 from .predict import autocast, gene_metrics, predict
 from .results import replace_atomically
 from .store import Store
@@ -270,8 +270,7 @@ def train(config: TrainConfig) -> TrainState:
     window = config.window or store.window
     backbone(config.backbone).check_window(window)
     check_mode(config.mode)
-    if config.gradient_checkpointing and config.backbone != "enformer":
-        raise InputError(f"--gradient-checkpointing is written for Enformer's trunk, not {config.backbone}; drop it or use --backbone enformer")
+    check_checkpointing(config.backbone, config.gradient_checkpointing)
     genes = list(config.genes)
     if not genes:
         raise InputError("no genes to train on; give --gene or --genes")

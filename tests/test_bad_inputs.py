@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import json
 import os
 import shutil
 from pathlib import Path
@@ -333,3 +334,35 @@ def test_missing_input_file(tiny_copy, tmp_path, missing, problem):
     args = build_args(tiny_copy, tmp_path / "s.zarr")
     args[args.index(f"--{missing}") + 1] = str(given)
     fails(args, str(given), problem)
+
+
+GENES_FILE = """# genes to build
+   # an indented comment is a comment too
+
+ENSG00000000001.1
+\t
+ENSG00000000003.2   # trailing note
+ENSG00000000001.1
+"""
+
+
+def test_genes_file_skips_comments_and_blank_lines_and_repeats(tiny_copy, tmp_path):
+    """Indented and trailing comments and whitespace-only lines are no gene IDs; a gene given twice is built once."""
+    genes = tmp_path / "genes.txt"
+    genes.write_text(GENES_FILE)
+    store = tmp_path / "s.zarr"
+    result = pstore(*build_args(tiny_copy, store, "--genes", str(genes), "--gene", "ENSG00000000003.2"))
+    assert "Warning: 2 gene(s) given more than once (first: ENSG00000000003.2); each is used once" in result.output
+    assert complete_gene_ids(store) == ["ENSG00000000001.1", "ENSG00000000003.2"]
+
+
+def test_a_run_records_each_gene_once(tiny_store, tmp_path):
+    """run.json lists a gene given by --gene and twice in --genes once, in first-seen order. (The tiny cohort has one
+    tune person, so the run ends without a best epoch, exit 1, but with its run.json.)"""
+    genes = tmp_path / "genes.txt"
+    genes.write_text("ENSG00000000003.2\nENSG00000000001.1\n  # more\nENSG00000000003.2\n")
+    run = tmp_path / "run"
+    pstore("train", "--store", str(tiny_store), "--gene", "ENSG00000000001.1", "--genes", str(genes), "--fold", "0",
+           "--config", "tiny", "--out", str(run), "--micro-batch", "4", "--accumulation", "2", "--max-epochs", "1",
+           "--device", "cpu", "--quiet", expect=1)
+    assert json.loads((run / "run.json").read_text())["genes"] == ["ENSG00000000001.1", "ENSG00000000003.2"]

@@ -6,9 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import pstore
 
-from performer_store.pipeline import load_config
+from performer_store.inputs import InputError
+from performer_store.pipeline import STEPS, load_config
 from performer_store.results import read_result
 from performer_store import schemas
 from performer_store.simulate import simulate_cohort
@@ -51,7 +53,7 @@ def test_example_config_is_valid_and_paths_are_relative_to_it():
     ("[train]\nconfig = \"tiny\"\nmax_epochs = \"ten\"", "[train].max_epochs: expected int, got 'ten'"),
     ("[train]\nconfig = \"tiny\"\nweights = \"w.safetensors\"", "give exactly one of config"),
     ("[trian]\nconfig = \"tiny\"", "unknown key or table 'trian'"),
-    ("[train]\nconfig = \"tiny\"\ntrain_fractions = [0.5, 1.5]", "train_fractions: each must be in (0, 1]"),
+    ("[train]\nconfig = \"tiny\"\ntrain_fractions = [0.5, 1.5]", "[train].train_fractions: 1.5 is not in the range 0<x<=1"),
     ("[train]\nconfig = \"tiny\"\n[inputs]\nfasta = 1", "not valid TOML"),
 ])
 def test_bad_configs_get_one_line_errors(tmp_path, change, message):
@@ -60,6 +62,103 @@ def test_bad_configs_get_one_line_errors(tmp_path, change, message):
     assert message in result.output and str(tmp_path / "config.toml") in result.output
     assert len(result.output.strip().splitlines()) == 1
     assert not (tmp_path / "store.zarr").exists()
+
+
+TRAIN = '[train]\nconfig = "tiny"\n'
+BORZOI = '[train]\nbackbone = "borzoi"\n{}\n[evaluate]\nbase = false\n'
+
+
+@pytest.mark.parametrize("change, message", [
+    ('[train]\nconfig = "huge"', "[train].config: 'huge' is not one of 'tiny', 'small', 'full', as for `pstore train --config`"),
+    (BORZOI.format('config = "small"'), "[train].config: config 'small' is not one of tiny, full for Borzoi"),
+    (BORZOI.format('config = "tiny"\ngradient_checkpointing = true'), "[train].gradient_checkpointing: --gradient-checkpointing is written for Enformer's trunk"),
+    (TRAIN + 'backbone = "bert"', "[train].backbone: 'bert' is not one of 'enformer', 'borzoi'"),
+    (TRAIN + 'mode = "scratch"', "[train].mode: 'scratch' is not one of 'finetune', 'transfer'"),
+    (TRAIN + "folds = [7]", "[train].folds: fold 7 does not exist; every store has folds 0-2"),
+    (TRAIN + "folds = [-1]", "[train].folds: -1 is not in the range x>=0, as for `pstore train --fold`"),
+    (TRAIN + "folds = [0, 0]", "[train].folds: 0 is listed twice; list each once"),
+    (TRAIN + 'genes = ["G1", "G2", "G1"]', "[train].genes: 'G1' is listed twice"),
+    (TRAIN + "[enet]\nfolds = [0, 3]", "[enet].folds: fold 3 does not exist; every store has folds 0-2"),
+    (TRAIN + "[report]\nfold = 5", "[report].fold: fold 5 does not exist"),
+    (TRAIN + "micro_batch = 0", "[train].micro_batch: 0 is not in the range x>=1, as for `pstore train --micro-batch`"),
+    (TRAIN + "accumulation = -4", "[train].accumulation: -4 is not in the range x>=1"),
+    (TRAIN + "max_epochs = 0", "[train].max_epochs: 0 is not in the range x>=1"),
+    (TRAIN + "patience = 0", "[train].patience: 0 is not in the range x>=1"),
+    (TRAIN + "workers = -1", "[train].workers: -1 is not in the range x>=0"),
+    (TRAIN + "processes = 0", "[train].processes: 0 is not in the range x>=1"),
+    (TRAIN + "lr = 0", "[train].lr: 0.0 is not in the range x>0, as for `pstore train --lr`"),
+    (TRAIN + "lr = -1e-3", "[train].lr: -0.001 is not in the range x>0"),
+    (TRAIN + 'device = "gpu"', "[train].device: 'gpu' is not one of 'auto', 'cpu', 'cuda', as for `pstore train --device`"),
+    (TRAIN + "window = 1000", "[train].window: window 1000 bp: Enformer needs a multiple of 256 bp"),
+    (TRAIN + "window = 0", "[train].window: 0 is not in the range x>=1"),
+    (TRAIN + "window = 98304", "[train].window 98304 is longer than [build].window 49152"),
+    (TRAIN + "[build]\nwindow = 64", "[build].window: 64 is not in the range x>=128, as for `pstore build --window`"),
+    (TRAIN + "[build]\nwindow = 1000", "[build].window: window 1000 bp: Enformer needs a multiple of 256 bp"),
+    (TRAIN + "[build]\nworkers = 0", "[build].workers: 0 is not in the range x>=1"),
+    (TRAIN + "[enet]\nworkers = 0", "[enet].workers: 0 is not in the range x>=1"),
+    (TRAIN + "[evaluate]\nmicro_batch = 0", "[evaluate].micro_batch: 0 is not in the range x>=1"),
+    (TRAIN + "[evaluate]\ntrack = -1", "[evaluate].track: -1 is not in the range x>=0"),
+    (TRAIN + "[ism]\nbatch = 0", "[ism].batch: 0 is not in the range x>=1"),
+])
+def test_values_a_step_would_refuse_are_refused_before_any_step(tmp_path, change, message):
+    """Each value `pstore train` (build, ...) would refuse when its step starts is a one-line error up front."""
+    text = MINIMAL.replace(TRAIN, change + "\n")
+    with pytest.raises(InputError) as error:
+        load_config(write(tmp_path, text))
+    assert message in str(error.value) and str(tmp_path / "config.toml") in str(error.value), str(error.value)
+    assert "\n" not in str(error.value)
+    assert list(tmp_path.iterdir()) == [tmp_path / "config.toml"]
+
+
+def test_a_bad_value_stops_pstore_run_before_the_build(tmp_path):
+    """The inputs exist, so the build would run first: the bad [train] value stops `pstore run` before it."""
+    for path in inputs(tmp_path):
+        path.touch()
+    output = pstore("run", str(write(tmp_path, MINIMAL + "micro_batch = 0\n")), expect=1).output
+    assert output.startswith("Error: config ") and "[train].micro_batch" in output and len(output.strip().splitlines()) == 1
+    assert not (tmp_path / "store.zarr").exists() and not (tmp_path / "out").exists()
+
+
+def inputs(tmp_path: Path) -> list[Path]:
+    """MINIMAL's [inputs] files, in tmp_path/cohort (the folder made)."""
+    (tmp_path / "cohort").mkdir(exist_ok=True)
+    return [tmp_path / "cohort" / name for name in ("reference.fa", "genotypes.vcf.gz", "annotation.gtf.gz", "expression.bed.gz")]
+
+
+def refused(tmp_path: Path, text: str, *fragments: str, steps: str = ",".join(STEPS)) -> None:
+    """`pstore run` stops with one line naming the config file and these fragments, writing nothing."""
+    output = pstore("run", str(write(tmp_path, text)), "--steps", steps, expect=1).output
+    assert all(f in output for f in (str(tmp_path / "config.toml"), *fragments)), output
+    assert len(output.strip().splitlines()) == 1
+    assert not (tmp_path / "store.zarr").exists() and not (tmp_path / "out").exists()
+
+
+def test_missing_input_files_name_their_config_key(tmp_path):
+    """A file of [inputs] (or [train].weights, [evaluate].other_stores) that is missing is named with its key
+    before the first step; a step not asked for needs none of its files."""
+    fasta, vcf, *_ = inputs(tmp_path)
+    for path in inputs(tmp_path):
+        path.touch()
+    vcf.unlink()
+    refused(tmp_path, MINIMAL, "[inputs].vcf", str(vcf), "no such file")
+    vcf.touch()
+    annotated = MINIMAL.replace('tissue = "whole_blood"\n', 'tissue = "whole_blood"\nfinemapped = "eqtls.tsv"\n')
+    refused(tmp_path, annotated, "[inputs].finemapped", str(tmp_path / "eqtls.tsv"))  # read by the report, the last step
+    weights = MINIMAL.replace('config = "tiny"', 'weights = "enformer-weights"')
+    refused(tmp_path, weights, "[train].weights", str(tmp_path / "enformer-weights"), "no such file or directory")
+    refused(tmp_path, MINIMAL + '[evaluate]\nother_stores = ["brain.zarr"]\n', "[evaluate].other_stores",
+            str(tmp_path / "brain.zarr"), "not a Zarr store")
+    fasta.unlink()
+    refused(tmp_path, annotated, "[inputs].finemapped", steps="report")  # the build's files are not needed for it
+    output = pstore("run", str(write(tmp_path, MINIMAL)), "--steps", "enet", expect=1).output
+    assert f"store {tmp_path / 'store.zarr'}: not a Zarr store" in output and "fasta" not in output
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_without_a_gpu_is_refused_before_the_build(tmp_path):
+    for path in inputs(tmp_path):
+        path.touch()
+    refused(tmp_path, MINIMAL + 'device = "cuda"\n', "[train].device: --device cuda: no CUDA device is available")
 
 
 def test_mask_variants_add_named_runs_with_their_mask(tmp_path):
