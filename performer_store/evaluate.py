@@ -16,7 +16,7 @@ import math
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
@@ -122,22 +122,31 @@ def evaluate_run(config: EvaluateConfig, run: Path, name: str | None = None) -> 
         check_keeps_hop(store, gene_id, name, run, meta)
     rows = {g: np.concatenate(list(held_out_rows(store, g, meta["fold"]).values())) for g in genes}
     predictions = _predict_people(config, model, meta, store, rows)
-    records = []
+    settings, records = gene_settings(meta, store, genes), []
     for gene_id in genes:
         gene_rows, prediction, _ = predictions.get(gene_id, (np.zeros(0, int), np.zeros(0), np.zeros(0)))
         row, r, r2 = score_fold(store, gene_id, meta["fold"], gene_rows, prediction)
-        setting = "HOP" if gene_id in meta["genes"] else "HOGP"
+        setting = settings[gene_id]
         write_result(store.path, gene_id, name, "performer", [meta["fold"]], fold_values(store, meta["fold"], row, r, r2, "ok"),
                      {**run_attrs(run, meta), "settings": {str(meta["fold"]): setting}})
         records.append({"gene_id": gene_id, "model": name, "fold": meta["fold"], "setting": setting, "pearson_r": r, "r2": r2})
     return pd.DataFrame(records)
 
 
+def gene_settings(meta: dict[str, Any], store: Store, genes: Sequence[str]) -> dict[str, str]:
+    """What a run's predictions of each gene are: HOP (it trained on the gene, in this store) or HOGP; for a run of
+    another store, "cross-cohort" (the gene matched by unversioned ID) or "cross-cohort HOGP"."""
+    if meta["store"] == store_identity(store):
+        return {g: "HOP" if g in meta["genes"] else "HOGP" for g in genes}
+    matched = match_genes(meta["genes"], genes).pairs
+    return {g: "cross-cohort" if g in matched else "cross-cohort HOGP" for g in genes}
+
+
 def check_keeps_hop(store: Store, gene_id: str, name: str, run: Path, meta: dict[str, Any],
                     group: str = schemas.RESULTS_GROUP) -> None:
     """A run that did not train on a gene may not replace, under the same name and fold, the result of a run
     that did (single-gene runs of `pstore run` share one name: evaluating one on every gene would)."""
-    found = None if gene_id in meta["genes"] else read_result(store.path, gene_id, name, group)
+    found = None if gene_settings(meta, store, [gene_id])[gene_id] == "HOP" else read_result(store.path, gene_id, name, group)
     fold = str(meta["fold"])
     other = found[1].get("runs", {}).get(fold) if found else None
     if other and other != str(Path(run).resolve()) and found[1].get("settings", {}).get(fold) == "HOP":
@@ -165,15 +174,16 @@ def evaluate_cross(config: EvaluateConfig, run: Path, store: Store, model: Reado
         check_result_name(store, gene_id, name, "performer", source)
     everyone = np.arange(len(store.sample_id))
     predictions = _predict_people(config, model, meta, store, {g: everyone for g in genes})
-    fold, records = meta["fold"], []
+    fold, settings, records = meta["fold"], gene_settings(meta, store, genes), []
     for gene_id in genes:
         rows, prediction, _ = predictions[gene_id]
         row = np.full(len(everyone), np.nan, dtype=np.float32)
         row[rows] = prediction
         values = cross_values(store, gene_id, fold, row, "ok")
-        attrs = {**run_attrs(run, meta), "source_store": source, "source_gene_id": match.pairs.get(gene_id)}
+        attrs = {**run_attrs(run, meta), "source_store": source, "source_gene_id": match.pairs.get(gene_id),
+                 "settings": {str(fold): settings[gene_id]}}
         write_result(store.path, gene_id, name, "performer", [fold], values, attrs, CROSS_SPECS)
-        setting = "cross-cohort" if gene_id in match.pairs else "cross-cohort HOGP"
+        setting = settings[gene_id]
         records.append({"gene_id": gene_id, "model": name, "fold": fold, "setting": setting,
                         **{key: float(values[key][fold]) for key in ("pearson_r", "r2", "cross_pearson_r", "cross_r2")}})
     table = pd.DataFrame(records)

@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 
 from . import schemas
 from .encode import base_codes
-from .evaluate import check_keeps_hop, load_base, load_run, made_by, run_attrs
+from .evaluate import check_keeps_hop, gene_settings, load_base, load_run, made_by, run_attrs
 from .inputs import InputError
 from .loader import GeneReader
 from .model import Readout
@@ -71,6 +71,7 @@ class IsmModel:
     attrs: dict[str, Any]
     run: Path | None = None
     meta: dict[str, Any] | None = None
+    settings: dict[str, str] | None = None
 
     @property
     def trunk(self) -> nn.Module:
@@ -90,10 +91,11 @@ class IsmModel:
         return FullForward(embed, reference)
 
     def gene_attrs(self, gene_id: str) -> dict[str, Any]:
-        """What a gene's result records of this model: a run's folds also say HOP (it trained on the gene) or HOGP."""
-        if self.meta is None:
+        """What a gene's result records of this model: a run's folds also say HOP (it trained on the gene), HOGP or,
+        for a run of another store, cross-cohort (`evaluate.gene_settings`)."""
+        if self.settings is None:
             return self.attrs
-        return {**self.attrs, "settings": {str(f): "HOP" if gene_id in self.meta["genes"] else "HOGP" for f in self.folds}}
+        return {**self.attrs, "settings": {str(f): self.settings[gene_id] for f in self.folds}}
 
     def check_keeps_hop(self, store: Store, gene_id: str, group: str) -> None:
         """A run may not replace a result another run made on its own gene under the same name (`evaluate.check_keeps_hop`)."""
@@ -117,7 +119,7 @@ def performer_model(run: Path, store: Store) -> IsmModel:
     """A run's best checkpoint (either backbone and mode); its scores fill the run's fold."""
     model, meta = load_run(run, store)
     return IsmModel(meta["name"], "performer", (meta["fold"],), meta["window"], model, partial(centre_track, model.head),
-                    run_attrs(run, meta), Path(run), meta)
+                    run_attrs(run, meta), Path(run), meta, gene_settings(meta, store, list(store.genes.index)))
 
 
 def enformer_model(store: Store, weights: Path | None, model_config: str | None, track: int | None,

@@ -33,9 +33,10 @@ def predict(model: Callable[[torch.Tensor], torch.Tensor], loader: BatchLoader,
 
 
 def gene_metrics(prediction: np.ndarray, target: np.ndarray) -> tuple[float, float]:
-    """Pearson r (scipy) and R2 (sklearn r2_score) across people; NaN when undefined (constant values)."""
+    """Pearson r (scipy) and R2 (sklearn r2_score) across people, in float64 whatever the inputs' dtype (so every
+    caller scores alike); NaN when undefined (constant values)."""
     keep = ~np.isnan(target)
-    prediction, target = prediction[keep], target[keep]
+    prediction, target = prediction[keep].astype(np.float64), target[keep].astype(np.float64)
     if len(target) < 2 or np.ptp(target) == 0:
         return math.nan, math.nan
     with warnings.catch_warnings():  # near-constant predictions (early in training) are scored, not warned about

@@ -190,7 +190,7 @@ RESULTS_GROUP = "results"
 RUN_ATTRIBUTES = {
     "runs": "Performer: the run directory that made each fold.",
     "checkpoints": "Performer: the save of the run's best.pt that made each fold (modification time in ns:size); a later save makes the fold stale for `pstore run`.",
-    "settings": "Performer: per fold, HOP (the run trained on the gene) or HOGP; a run's HOGP fold never replaces another run's HOP fold.",
+    "settings": "Performer: per fold, HOP (the run trained on the gene) or HOGP, or for a run of another store cross-cohort (gene matched) or cross-cohort HOGP; a fold that is not HOP never replaces another run's HOP fold.",
     "mask": "Performer run trained with --mask-variants: the mask per fold.",
 }
 

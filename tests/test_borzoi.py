@@ -189,9 +189,9 @@ def test_train_evaluate_and_ism_from_the_cli(sim_store, tmp_path):
         onehots = torch.from_numpy((group["reference_onehot"][:] + group["dosage_onehot_delta"][:][test]).astype(np.float32))
         with torch.no_grad():
             np.testing.assert_allclose(arrays["prediction"][0, test], model.eval()(onehots).numpy(), rtol=1e-5, atol=1e-6)
-        target = store.gene(gene)["target"][:][test]
-        assert arrays["r2"][0] == pytest.approx(r2_score(target, arrays["prediction"][0, test]), abs=1e-6)
-        assert arrays["pearson_r"][0] == pytest.approx(pearsonr(arrays["prediction"][0, test], target).statistic, abs=1e-5)
+        target, prediction = store.gene(gene)["target"][:][test].astype(np.float64), arrays["prediction"][0, test].astype(np.float64)
+        assert arrays["r2"][0] == pytest.approx(r2_score(target, prediction), abs=1e-6)
+        assert arrays["pearson_r"][0] == pytest.approx(pearsonr(prediction, target).statistic, abs=1e-5)
     assert "the conv-tower splice is Enformer's; give --exact-full" in pstore(
         "ism", "--store", str(store_path), "--run", str(tmp_path / "transfer"), "--gene", gene, "--device", "cpu", expect=1).output
     pstore("ism", "--store", str(store_path), "--run", str(tmp_path / "transfer"), "--gene", gene, "--exact-full", "--device", "cpu", "--quiet")

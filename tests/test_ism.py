@@ -62,10 +62,10 @@ def ism_store(tmp_path_factory) -> Path:
     return store
 
 
-def save_run(run: Path, store: Path, **meta) -> Path:
+def save_run(run: Path, trained_on: Path, **meta) -> Path:
     """A run directory holding a sensitive tiny Performer of fold 1 reading 2,048-bp windows as best.pt."""
     run.mkdir(parents=True)
-    meta = {"genes": [], "fold": 1, "window": RUN_WINDOW, "store": store_identity(Store(store)), "name": run.name, **meta}
+    meta = {"genes": [], "fold": 1, "window": RUN_WINDOW, "store": store_identity(Store(trained_on)), "name": run.name, **meta}
     save_checkpoint(run / "best.pt", performer(), meta)
     return run
 
@@ -233,6 +233,23 @@ def test_scores_are_redone_for_another_run_or_a_new_save_and_kept_for_the_run_th
     saved = (copy / "best.pt").stat()
     os.utime(copy / "best.pt", ns=(saved.st_atime_ns, saved.st_mtime_ns + 10**9))  # as resumed training's new best would
     assert "scored 11 SNVs of 1 genes" in pstore(*ism, str(copy), "--gene", first).output
+
+
+def test_a_run_of_another_store_never_replaces_a_run_that_trained_here(ism_store, tmp_path):
+    """A run trained on the same gene in another store is cross-cohort here: it may not replace, under the same
+    name, the scores of the run that trained on the gene in this store, and its own scores say cross-cohort."""
+    store = tmp_path / "store.zarr"
+    shutil.copytree(ism_store, store)
+    first, second = Store(store).genes.index
+    local = save_run(tmp_path / "local", store, genes=[first], name="shared")
+    other = save_run(tmp_path / "other", store, genes=[first, second], name="shared", store="cohort:" + "0" * 32)
+    ism = ("ism", "--store", str(store), "--device", "cpu", "--quiet", "--run")
+    pstore(*ism, str(local), "--gene", first)
+    refused = pstore(*ism, str(other), "--gene", first, expect=1).output
+    assert f"gene {first} fold 1 holds result 'shared' of run {local.resolve()}, which trained on it" in refused
+    assert read_result(store, first, "shared", schemas.ISM_GROUP)[1]["runs"] == {"1": str(local.resolve())}
+    pstore(*ism, str(other), "--gene", second)
+    assert read_result(store, second, "shared", schemas.ISM_GROUP)[1]["settings"] == {"1": "cross-cohort"}
 
 
 def test_score_positions_follow_the_loader_crop(ism_store, ism_run):

@@ -227,9 +227,9 @@ def test_evaluate_writes_predictions_and_metrics(sim_store, uninterrupted, tmp_p
         assert np.isnan(np.delete(arrays["prediction"][0], held)).all() and np.isnan(arrays["prediction"][1:]).all()
         test = split_rows(store, gene, 0, "test")
         target = store.gene(gene)["target"][:]
-        prediction = arrays["prediction"][0, test]
-        assert arrays["r2"][0] == pytest.approx(r2_score(target[test], prediction), abs=1e-6)
-        expected_r = pearsonr(prediction, target[test]).statistic if np.ptp(prediction) > 0 else np.nan  # scipy: NaN
+        prediction, test_target = arrays["prediction"][0, test].astype(np.float64), target[test].astype(np.float64)
+        assert arrays["r2"][0] == pytest.approx(r2_score(test_target, prediction), abs=1e-6)
+        expected_r = pearsonr(prediction, test_target).statistic if np.ptp(prediction) > 0 else np.nan  # scipy: NaN
         np.testing.assert_allclose(arrays["pearson_r"][0], expected_r, atol=1e-5, equal_nan=True)
         assert list(arrays["status"]) == ["ok", "not run", "not run"]
     info = pstore("info", str(store_path)).output
