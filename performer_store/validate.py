@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+from itertools import product
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 import pandas as pd
 import zarr
+from numcodecs import Zstd
+from zarr.codecs import ZstdCodec
 
 from . import schemas
 from .encode import base_codes, dosage_onehot_delta, haplotype_carriers
@@ -16,14 +19,82 @@ from .results import NOT_RUN
 from .store import Store, complete_gene_ids, directory_size, is_complete
 
 
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+"""The first bytes of a zstd frame (RFC 8878)."""
+
+
+def _zstd_frame_length(chunk: Path) -> int | None:
+    """Bytes of the one zstd frame a chunk file starts with, from its frame and block headers alone (None: not a
+    whole frame, e.g. truncated); reads a few bytes per block, decompresses nothing."""
+    with open(chunk, "rb") as file:
+        header = file.read(6)
+        if len(header) < 5 or header[:4] != ZSTD_MAGIC:
+            return None
+        descriptor = header[4]
+        single_segment = bool(descriptor & 0x20)
+        content_size_bytes = {0: int(single_segment), 1: 2, 2: 4, 3: 8}[descriptor >> 6]
+        offset = 5 + (not single_segment) + {0: 0, 1: 1, 2: 2, 3: 4}[descriptor & 0x03] + content_size_bytes
+        while True:
+            file.seek(offset)
+            block = file.read(3)
+            if len(block) < 3:
+                return None
+            value = int.from_bytes(block, "little")
+            kind, size = (value >> 1) & 0x03, value >> 3
+            if kind == 3:
+                return None
+            offset += 3 + (1 if kind == 1 else size)
+            if value & 0x01:
+                return offset + 4 * bool(descriptor & 0x04)
+
+
+def _chunk_problem(chunk: Path, decode: bool) -> str | None:
+    """What is wrong with one zstd chunk file (None: nothing): missing, not one whole frame, or (decode) not decodable."""
+    if not chunk.is_file():
+        return "is missing"
+    size = chunk.stat().st_size
+    if _zstd_frame_length(chunk) != size:
+        return f"is truncated or not a zstd frame ({size} bytes)"
+    if decode:
+        try:
+            Zstd().decode(chunk.read_bytes())
+        except RuntimeError as error:
+            return f"does not decode ({error})"
+    return None
+
+
+def _check_chunks(array: zarr.Array, directory: Path, where: str, decode: bool) -> list[str]:
+    """Each chunk file of a fully written zstd array is there and one whole zstd frame (decode: and decodes)."""
+    codecs = array.metadata.codecs
+    if not codecs or not isinstance(codecs[-1], ZstdCodec):
+        return []
+    problems = []
+    for coords in product(*(range(n) for n in array.cdata_shape)):
+        key = array.metadata.encode_chunk_key(coords)
+        problem = _chunk_problem(directory / key, decode)
+        if problem:
+            problems.append(f"{where}/{key}: chunk file {problem}")
+    return problems
+
+
+def _open_array(group: zarr.Group, name: str, where: str) -> tuple[zarr.Array | None, str | None]:
+    """An array of a group, or (None, the problem) when it is missing or its zarr.json does not parse."""
+    try:
+        return group[name], None
+    except KeyError:
+        return None, f"{where}: array {name} is missing"
+    except (ValueError, TypeError) as error:  # JSONDecodeError or metadata zarr cannot read
+        return None, f"{where}/{name}/zarr.json: unreadable array metadata ({type(error).__name__}: {error})"
+
+
 def _check_arrays(group: zarr.Group, spec: schemas.GroupSpec, sizes: dict[str, int], where: str) -> list[str]:
     """Presence, dtype, dimension names and sizes of a group's arrays; fills `sizes` with dims first seen."""
     problems = []
     for array_spec in spec.arrays:
-        if array_spec.name not in group:
-            problems.append(f"{where}: array {array_spec.name} is missing")
+        array, problem = _open_array(group, array_spec.name, where)
+        if problem:
+            problems.append(problem)
             continue
-        array = group[array_spec.name]
         if array.dtype != array_spec.numpy_dtype:
             problems.append(f"{where}/{array_spec.name}: dtype {array.dtype}, expected {array_spec.dtype}")
         dims = tuple(array.metadata.dimension_names or ())
@@ -82,6 +153,14 @@ def _check_gene_values(group: zarr.Group, where: str, deep: bool) -> list[str]:
     return problems
 
 
+def _readable_gene_values(group: zarr.Group, where: str, deep: bool) -> list[str]:
+    """`_check_gene_values`, with a chunk that passes the header checks but does not decode as one problem."""
+    try:
+        return _check_gene_values(group, where, deep)
+    except RuntimeError as error:  # zstd: invalid input data
+        return [f"{where}: a chunk does not decode ({error}); run `pstore validate --deep` to name its file"]
+
+
 def _complete_groups(parent: Path, where: str, fix: str, problems: list[str]) -> Iterator[tuple[str, Path, zarr.Group]]:
     """(name, directory, group) of each complete group under a directory; incomplete ones go to `problems`."""
     for directory in sorted(d for d in parent.iterdir() if d.is_dir()) if parent.is_dir() else []:
@@ -138,7 +217,11 @@ def validate_store(path: Path, deep: bool = False) -> list[str]:
     for where, directory, group in _complete_groups(store.path / schemas.GENES_GROUP, schemas.GENES_GROUP, fix, problems):
         gene_sizes = {k: v for k, v in sizes.items() if k != "variants"}
         gene_problems = _check_arrays(group, schemas.GENE, gene_sizes, where)
-        problems += gene_problems or _check_gene_values(group, where, deep)
+        if not gene_problems:
+            rebuild = f"delete {directory} and run `pstore build` again to rebuild the gene"
+            gene_problems = [f"{p}; {rebuild}" for spec in schemas.GENE.arrays
+                             for p in _check_chunks(group[spec.name], directory / spec.name, f"{where}/{spec.name}", deep)]
+        problems += gene_problems or _readable_gene_values(group, where, deep)
         problems += _check_results(directory, gene_sizes, where)
     return problems
 

@@ -366,3 +366,48 @@ def test_a_run_records_each_gene_once(tiny_store, tmp_path):
            "--config", "tiny", "--out", str(run), "--micro-batch", "4", "--accumulation", "2", "--max-epochs", "1",
            "--device", "cpu", "--quiet", expect=1)
     assert json.loads((run / "run.json").read_text())["genes"] == ["ENSG00000000001.1", "ENSG00000000003.2"]
+
+
+def damaged_copy(tiny_store, tmp_path) -> tuple[Path, Path]:
+    """A private copy of the tiny store and its first gene's directory."""
+    copy = tmp_path / "damaged.zarr"
+    shutil.copytree(tiny_store, copy)
+    return copy, sorted((copy / "genes").iterdir())[0]
+
+
+def validate_fails(store: Path, *args: str) -> list[str]:
+    """Run `pstore validate` expected to find problems; the problem lines (no traceback)."""
+    result = pstore("validate", *args, str(store), expect=1)
+    assert result.exc_info is None or result.exc_info[0] is SystemExit, result.exc_info
+    lines = result.output.strip().splitlines()
+    assert lines[-1].startswith("Error: ") and "problems" in lines[-1]
+    return lines[:-1]
+
+
+@pytest.mark.parametrize("deep", [[], ["--deep"]])
+@pytest.mark.parametrize("array", ["dosage_onehot_delta", "variant_position"])
+def test_validate_names_a_truncated_chunk_file(tiny_store, tmp_path, deep, array):
+    store, gene = damaged_copy(tiny_store, tmp_path)
+    chunk = sorted(p for p in (gene / array / "c").rglob("*") if p.is_file())[0]
+    chunk.write_bytes(chunk.read_bytes()[:20])
+    key = chunk.relative_to(gene).as_posix()
+    assert validate_fails(store, *deep) == [
+        f"genes/{gene.name}/{key}: chunk file is truncated or not a zstd frame (20 bytes); "
+        f"delete {gene} and run `pstore build` again to rebuild the gene"]
+
+
+def test_validate_deep_names_a_chunk_that_does_not_decode(tiny_store, tmp_path):
+    store, gene = damaged_copy(tiny_store, tmp_path)
+    chunk = gene / "variant_position" / "c" / "0"
+    data = chunk.read_bytes()
+    chunk.write_bytes(flipped(data, 12, len(data) - 4))
+    assert "a chunk does not decode" in validate_fails(store)[0]
+    (problem,) = validate_fails(store, "--deep")
+    assert problem.startswith(f"genes/{gene.name}/variant_position/c/0: chunk file does not decode")
+
+
+def test_validate_names_an_unreadable_zarr_json(tiny_store, tmp_path):
+    store, gene = damaged_copy(tiny_store, tmp_path)
+    (gene / "target" / "zarr.json").write_text('{"bad json')
+    (problem,) = validate_fails(store)
+    assert problem.startswith(f"genes/{gene.name}/target/zarr.json: unreadable array metadata (JSONDecodeError")
