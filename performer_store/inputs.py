@@ -106,6 +106,32 @@ def require_file(path: Path, what: str) -> Path:
     return path
 
 
+def _unwritable(folder: Path, error: OSError) -> str:
+    """Why an output folder cannot be made or written in: a file standing where a folder must be, or the system's reason."""
+    blocking = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        return f"{blocking} is a file, not a folder"
+    return error.strerror or str(error)
+
+
+def make_directory(directory: Path) -> Path:
+    """Create an output folder and its parents (fine when it exists), or one InputError naming it and why not."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise InputError(f"{directory}: cannot create the folder ({_unwritable(directory, error)}); choose another path") from None
+    return directory
+
+
+@contextmanager
+def writing(path: Path) -> Iterator[None]:
+    """Turn an OSError met while writing the output `path` into one InputError naming it."""
+    try:
+        yield
+    except OSError as error:
+        raise InputError(f"{path}: cannot write it ({_unwritable(path.parent, error)}); choose another path") from None
+
+
 # --- GTF -----------------------------------------------------------------------------------------------
 
 _ATTRIBUTE = {key: re.compile(rf'{key} "([^"]*)"') for key in ("gene_id", "gene_name", "gene_type")}

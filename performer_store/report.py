@@ -26,7 +26,7 @@ from matplotlib.figure import Figure
 from . import __version__, figures, schemas
 from .analysis import compute, ism_model_names, read_variant_list, recovery_auroc, summarize, variant_weights
 from .compare import GROUP_NAMES, WITHIN, Comparison, compare_models, fold_metrics, model_summary
-from .inputs import InputError, require_file
+from .inputs import InputError, make_directory, require_file
 from .reference import across_genes, mean_expression, reference_predictions
 from .results import read_result, replace_atomically
 from .store import Store
@@ -481,8 +481,7 @@ def write_report(store: Path | str, out: Path | str, fold: int = 0, genes: Seque
                                        "truth variant list": truth})
     inputs = ReportInputs(opened, fold, tuple(genes), finemapped, states, truth)
     sections = [render_section(k, spec, inputs) for k, spec in enumerate(FIGURES, start=1)]
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = make_directory(Path(out))
     page = render_page(inputs, sections)
     replace_atomically(out / "index.html", lambda temporary: temporary.write_text(page, encoding="utf-8"))
     return out

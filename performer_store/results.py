@@ -17,7 +17,7 @@ import numpy as np
 import zarr
 
 from . import schemas
-from .inputs import InputError
+from .inputs import InputError, make_directory, writing
 from .store import gene_path, is_complete, publish, staging_path, store_lock, write_array
 
 NOT_RUN = "not run"
@@ -25,13 +25,15 @@ NOT_RUN = "not run"
 
 def replace_atomically(path: Path, write: Callable[[Path], Any]) -> None:
     """Write an output file (`write(temporary_path)`) beside `path` and rename it into place: a kill leaves the
-    previous file or the new one, never half of one. The parent directory is created if missing."""
+    previous file or the new one, never half of one. The parent directory is created if missing; a path that
+    cannot be written is one InputError naming it."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_directory(path.parent)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        write(temporary)
-        os.replace(temporary, path)
+        with writing(path):
+            write(temporary)
+            os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)
 

@@ -32,6 +32,8 @@ import pysam
 from scipy.special import ndtri
 from tqdm import tqdm
 
+from .inputs import make_directory
+
 logger = logging.getLogger(__name__)
 
 WINDOW = 49_152  # default window; --window takes others (e.g. Enformer's full 196,608 bp)
@@ -1207,7 +1209,7 @@ def _cohort_stats(
 @contextmanager
 def _staging(out_dir: Path) -> Iterator[Path]:
     """A hidden folder in ``out_dir`` whose files replace those of ``out_dir`` once all are written."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+    make_directory(out_dir)
     staging = Path(tempfile.mkdtemp(prefix=".simulate-", dir=out_dir))
     try:
         yield staging

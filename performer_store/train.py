@@ -26,7 +26,7 @@ import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
-from .inputs import InputError
+from .inputs import InputError, make_directory
 from . import schemas
 from .loader import (BatchLoader, GeneReader, epoch_blocks, evaluation_batches, micro_batches, rank_blocks, split_rows,
                      train_people)
@@ -286,7 +286,7 @@ def train(config: TrainConfig) -> TrainState:
     model, optimizer, state = build_model(config, meta, distributed)
     distributed.barrier()  # every rank has checked --out before rank 0 writes into it
     if distributed.main:  # only once every check passed: a refused start leaves the directory as it was
-        config.out.mkdir(parents=True, exist_ok=True)
+        make_directory(config.out)
         write_atomically(config.out / "run.json", json.dumps({**meta, "config": _jsonable(asdict(config))}, indent=1))
     chunk = schemas.PEOPLE_PER_CHUNK if config.read_path == "stored" else None  # stored reads: chunk-local draws
     train_loader = BatchLoader(reader, config.workers, distributed.device)

@@ -411,3 +411,43 @@ def test_validate_names_an_unreadable_zarr_json(tiny_store, tmp_path):
     (gene / "target" / "zarr.json").write_text('{"bad json')
     (problem,) = validate_fails(store)
     assert problem.startswith(f"genes/{gene.name}/target/zarr.json: unreadable array metadata (JSONDecodeError")
+
+
+def one_line_error(result) -> str:
+    """The one 'Error: ...' line of a refused command (no traceback)."""
+    message = result.output.strip().splitlines()[-1]
+    assert message.startswith("Error: ") and result.exc_info[0] is SystemExit, result.output
+    return message
+
+
+def test_replace_atomically_names_an_output_that_cannot_be_written(tmp_path):
+    from performer_store.inputs import InputError
+    from performer_store.results import replace_atomically
+
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(InputError, match=r"afile is a file, not a folder\); choose another path"):
+        replace_atomically(tmp_path / "afile" / "w.tsv", lambda temporary: temporary.write_text("x"))
+    if os.geteuid() == 0:  # root writes through permission bits; sysfs refuses new files even to root
+        locked = Path("/sys")
+    else:
+        locked = tmp_path / "locked"
+        locked.mkdir()
+        locked.chmod(0o555)
+    with pytest.raises(InputError, match=r"w.tsv: cannot write it \("):
+        replace_atomically(locked / "w.tsv", lambda temporary: temporary.write_text("x"))
+
+
+@pytest.mark.parametrize("command", [["query", "--out", "{file}/w.tsv"], ["report", "--out", "{file}"]])
+def test_an_output_under_a_file_is_a_one_line_error(tiny_store, tmp_path, command):
+    blocker = tmp_path / "afile"
+    blocker.write_text("")
+    args = [arg.format(file=blocker) for arg in command]
+    message = one_line_error(pstore(args[0], "--store", str(tiny_store), *args[1:], expect=1))
+    assert f"{blocker} is a file, not a folder" in message
+
+
+def test_simulate_into_a_file_is_a_one_line_error(tmp_path):
+    blocker = tmp_path / "afile"
+    blocker.write_text("")
+    message = one_line_error(pstore("simulate", str(blocker), "--individuals", "20", "--genes", "1", "--window", "8192", "--quiet", expect=1))
+    assert f"{blocker} is a file, not a folder" in message
