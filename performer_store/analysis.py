@@ -41,7 +41,7 @@ from sklearn.metrics import roc_auc_score
 from . import schemas
 from .encode import base_codes
 from .enet import genotype_dosage
-from .inputs import InputError, contig_alias, require_file
+from .inputs import InputError, contig_alias, reading, require_file
 from .motifs import N_CODE, PVALUE, UNIFORM, Motif, decode_onehot, load_jaspar, motif_hits, prepare
 from .results import read_result, result_models, result_path
 from .store import Store
@@ -257,14 +257,28 @@ def direction_agreement(weights: pd.DataFrame) -> pd.DataFrame:
                                        "ism_negative_enet_positive", "both_negative", "agreement", "odds_ratio", "p_value"])
 
 
+VARIANT_LIST_FIX = ("give a TSV whose header names contig and position (1-based), optionally gene_id, ref and alt "
+                    "(like the simulator's finemapped_eqtls.tsv)")
+"""What a variant list must be, for the errors that refuse one."""
+
+
+def _read_variant_tsv(path: Path) -> pd.DataFrame:
+    """A variant list read as a TSV, or one InputError when it is not one (a VCF, binary, empty or ragged file)."""
+    try:
+        with reading(path, "variant list"):
+            return pd.read_csv(path, sep="\t", dtype={"gene_id": str, "contig": str, "ref": str, "alt": str})
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as error:
+        reason = str(error).strip().removeprefix("Error tokenizing data. C error: ")
+        raise InputError(f"variant list {path}: not a TSV ({reason}); {VARIANT_LIST_FIX}") from None
+
+
 def read_variant_list(path: Path) -> pd.DataFrame:
     """A TSV of variants with a header: contig and position (1-based) required; gene_id, ref and alt matched when present."""
     require_file(Path(path), "variant list")
-    table = pd.read_csv(path, sep="\t", dtype={"gene_id": str, "contig": str, "ref": str, "alt": str})
+    table = _read_variant_tsv(path)
     missing = sorted({"contig", "position"} - set(table.columns))
     if missing:
-        raise InputError(f"variant list {path}: no column {', '.join(missing)}; give a TSV whose header names contig and "
-                         "position (1-based), optionally gene_id, ref and alt (like the simulator's finemapped_eqtls.tsv)")
+        raise InputError(f"variant list {path}: no column {', '.join(missing)}; {VARIANT_LIST_FIX}")
     if len(table) and not pd.api.types.is_integer_dtype(table["position"]):
         raise InputError(f"variant list {path}: column position holds non-integers; give 1-based positions")
     table["position"] = table["position"].astype(np.int64)  # an empty list (no fine-mapped eQTLs) reads as object

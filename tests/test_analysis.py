@@ -14,6 +14,7 @@ from simulated import simulated_store
 
 from performer_store import analysis, motifs, schemas
 from performer_store.encode import onehot
+from performer_store.inputs import InputError
 from performer_store.enet import genotype_dosage, run_enet
 from performer_store.results import blank_result, read_result, write_result
 from performer_store.simulate import MOTIF_IDS
@@ -230,6 +231,17 @@ def test_recovery_auroc_by_hand(tmp_path):
     bad.write_text("chrom\tpos\n1\t10\n")
     with pytest.raises(ValueError, match="no column contig, position"):
         analysis.read_variant_list(bad)
+
+
+@pytest.mark.parametrize("text, problem", [
+    ("##fileformat=VCFv4.2\n#CHROM\tPOS\tID\n1\t10\t.\tA\tG\n", "Expected 3 fields in line 3, saw 5"),
+    ("", "No columns to parse from file")])
+def test_a_variant_list_that_is_not_a_tsv_is_one_error(tmp_path, text, problem):
+    """A VCF (ragged rows) or an empty file named as a variant list: one InputError naming it, no pandas error."""
+    path = tmp_path / "list.vcf"
+    path.write_text(text)
+    with pytest.raises(InputError, match=rf"variant list {path}: not a TSV \({problem}\); give a TSV whose header names contig"):
+        analysis.read_variant_list(path)
 
 
 def test_distributions_count_every_variant():
