@@ -52,10 +52,11 @@ def main() -> None:
 @click.option("--reference", type=ExistingFile, help="Take windows from this real FASTA (plain or gzip) instead of synthetic contigs.")
 @click.option("--second-cohort", type=PathArg, help="Also write a second cohort of other people of the same population into this folder (cross-cohort tests).")
 @click.option("--second-individuals", type=click.IntRange(min=10), help="People of the second cohort (default: --individuals).")
+@click.option("--force", is_flag=True, help="Replace the cohort files OUT_DIR (or --second-cohort) holds already.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def simulate(out_dir: Path, demo: bool, individuals: int, n_genes: int, seed: int, multiallelic: bool,
              indels: bool, reference: Path | None, window: int, second_cohort: Path | None,
-             second_individuals: int | None, quiet: bool) -> None:
+             second_individuals: int | None, force: bool, quiet: bool) -> None:
     """Simulate a GTEx-like cohort with known causal variants into OUT_DIR.
 
     Coalescent genotypes (msprime, stdpopsim OutOfAfrica_2T12, 87% EUR / 13% AFR), a reference with
@@ -69,12 +70,14 @@ def simulate(out_dir: Path, demo: bool, individuals: int, n_genes: int, seed: in
     """
     from .simulate import simulate_cohorts
 
+    if second_individuals is not None and second_cohort is None:
+        raise click.BadParameter("needs --second-cohort DIR; give the second cohort's folder or drop it", param_hint="--second-individuals")
     folders = [out_dir] + ([second_cohort] if second_cohort else [])
     counts = [individuals] + ([second_individuals or individuals] if second_cohort else [])
     try:
         written = simulate_cohorts(
             folders, individuals=counts, genes=n_genes, seed=seed, multiallelic=multiallelic or demo,
-            indels=indels or demo, reference=reference, window=window, progress=not quiet,
+            indels=indels or demo, reference=reference, window=window, progress=not quiet, force=force,
         )
     except (ValueError, ImportError) as error:
         raise click.ClickException(str(error)) from None

@@ -32,7 +32,7 @@ import pysam
 from scipy.special import ndtri
 from tqdm import tqdm
 
-from .inputs import make_directory
+from .inputs import InputError, make_directory
 
 logger = logging.getLogger(__name__)
 
@@ -304,11 +304,12 @@ def simulate_cohort(
     reference: Path | None = None,
     window: int = WINDOW,
     progress: bool = False,
+    force: bool = False,
 ) -> CohortFiles:
     """Write a realistic GTEx-like cohort with ground truth into ``out_dir``.
 
-    The same arguments give byte-identical files. Files of the same names in ``out_dir`` are replaced
-    only once all new ones are written.
+    The same arguments give byte-identical files. A folder that holds a cohort already is refused unless
+    ``force``; then its files are replaced only once all new ones are written.
 
     Parameters
     ----------
@@ -334,10 +335,29 @@ def simulate_cohort(
         that windows do not overlap.
     progress
         Show a progress bar over genes.
+    force
+        Replace the cohort files ``out_dir`` holds already (refused otherwise).
     """
     return simulate_cohorts([out_dir], individuals=[individuals], genes=genes, seed=seed, multiallelic=multiallelic,
                             indels=indels, missing_rate=missing_rate, reference=reference, window=window,
-                            progress=progress)[0]
+                            progress=progress, force=force)[0]
+
+
+def check_out_dirs(out_dirs: Sequence[Path], force: bool) -> None:
+    """Each cohort gets its own folder, one that holds no cohort yet (unless ``force``) and can be created."""
+    seen: dict[Path, Path] = {}
+    for out_dir in map(Path, out_dirs):
+        if out_dir.resolve() in seen:
+            raise InputError(f"cohort folder {out_dir}: given for two cohorts (OUT_DIR and --second-cohort are one folder); "
+                             "give each cohort its own folder")
+        seen[out_dir.resolve()] = out_dir
+        found = [name for name in FILE_NAMES.values() if (out_dir / name).exists()]
+        if found and not force:
+            listed = ", ".join(found[:3]) + ", ..." * (len(found) > 3)
+            raise InputError(f"cohort folder {out_dir}: holds a cohort already ({listed}); "
+                             "pass --force to replace it, or choose another folder")
+    for out_dir in out_dirs:
+        make_directory(Path(out_dir))
 
 
 def simulate_cohorts(
@@ -352,6 +372,7 @@ def simulate_cohorts(
     reference: Path | None = None,
     window: int = WINDOW,
     progress: bool = False,
+    force: bool = False,
 ) -> list[CohortFiles]:
     """Cohorts with disjoint people drawn from one simulated population, one folder each (cross-cohort tests).
 
@@ -362,13 +383,15 @@ def simulate_cohorts(
     people (so rare variants of one cohort are missing from another), expression inverse-normal transformed
     within the cohort, and gene IDs whose version is raised by 3 per cohort (``ENSG....11`` in the first,
     ``ENSG....14`` in the second), as in two releases of GENCODE. The truth and fine-mapping tables describe
-    the whole population (gene IDs as in each cohort); ``cohort.json`` records the split.
+    the whole population (gene IDs as in each cohort); ``cohort.json`` records the split. The folders are
+    checked by :func:`check_out_dirs` before anything is simulated.
     """
     if len(out_dirs) != len(individuals) or not out_dirs:
         raise ValueError(f"give one people count per cohort folder (got {len(out_dirs)} folders, {len(individuals)} counts)")
     for count in individuals:
         _check_arguments(count, genes, seed, missing_rate, reference, window)
     stdpopsim, pyjaspar = _import_simulation_extras()
+    check_out_dirs(out_dirs, force)
     species = stdpopsim.get_species("HomSap")
     model = species.get_demographic_model(DEMOGRAPHIC_MODEL)
     samples = _population_sizes(sum(individuals))

@@ -14,6 +14,7 @@ import pandas as pd
 import pyfaidx
 import pysam
 import pytest
+from conftest import pstore
 from scipy.special import ndtri
 
 from performer_store.simulate import FILE_NAMES, WINDOW, CohortFiles, simulate_cohort
@@ -453,3 +454,33 @@ def test_mean_expression_follows_promoter_cpg(small: CohortFiles) -> None:
     z = (np.array(counts) - np.mean(counts)) / np.std(counts)
     residual = means.mean_expression.to_numpy() - (2 + 1.5 * z)
     assert np.all(np.abs(residual) < 2.0) and residual.std() > 0  # noise of SD 0.5, not a copy of the z-score
+
+
+TINY_CLI = ["--individuals", "20", "--genes", "1", "--window", "8192", "--quiet"]
+"""The smallest cohort `pstore simulate` makes (a few seconds)."""
+
+
+def test_second_cohort_in_the_first_cohorts_folder_is_refused(tmp_path: Path) -> None:
+    result = pstore("simulate", str(tmp_path / "c"), *TINY_CLI, "--second-cohort", f"{tmp_path}/./c/", expect=1)
+    assert result.output.strip().splitlines() == [
+        f"Error: cohort folder {tmp_path}/c: given for two cohorts (OUT_DIR and --second-cohort are one folder); "
+        "give each cohort its own folder"]
+    assert not (tmp_path / "c").exists()
+
+
+def test_second_individuals_without_second_cohort_is_refused(tmp_path: Path) -> None:
+    result = pstore("simulate", str(tmp_path / "c"), *TINY_CLI, "--second-individuals", "30", expect=2)
+    assert "Invalid value for --second-individuals: needs --second-cohort DIR" in result.output
+    assert not (tmp_path / "c").exists()
+
+
+def test_an_existing_cohort_is_replaced_only_with_force(tmp_path: Path) -> None:
+    cohort = tmp_path / "c"
+    pstore("simulate", str(cohort), *TINY_CLI)
+    vcf = (cohort / FILE_NAMES["vcf"]).read_bytes()
+    result = pstore("simulate", str(cohort), *TINY_CLI, "--seed", "1", expect=1)
+    assert result.output.strip() == (f"Error: cohort folder {cohort}: holds a cohort already (reference.fa, genotypes.vcf.gz, "
+                                     "annotation.gtf.gz, ...); pass --force to replace it, or choose another folder")
+    assert (cohort / FILE_NAMES["vcf"]).read_bytes() == vcf
+    pstore("simulate", str(cohort), *TINY_CLI, "--seed", "1", "--force")
+    assert (cohort / FILE_NAMES["vcf"]).read_bytes() != vcf
