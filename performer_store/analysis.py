@@ -179,9 +179,7 @@ def select_genes(store: Store, genes: Sequence[str] | None) -> list[str]:
     """The requested genes (default all), refusing genes the store does not have."""
     if not genes:
         return list(store.genes.index)
-    unknown = [g for g in genes if g not in store.genes.index]
-    if unknown:
-        raise InputError(f"store {store.path}: no gene {', '.join(unknown[:5])}; genes are listed by `pstore info {store.path}`")
+    store.check_genes(genes)
     return list(genes)
 
 

@@ -189,9 +189,7 @@ def plan_enet(store: Store, genes: Sequence[str], folds: Sequence[int] | None, m
     for fold in folds:
         store.split(fold)  # refuses folds the store does not have
     genes = list(genes) or list(store.genes.index)
-    unknown = [g for g in genes if g not in store.genes.index]
-    if unknown:
-        raise InputError(f"store {store.path}: no gene {', '.join(unknown[:5])}; genes are listed by `pstore info {store.path}`")
+    store.check_genes(genes)
     tasks = []
     for gene_id in genes:
         previous = read_result(store.path, gene_id, model)

@@ -26,7 +26,7 @@ from matplotlib.figure import Figure
 from . import __version__, figures, schemas
 from .analysis import compute, ism_model_names, read_variant_list, recovery_auroc, summarize, variant_weights
 from .compare import GROUP_NAMES, WITHIN, Comparison, compare_models, fold_metrics, model_summary
-from .inputs import InputError, make_directory, require_file
+from .inputs import make_directory, require_file
 from .reference import across_genes, mean_expression, reference_predictions
 from .results import read_result, replace_atomically
 from .store import Store
@@ -460,9 +460,7 @@ def render_page(inputs: ReportInputs, sections: Sequence[Section]) -> str:
 def check_inputs(store: Store, fold: int, genes: Sequence[str], files: dict[str, Path | None]) -> None:
     """Refuse an unknown fold or gene, or a variant list or BED that does not exist, before drawing anything."""
     store.split(fold)
-    unknown = [g for g in genes if g not in store.genes.index]
-    if unknown:
-        raise InputError(f"store {store.path}: no gene {', '.join(unknown[:5])}; genes are listed by `pstore info {store.path}`")
+    store.check_genes(genes)
     for what, path in files.items():
         if path is not None:
             require_file(Path(path), what)

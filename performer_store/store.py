@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -25,7 +25,7 @@ from zarr.codecs import ZstdCodec
 
 from . import schemas
 from .encode import add_reference
-from .inputs import InputError
+from .inputs import InputError, strip_version
 
 COMPRESSOR = ZstdCodec(level=5)  # chosen by benchmarks/store_layout.py: smallest and fastest for the one-hots
 
@@ -178,12 +178,32 @@ class Store:
             raise InputError(f"store {self.path}: its gene index is missing or half-written (an interrupted build?); run `pstore build` again") from None
         return frame.astype({c: object for c in columns if frame[c].dtype.kind == "T"}).set_index("gene_id", drop=False)
 
+    def other_versions(self, gene_ids: Sequence[str]) -> dict[str, str]:
+        """Of gene IDs the store lacks, those it holds under another version (or none): ID given -> the store's ID."""
+        by_bare = {strip_version(g): g for g in self.genes.index}
+        return {g: by_bare[strip_version(g)] for g in gene_ids if g not in self.genes.index and strip_version(g) in by_bare}
+
+    def check_genes(self, gene_ids: Sequence[str]) -> None:
+        """Refuse gene IDs the store's index lacks, naming the store's ID of those it holds under another version."""
+        unknown = [g for g in gene_ids if g not in self.genes.index]
+        if unknown:
+            raise InputError(f"store {self.path}: no gene {', '.join(unknown[:5])}; "
+                             + (self._version_hint(unknown) or f"genes are listed by `pstore info {self.path}`"))
+
+    def _version_hint(self, gene_ids: Sequence[str]) -> str | None:
+        """'the store has X.14: give IDs with the store's version' when some IDs differ from the store's by version only."""
+        found = self.other_versions(gene_ids)
+        if not found:
+            return None
+        return f"the store has {', '.join(list(found.values())[:5])}: give gene IDs with the store's version"
+
     def gene(self, gene_id: str) -> zarr.Group:
         """A complete gene's group."""
         directory = gene_path(self.path, gene_id)
         if not is_complete(directory):
             known = ", ".join(self.genes.index[:5])
-            raise InputError(f"store {self.path}: no complete gene {gene_id} (genes include {known}); run `pstore build` for it")
+            raise InputError(f"store {self.path}: no complete gene {gene_id}; "
+                             + (self._version_hint([gene_id]) or f"genes include {known}; run `pstore build` for it"))
         return zarr.open_group(str(directory), mode="r")
 
     def dosage_onehot(self, gene_id: str, samples: slice | np.ndarray = slice(None)) -> np.ndarray:

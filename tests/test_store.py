@@ -122,3 +122,22 @@ def test_reads_real_gencode_gtf():
     assert (ddx11l1.gene_name, ddx11l1.tss, ddx11l1.gene_type) == ("DDX11L1", 11868, "transcribed_unprocessed_pseudogene")
     wash7p = genes.loc["ENSG00000227232.5"]  # chr1:14404-29570 -
     assert (wash7p.gene_name, wash7p.tss) == ("WASH7P", 29569)
+
+
+def test_a_gene_id_of_another_version_names_the_stores_id(tiny_store, tmp_path):
+    """Within a store gene IDs match exactly; one that differs by version only is refused naming the store's ID."""
+    import pytest
+
+    from performer_store.inputs import InputError
+
+    store = Store(tiny_store)
+    hint = "the store has ENSG00000000001.1: give gene IDs with the store's version"
+    for given in ("ENSG00000000001", "ENSG00000000001.99"):
+        with pytest.raises(InputError, match=f"no complete gene {given}; {hint}"):
+            store.gene(given)
+        with pytest.raises(InputError, match=f"no gene {given}; {hint}"):
+            store.check_genes([store.genes.index[-1], given])
+    result = pstore("query", "--store", str(tiny_store), "--gene", "ENSG00000000001", "--out", str(tmp_path / "q.tsv"), expect=1)
+    assert result.output.strip() == f"Error: store {tiny_store}: no gene ENSG00000000001; {hint}"
+    with pytest.raises(InputError, match="no gene NOPE; genes are listed by `pstore info"):
+        store.check_genes(["NOPE"])
