@@ -85,14 +85,16 @@ def compare_models(path: Path, runs: Sequence[str] | None = None, baseline: str 
 
 
 def _summary(table: pd.DataFrame, folds: pd.DataFrame, models: Sequence[str], baseline: str) -> pd.DataFrame:
-    """Per model: kind, genes compared, the headline fraction, and the mean R2 difference per group."""
+    """Per model: kind, genes compared (those with an R2 difference), the headline fraction, both mean R2s and the
+    mean R2 difference per group, every number over those same genes."""
     kinds = folds.drop_duplicates("model").set_index("model")[["kind", "trained_in"]]
     rows = []
     for model in models:
         difference = table[f"{model}_minus_{baseline}_r2"].dropna()
+        compared = table.loc[difference.index]
         row = {"model": model, "kind": kinds.loc[model, "kind"], "trained_in": kinds.loc[model, "trained_in"], "genes": len(difference),
                f"within_{WITHIN}_of_{baseline}_or_better": float((difference >= -WITHIN).mean()) if len(difference) else np.nan,
-               "mean_r2": float(table[f"{model}_r2"].mean()), f"mean_{baseline}_r2": float(table[f"{baseline}_r2"].mean())}
+               "mean_r2": float(compared[f"{model}_r2"].mean()), f"mean_{baseline}_r2": float(compared[f"{baseline}_r2"].mean())}
         for group in GROUP_NAMES:
             in_group = difference[table.loc[difference.index, "group"] == group]
             row[f"genes_{group}"] = len(in_group)

@@ -115,3 +115,20 @@ def test_write_table_is_atomic_and_makes_its_directory(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         write_table(pd.DataFrame({"a": [3, 4]}), out)
     assert out.read_bytes() == good and sorted(p.name for p in out.parent.iterdir()) == ["table.tsv"]
+
+
+def test_summary_means_are_over_the_genes_compared(scored, tmp_path):
+    """A gene without the baseline and one without the model are left out of the count and of both means."""
+    import shutil
+
+    copy = tmp_path / "part.zarr"
+    shutil.copytree(scored, copy)
+    genes = list(Store(copy).genes.index)
+    shutil.rmtree(copy / "genes" / genes[3] / "results" / "enet")
+    shutil.rmtree(copy / "genes" / genes[2] / "results" / "my_run")
+    comparison = compare_models(copy)
+    table = comparison.table.set_index("gene_id").loc[genes[:2]]
+    row = comparison.summary.set_index("model").loc["my_run"]
+    assert row["genes"] == 2
+    assert row["mean_r2"] == pytest.approx(table["my_run_r2"].mean(), abs=1e-12)
+    assert row["mean_enet_r2"] == pytest.approx(table["enet_r2"].mean(), abs=1e-12)
