@@ -465,6 +465,14 @@ def _enet_transfer(store: Path, source: Path, gene_ids: tuple[str, ...], folds: 
                f"variants found ({table['n_flipped'].clip(lower=0).sum()} with REF and ALT swapped)")
 
 
+def _check_table_out(out: Path) -> None:
+    """Refuse a table --out that is not a .tsv or .parquet file name before anything is computed."""
+    if out.suffix not in (".parquet", ".tsv"):
+        raise click.BadParameter(f"{out}: give a .tsv or .parquet file name", param_hint="--out")
+    if out.is_dir():
+        raise click.BadParameter(f"{out} is a directory; give a .tsv or .parquet file name", param_hint="--out")
+
+
 @main.command()
 @click.option("--store", required=True, type=PathArg, help="Store with results of `pstore enet` and other models.")
 @click.option("--runs", help="Results to compare, comma-separated (e.g. my_run,enformer). Default: every result in the store.")
@@ -478,6 +486,8 @@ def compare(store: Path, runs: str | None, baseline: str, outputs: tuple[Path, .
     """
     from .compare import compare_models, write_table
 
+    for out in outputs:
+        _check_table_out(out)
     comparison = compare_models(store, [r for r in runs.split(",") if r] if runs else None, baseline)
     click.echo(comparison.table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     click.echo("")
@@ -527,8 +537,10 @@ def query_command(store: Path, fold: int, gene_ids: tuple[str, ...], min_maf: fl
     from .analysis import query
     from .compare import write_table
 
-    if out.suffix not in (".parquet", ".tsv"):
-        raise click.BadParameter(f"{out}: give a .tsv or .parquet file name", param_hint="--out")
+    _check_table_out(out)
+    if min_maf is not None and max_maf is not None and min_maf > max_maf:
+        raise click.BadParameter(f"{min_maf} is above --max-maf {max_maf}, which keeps no SNV; give --min-maf <= --max-maf",
+                                 param_hint="--min-maf")
     if scheduler:
         from distributed import Client
     with Client(scheduler) if scheduler else nullcontext() as client:

@@ -86,7 +86,9 @@ def export_predictdb(path: Path, out: Path, model: str = "enet", fold: int = 0) 
         weights.append(found[0])
         extras.append(found[1])
     if not extras:
-        raise InputError(f"store {path}: no gene has a {model} model with a non-zero weight in fold {fold}; run `pstore enet --store {path}` first")
+        lasso = " --model lasso" * (model == "lasso")
+        raise InputError(f"store {path}: no gene has a non-zero {model} weight in fold {fold}; "
+                         f"run `pstore enet --store {path} --folds {fold}{lasso}` first")
     extra = pd.DataFrame(extras)
     pvalues = extra["pred.perf.pval"].to_numpy()
     extra["pred.perf.qval"] = np.nan

@@ -110,8 +110,8 @@ def write_result(store: Path, gene_id: str, model: str, kind: str, folds: Sequen
         else:
             arrays, merged = previous
             if merged.get("kind") != kind or set(arrays) != set(layout):
-                raise InputError(f"store {store}: gene {gene_id} already has a {merged.get('kind')} result named {model!r}; "
-                                 f"choose another name for this {kind} result")
+                raise InputError(f"store {store}: gene {gene_id} already has a result named {model!r} of kind {merged.get('kind')}; "
+                                 f"choose another name for this result of kind {kind}")
         for name in layout:
             arrays[name][rows] = np.asarray(values[name])[rows]
         for key, value in (attrs or {}).items():

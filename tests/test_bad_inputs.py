@@ -451,3 +451,16 @@ def test_simulate_into_a_file_is_a_one_line_error(tmp_path):
     blocker.write_text("")
     message = one_line_error(pstore("simulate", str(blocker), "--individuals", "20", "--genes", "1", "--window", "8192", "--quiet", expect=1))
     assert f"{blocker} is a file, not a folder" in message
+
+
+def test_compare_refuses_a_table_name_before_computing(tiny_store, tmp_path):
+    result = pstore("compare", "--store", str(tiny_store), "--out", str(tmp_path / "c.tsv"), "--out", str(tmp_path / "c.csv"), expect=2)
+    assert result.output.strip().splitlines()[-1] == f"Error: Invalid value for --out: {tmp_path / 'c.csv'}: give a .tsv or .parquet file name"
+    assert "no enet results" not in result.output and list(tmp_path.iterdir()) == []
+
+
+def test_query_refuses_min_maf_above_max_maf(tiny_store, tmp_path):
+    result = pstore("query", "--store", str(tiny_store), "--min-maf", "0.4", "--max-maf", "0.1", "--out", str(tmp_path / "q.tsv"), expect=2)
+    assert result.output.strip().splitlines()[-1] == ("Error: Invalid value for --min-maf: 0.4 is above --max-maf 0.1, which keeps "
+                                                      "no SNV; give --min-maf <= --max-maf")
+    assert list(tmp_path.iterdir()) == []

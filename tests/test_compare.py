@@ -85,7 +85,7 @@ def test_missing_results_are_one_line_errors(scored, tmp_path):
     """No baseline results, an unknown run, an unknown output format."""
     assert f"store {scored}: no lasso results" in pstore("compare", "--store", str(scored), "--baseline", "lasso", expect=1).output
     assert "no results named nope; results present: enet, my_run" in pstore("compare", "--store", str(scored), "--runs", "nope", expect=1).output
-    assert "give a .tsv or .parquet file name" in pstore("compare", "--store", str(scored), "--out", str(tmp_path / "c.csv"), expect=1).output
+    assert "give a .tsv or .parquet file name" in pstore("compare", "--store", str(scored), "--out", str(tmp_path / "c.csv"), expect=2).output
     assert "no results besides enet yet" in pstore("compare", "--store", str(scored), "--runs", "enet").output
 
 
@@ -93,7 +93,7 @@ def test_a_result_name_cannot_change_kind(scored):
     """Writing a performer result under the name of the enet baseline is refused, the baseline kept."""
     store = Store(scored)
     gene_id = store.genes.index[0]
-    with pytest.raises(ValueError, match="already has a enet result named 'enet'"):
+    with pytest.raises(ValueError, match="already has a result named 'enet' of kind enet; choose another name for this result of kind performer"):
         write_result(scored, gene_id, "enet", "performer", [0], blank_result({"folds": 3, "samples": len(store.sample_id)}))
     assert read_result(scored, gene_id, "enet")[1]["kind"] == "enet"
     assert schemas.RESULTS_GROUP in {p.name for p in (scored / "genes" / gene_id).iterdir()}

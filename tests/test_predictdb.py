@@ -84,5 +84,5 @@ def test_a_fold_without_models_writes_nothing(fitted, tmp_path):
     """Fold 1 was not run: a one-line error, and no database file."""
     _, path = fitted
     result = pstore("export", "predictdb", "--store", str(path), "--out", str(tmp_path / "m.db"), "--fold", "1", expect=1)
-    assert "no gene has a enet model with a non-zero weight in fold 1; run `pstore enet" in result.output
+    assert f"no gene has a non-zero enet weight in fold 1; run `pstore enet --store {path} --folds 1` first" in result.output
     assert list(tmp_path.iterdir()) == []
