@@ -485,7 +485,6 @@ def run_evaluation(config: PipelineConfig, runs: list[Run], store_genes: list[st
     """Score each run on its genes' held-out people (multi-gene runs on every gene: HOP and HOGP); base Enformer;
     then the reference windows (`[evaluate] reference`)."""
     from .evaluate import EvaluateConfig, evaluate_base, evaluate_run
-    from .results import read_result
 
     for run in runs:
         genes = store_genes if run.multi else list(run.genes)
@@ -494,7 +493,8 @@ def run_evaluation(config: PipelineConfig, runs: list[Run], store_genes: list[st
             evaluate_run(EvaluateConfig(store=config.store, genes=missing, micro_batch=config.evaluate.micro_batch,
                                         device=config.train.device), run.out)
     if config.evaluate.base:
-        missing = tuple(g for g in store_genes if read_result(config.store, g, "enformer") is None)
+        settings = base_settings(config)
+        missing = tuple(g for g in store_genes if not has_base(config.store, g, settings))
         if missing:
             evaluate_base(EvaluateConfig(store=config.store, genes=missing, micro_batch=config.evaluate.micro_batch,
                                          device=config.train.device),
@@ -503,16 +503,36 @@ def run_evaluation(config: PipelineConfig, runs: list[Run], store_genes: list[st
         run_references(config, runs, store_genes)
 
 
-def has_reference(store: Path, gene_id: str, name: str, fold: int, run: Path | None = None) -> bool:
-    """Whether the store holds a reference-window prediction of this model (and run's current best checkpoint) for
-    the gene and fold."""
+def base_settings(config: PipelineConfig) -> dict[str, Any]:
+    """What base Enformer's results record of the config's track, window and model (`evaluate.base_settings`)."""
+    from .evaluate import base_settings as settings
+    from .store import Store
+
+    return settings(Store(config.store), config.train.weights, config.train.config, config.evaluate.track, config.train.window)
+
+
+def has_base(store: Path, gene_id: str, settings: dict[str, Any]) -> bool:
+    """Whether the store holds base Enformer's result for the gene made with these settings (a changed [evaluate]
+    track, window or model makes it stale)."""
+    from .evaluate import made_with
+    from .results import read_result
+
+    found = read_result(store, gene_id, "enformer")
+    return found is not None and made_with(found[1], settings)
+
+
+def has_reference(store: Path, gene_id: str, name: str, fold: int, run: Path | None = None,
+                  settings: dict[str, Any] | None = None) -> bool:
+    """Whether the store holds a reference-window prediction of this model for the gene and fold, made by the run's
+    current best checkpoint (base Enformer: with these settings)."""
     from . import schemas
-    from .evaluate import current_source, made_by
+    from .evaluate import current_source, made_by, made_with
     from .results import read_result
 
     found = read_result(store, gene_id, name, schemas.REFERENCE_GROUP)
     return (found is not None and found[0]["status"][fold] == "ok"
-            and (run is None or made_by(found[1], current_source(run, fold), fold)))
+            and (run is None or made_by(found[1], current_source(run, fold), fold))
+            and (settings is None or made_with(found[1], settings)))
 
 
 def run_references(config: PipelineConfig, runs: list[Run], store_genes: list[str]) -> None:
@@ -528,7 +548,8 @@ def run_references(config: PipelineConfig, runs: list[Run], store_genes: list[st
         if missing:
             predict_references(config.store, performer_model(run.out, store), missing, config.train.device)
     if config.evaluate.base:
-        missing = [g for g in store_genes if not has_reference(config.store, g, "enformer", 0)]
+        settings = base_settings(config)
+        missing = [g for g in store_genes if not has_reference(config.store, g, "enformer", 0, settings=settings)]
         if missing:
             base = enformer_model(store, config.train.weights, config.train.config, config.evaluate.track, config.train.window)
             predict_references(config.store, base, missing, config.train.device)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -283,3 +284,29 @@ def test_gene_names_are_checked_against_the_gtf_when_the_build_runs(tmp_path, ti
 def test_no_runs_is_refused(tmp_path):
     with pytest.raises(InputError, match=r"\[train\] single_gene and multi_gene are both false"):
         load_config(write(tmp_path, MINIMAL + "single_gene = false\n"))
+
+
+def test_base_enformer_is_scored_again_when_its_settings_change(tmp_path, sim_store):
+    """Base Enformer's results, reference predictions and ISM record their track, window and model: a config
+    with another [evaluate] track scores it again; the same config skips it."""
+    from performer_store.ism import IsmConfig, enformer_model, is_scored, run_ism
+    from performer_store.pipeline import run_evaluation
+
+    store = tmp_path / "store.zarr"
+    shutil.copytree(sim_store, store)
+    gene = Store(store).genes.index[0]
+    result = store / "genes" / gene / "results" / "enformer" / "zarr.json"
+
+    def evaluate(extra: str) -> list[int]:
+        run_evaluation(load_config(write(tmp_path, store_config(store, 'device = "cpu"\n') + extra)), [], [gene])
+        return [read_result(store, gene, "enformer", group)[1]["track"] for group in (schemas.RESULTS_GROUP, schemas.REFERENCE_GROUP)]
+
+    assert evaluate("") == [4950, 4950]
+    stamp = result.stat().st_mtime_ns
+    assert evaluate("") == [4950, 4950] and result.stat().st_mtime_ns == stamp
+    assert evaluate("[evaluate]\ntrack = 4980\n") == [4980, 4980]
+    assert read_result(store, gene, "enformer")[1]["model"] == "config tiny"
+    opened = Store(store)
+    run_ism(IsmConfig(store=store, genes=(gene,), batch=16, device="cpu", progress=False), enformer_model(opened, None, "tiny", None, None))
+    assert is_scored(store, gene, enformer_model(opened, None, "tiny", None, None), "splice")
+    assert not is_scored(store, gene, enformer_model(opened, None, "tiny", 4980, None), "splice")
