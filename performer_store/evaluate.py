@@ -86,16 +86,31 @@ def load_run(run: Path, store: Store, name: str | None = None) -> tuple[Readout,
 def load_base(store: Store, weights: Path | None, model_config: str | None, track: int | None,
               window: int | None) -> tuple[Enformer, int, int]:
     """Base Enformer (local weights, or a random-init named config), its CAGE track (default by tissue) and window."""
-    track = track if track is not None else CAGE_TRACKS.get(store.attrs["tissue"])
-    if track is None:
-        raise InputError(f"no default CAGE track for tissue {store.attrs['tissue']!r}; give --track (4950 = CAGE:blood, 4980 = CAGE:brain)")
-    window = window or store.window
+    settings = base_settings(store, weights, model_config, track, window)
+    track, window = settings["track"], settings["window"]
     check_window(window)
     enformer = enformer_from_weights(weights) if weights else enformer_from_config(model_config or "tiny")
     tracks = enformer.config.output_heads["human"]
     if not 0 <= track < tracks:
         raise InputError(f"--track {track}: base Enformer has {tracks} human tracks, numbered 0 to {tracks - 1} (4950 = CAGE:blood, 4980 = CAGE:brain)")
     return enformer, track, window
+
+
+def base_settings(store: Store, weights: Path | None, model_config: str | None, track: int | None,
+                  window: int | None) -> dict[str, Any]:
+    """What base Enformer's results record of how they were made: CAGE track (default by tissue), window (default
+    the store's) and model (the weights' absolute path, or `config <name>`)."""
+    track = track if track is not None else CAGE_TRACKS.get(store.attrs["tissue"])
+    if track is None:
+        raise InputError(f"no default CAGE track for tissue {store.attrs['tissue']!r}; give --track (4950 = CAGE:blood, 4980 = CAGE:brain)")
+    model = str(Path(weights).resolve()) if weights else f"config {model_config or 'tiny'}"
+    return {"track": track, "window": window or store.window, "model": model}
+
+
+def made_with(attrs: dict[str, Any], settings: dict[str, Any]) -> bool:
+    """Whether a stored base Enformer result was made with these `base_settings` (results from before the model
+    was recorded were not)."""
+    return all(attrs.get(key) == value for key, value in settings.items())
 
 
 def _predict_people(config: EvaluateConfig, model: Readout, meta: dict[str, Any], store: Store,
@@ -229,6 +244,7 @@ def evaluate_base(config: EvaluateConfig, weights: Path | None, model_config: st
                   window: int | None = None) -> pd.DataFrame:
     """Base Enformer's CAGE prediction for every person, scored per fold on the same people as every model."""
     store = Store(config.store)
+    settings = base_settings(store, weights, model_config, track, window)
     enformer, track, window = load_base(store, weights, model_config, track, window)
     device = choose_device(config.device)
     enformer = enformer.to(device).eval()
@@ -245,8 +261,7 @@ def evaluate_base(config: EvaluateConfig, weights: Path | None, model_config: st
             held = np.concatenate(list(held_out_rows(store, gene_id, fold).values()))
             keep = np.isin(gene_rows, held)
             row, r, r2 = score_fold(store, gene_id, fold, gene_rows[keep], prediction[keep])
-            write_result(store.path, gene_id, "enformer", "enformer", [fold], fold_values(store, fold, row, r, r2, "ok"),
-                         {"track": track, "window": window})
+            write_result(store.path, gene_id, "enformer", "enformer", [fold], fold_values(store, fold, row, r, r2, "ok"), settings)
             records.append({"gene_id": gene_id, "model": "enformer", "fold": fold, "setting": "base", "pearson_r": r, "r2": r2})
     return pd.DataFrame(records)
 

@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 
 from . import schemas
 from .encode import base_codes
-from .evaluate import check_keeps_hop, gene_settings, load_base, load_run, made_by, run_attrs
+from .evaluate import base_settings, check_keeps_hop, gene_settings, load_base, load_run, made_by, made_with, run_attrs
 from .inputs import InputError
 from .loader import GeneReader
 from .model import Readout
@@ -128,7 +128,7 @@ def enformer_model(store: Store, weights: Path | None, model_config: str | None,
     enformer, track, window = load_base(store, weights, model_config, track, window)
     folds = tuple(range(store.root["sample_split"].shape[0]))
     return IsmModel("enformer", "enformer", folds, window, enformer, partial(cage_sum, enformer.heads["human"], track),
-                    {"track": track, "window": window})
+                    base_settings(store, weights, model_config, track, window))
 
 
 def gene_snvs(reader: GeneReader, gene_id: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -160,13 +160,13 @@ def score_window(model: IsmModel, reference: torch.Tensor, offsets: torch.Tensor
 
 def is_scored(store: Path, gene_id: str, model: IsmModel, method: str) -> bool:
     """True when the gene's ISM group of this model holds all of its folds, scored by this method and (for a run)
-    by this run directory's current best checkpoint."""
+    by this run directory's current best checkpoint (for base Enformer: with its settings, `evaluate.made_with`)."""
     found = read_result(store, gene_id, model.name, schemas.ISM_GROUP)
     if found is None:
         return False
     arrays, attrs = found
     return all(arrays["status"][f] == "ok" and attrs.get("method", {}).get(str(f)) == method and made_by(attrs, model.attrs, f)
-               for f in model.folds)
+               for f in model.folds) and (model.run is not None or made_with(attrs, model.attrs))
 
 
 def write_scores(store: Store, gene_id: str, model: IsmModel, method: str, reference: float, scores: np.ndarray) -> None:

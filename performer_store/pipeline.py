@@ -295,6 +295,9 @@ def load_config(path: Path) -> PipelineConfig:
         with _naming(f"{where}: [train].mask_variants"):
             parse_mask(mask)
     parsed["train"] = dataclasses.replace(train, mask_variants=masks)
+    if not (train.single_gene or train.multi_gene):
+        raise InputError(f"{where}: [train] single_gene and multi_gene are both false, so there is no run to train; set one "
+                         "to true (or run `--steps build,enet` alone)")
     store = base / _check_value(raw["store"], Path, f"{where}: store")
     out = base / _check_value(raw["out"], Path, f"{where}: out")
     return PipelineConfig(path=path, store=store, out=out, **parsed)
@@ -323,6 +326,61 @@ def check_inputs(config: PipelineConfig, steps: tuple[str, ...]) -> None:
     if set(MODEL_STEPS) & set(steps):
         with _naming(f"{where}: [train].device"):
             choose_device(config.train.device)
+    check_genes(config, steps)
+
+
+GENE_KEYS = (("train", "genes"), ("train", "held_out_genes"), ("enet", "genes"), ("report", "genes"))
+"""Config keys that list genes of the store: exact gene IDs (only [build].genes, read against the GTF, takes names
+and other versions)."""
+
+
+def known_genes(config: PipelineConfig, steps: tuple[str, ...]) -> pd.DataFrame | None:
+    """gene_id -> gene_name of the genes the steps can use: the store's and, when the build runs, the genes it
+    may add ([build].genes as the GTF resolves them, else every GTF gene); None when there is neither yet."""
+    from .inputs import read_gtf_genes, select_genes
+    from .store import Store
+
+    frames = []
+    try:
+        frames.append(Store(config.store).genes[["gene_name"]])
+    except InputError:
+        pass  # no store yet: the build makes it, or the first step says it is missing
+    if "build" in steps:
+        gtf = read_gtf_genes(config.inputs.gtf)
+        with _naming(f"config {config.path}: [build].genes"):
+            chosen = [g.gene_id for g in select_genes(gtf, config.build.genes, config.inputs.gtf)] if config.build.genes else list(gtf.index)
+        frames.append(gtf.loc[chosen, ["gene_name"]])
+    if not frames:
+        return None
+    known = pd.concat(frames)
+    return known[~known.index.duplicated()]
+
+
+def gene_fix(entry: str, known: pd.DataFrame) -> str:
+    """How to write a gene entry that is not an exact gene ID: the one gene it means (another version, or its
+    name), else where the IDs are."""
+    from .crosscohort import unversioned
+
+    matches = [g for g in known.index if unversioned(g) == unversioned(entry)] or list(known.index[known["gene_name"] == entry])
+    return f"write {matches[0]!r}" if len(matches) == 1 else "give exact gene IDs as `pstore info STORE` lists them"
+
+
+def check_genes(config: PipelineConfig, steps: tuple[str, ...]) -> None:
+    """Every gene list (but [build]'s) holds exact gene IDs of the store or the build, and [train].held_out_genes
+    leaves the multi-gene run genes to train on: a typo would silently train on a gene meant to be held out."""
+    lists = {f"[{section}].{key}": getattr(getattr(config, section), key) for section, key in GENE_KEYS}
+    known = known_genes(config, steps) if any(lists.values()) else None
+    if known is None:
+        return
+    where, source = f"config {config.path}", f"store {config.store}" + (f" or GTF {config.inputs.gtf}" if "build" in steps else "")
+    for key, genes in lists.items():
+        for gene in genes:
+            if gene not in known.index:
+                raise InputError(f"{where}: {key}: {gene!r} is not a gene ID of {source}; {gene_fix(gene, known)}")
+    train = config.train
+    if train.multi_gene and train.held_out_genes and set(train.genes or known.index) <= set(train.held_out_genes):
+        raise InputError(f"{where}: [train].held_out_genes holds every gene of the multi-gene run, leaving none to train on; "
+                         "hold out fewer genes (or set multi_gene = false)")
 
 
 # --- the steps ------------------------------------------------------------------------------------------
@@ -427,7 +485,6 @@ def run_evaluation(config: PipelineConfig, runs: list[Run], store_genes: list[st
     """Score each run on its genes' held-out people (multi-gene runs on every gene: HOP and HOGP); base Enformer;
     then the reference windows (`[evaluate] reference`)."""
     from .evaluate import EvaluateConfig, evaluate_base, evaluate_run
-    from .results import read_result
 
     for run in runs:
         genes = store_genes if run.multi else list(run.genes)
@@ -436,7 +493,8 @@ def run_evaluation(config: PipelineConfig, runs: list[Run], store_genes: list[st
             evaluate_run(EvaluateConfig(store=config.store, genes=missing, micro_batch=config.evaluate.micro_batch,
                                         device=config.train.device), run.out)
     if config.evaluate.base:
-        missing = tuple(g for g in store_genes if read_result(config.store, g, "enformer") is None)
+        settings = base_settings(config)
+        missing = tuple(g for g in store_genes if not has_base(config.store, g, settings))
         if missing:
             evaluate_base(EvaluateConfig(store=config.store, genes=missing, micro_batch=config.evaluate.micro_batch,
                                          device=config.train.device),
@@ -445,16 +503,36 @@ def run_evaluation(config: PipelineConfig, runs: list[Run], store_genes: list[st
         run_references(config, runs, store_genes)
 
 
-def has_reference(store: Path, gene_id: str, name: str, fold: int, run: Path | None = None) -> bool:
-    """Whether the store holds a reference-window prediction of this model (and run's current best checkpoint) for
-    the gene and fold."""
+def base_settings(config: PipelineConfig) -> dict[str, Any]:
+    """What base Enformer's results record of the config's track, window and model (`evaluate.base_settings`)."""
+    from .evaluate import base_settings as settings
+    from .store import Store
+
+    return settings(Store(config.store), config.train.weights, config.train.config, config.evaluate.track, config.train.window)
+
+
+def has_base(store: Path, gene_id: str, settings: dict[str, Any]) -> bool:
+    """Whether the store holds base Enformer's result for the gene made with these settings (a changed [evaluate]
+    track, window or model makes it stale)."""
+    from .evaluate import made_with
+    from .results import read_result
+
+    found = read_result(store, gene_id, "enformer")
+    return found is not None and made_with(found[1], settings)
+
+
+def has_reference(store: Path, gene_id: str, name: str, fold: int, run: Path | None = None,
+                  settings: dict[str, Any] | None = None) -> bool:
+    """Whether the store holds a reference-window prediction of this model for the gene and fold, made by the run's
+    current best checkpoint (base Enformer: with these settings)."""
     from . import schemas
-    from .evaluate import current_source, made_by
+    from .evaluate import current_source, made_by, made_with
     from .results import read_result
 
     found = read_result(store, gene_id, name, schemas.REFERENCE_GROUP)
     return (found is not None and found[0]["status"][fold] == "ok"
-            and (run is None or made_by(found[1], current_source(run, fold), fold)))
+            and (run is None or made_by(found[1], current_source(run, fold), fold))
+            and (settings is None or made_with(found[1], settings)))
 
 
 def run_references(config: PipelineConfig, runs: list[Run], store_genes: list[str]) -> None:
@@ -470,7 +548,8 @@ def run_references(config: PipelineConfig, runs: list[Run], store_genes: list[st
         if missing:
             predict_references(config.store, performer_model(run.out, store), missing, config.train.device)
     if config.evaluate.base:
-        missing = [g for g in store_genes if not has_reference(config.store, g, "enformer", 0)]
+        settings = base_settings(config)
+        missing = [g for g in store_genes if not has_reference(config.store, g, "enformer", 0, settings=settings)]
         if missing:
             base = enformer_model(store, config.train.weights, config.train.config, config.evaluate.track, config.train.window)
             predict_references(config.store, base, missing, config.train.device)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -244,3 +245,68 @@ batch = 16
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
     assert {p: p.read_text() for p in history} == history
     assert all([json.loads(line)["epoch"] for line in t.splitlines()] == [0] for t in history.values())  # max_epochs 1
+
+
+def store_config(store: Path, extra: str) -> str:
+    """MINIMAL on an existing store, with these [train] lines."""
+    return MINIMAL.replace('store = "store.zarr"', f'store = "{store}"') + extra
+
+
+def test_gene_lists_need_exact_ids_of_the_store(tmp_path, sim_store):
+    """A held-out gene given without its version (or mistyped) would silently be trained on: refused up front,
+    naming the key and, for another version or a gene name, the ID to write; so are names in [train]/[enet]/[report]."""
+    genes = Store(sim_store).genes
+    first, name = genes.index[0], genes["gene_name"].iloc[1]
+    multi = "single_gene = false\nmulti_gene = true\n"
+    refused(tmp_path, store_config(sim_store, multi + f'held_out_genes = ["{first.split(".")[0]}"]\n'),
+            "[train].held_out_genes", repr(first.split(".")[0]), f"write {first!r}", steps="train")
+    refused(tmp_path, store_config(sim_store, multi + 'held_out_genes = ["ENSG_TYPO"]\n'),
+            "[train].held_out_genes", "'ENSG_TYPO' is not a gene ID of store", steps="train")
+    every = ", ".join(f'"{g}"' for g in genes.index)
+    refused(tmp_path, store_config(sim_store, multi + f"held_out_genes = [{every}]\n"),
+            "[train].held_out_genes holds every gene of the multi-gene run", steps="train")
+    for section in ("train", "enet", "report"):
+        text = store_config(sim_store, "") + (f'genes = ["{name}"]\n' if section == "train" else f'[{section}]\ngenes = ["{name}"]\n')
+        refused(tmp_path, text, f"[{section}].genes", f"write {genes.index[1]!r}", steps="train,enet,report")
+    load_config(write(tmp_path, store_config(sim_store, multi + f'held_out_genes = ["{first}"]\n')))
+
+
+def test_gene_names_are_checked_against_the_gtf_when_the_build_runs(tmp_path, tiny):
+    """Before the store exists, [train].genes are checked against the genes the build makes ([build].genes may be names)."""
+    text = (f'store = "store.zarr"\nout = "out"\n[inputs]\nfasta = "{tiny.fasta}"\nvcf = "{tiny.vcf}"\ngtf = "{tiny.gtf}"\n'
+            f'expression = "{tiny.expression}"\ntissue = "whole_blood"\n[build]\ngenes = ["GENE1", "GENE2"]\n'
+            '[train]\nconfig = "tiny"\ngenes = ["GENE1"]\n')
+    refused(tmp_path, text, "[train].genes", "'GENE1' is not a gene ID of store", "write 'ENSG00000000001.1'")
+    refused(tmp_path, text.replace('"GENE1"]\n', '"ENSG00000000003.2"]\n'), "[train].genes", "'ENSG00000000003.2'",
+            "give exact gene IDs")  # in the GTF, but [build].genes leaves it out
+
+
+def test_no_runs_is_refused(tmp_path):
+    with pytest.raises(InputError, match=r"\[train\] single_gene and multi_gene are both false"):
+        load_config(write(tmp_path, MINIMAL + "single_gene = false\n"))
+
+
+def test_base_enformer_is_scored_again_when_its_settings_change(tmp_path, sim_store):
+    """Base Enformer's results, reference predictions and ISM record their track, window and model: a config
+    with another [evaluate] track scores it again; the same config skips it."""
+    from performer_store.ism import IsmConfig, enformer_model, is_scored, run_ism
+    from performer_store.pipeline import run_evaluation
+
+    store = tmp_path / "store.zarr"
+    shutil.copytree(sim_store, store)
+    gene = Store(store).genes.index[0]
+    result = store / "genes" / gene / "results" / "enformer" / "zarr.json"
+
+    def evaluate(extra: str) -> list[int]:
+        run_evaluation(load_config(write(tmp_path, store_config(store, 'device = "cpu"\n') + extra)), [], [gene])
+        return [read_result(store, gene, "enformer", group)[1]["track"] for group in (schemas.RESULTS_GROUP, schemas.REFERENCE_GROUP)]
+
+    assert evaluate("") == [4950, 4950]
+    stamp = result.stat().st_mtime_ns
+    assert evaluate("") == [4950, 4950] and result.stat().st_mtime_ns == stamp
+    assert evaluate("[evaluate]\ntrack = 4980\n") == [4980, 4980]
+    assert read_result(store, gene, "enformer")[1]["model"] == "config tiny"
+    opened = Store(store)
+    run_ism(IsmConfig(store=store, genes=(gene,), batch=16, device="cpu", progress=False), enformer_model(opened, None, "tiny", None, None))
+    assert is_scored(store, gene, enformer_model(opened, None, "tiny", None, None), "splice")
+    assert not is_scored(store, gene, enformer_model(opened, None, "tiny", 4980, None), "splice")
