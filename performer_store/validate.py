@@ -184,21 +184,43 @@ def _result_specs(attrs: dict, group_name: str) -> tuple[schemas.GroupSpec, ...]
             + (schemas.CROSS_RESULT,) * ("source_store" in attrs) + (schemas.TRANSFER_RESULT,) * kind.endswith("_transfer"))
 
 
-def _check_results(gene_dir: Path, sizes: dict[str, int], where: str) -> list[str]:
-    """A gene's model results and ISM scores: complete, arrays as their specs, statuses matching folds."""
+def _result_writer(group_name: str, kind: str) -> str:
+    """The command that writes a result group of this kind, for the advice to write it again."""
+    if group_name == schemas.ISM_GROUP:
+        return "pstore ism"
+    if group_name == schemas.REFERENCE_GROUP:
+        return "pstore evaluate --reference"
+    if kind.endswith("_transfer"):
+        return "pstore enet --from-store"
+    return "pstore enet" if kind in ("enet", "lasso") else "pstore evaluate"
+
+
+def _check_statuses(group: zarr.Group, here: str) -> list[str]:
+    """A result's status per fold agrees with its folds attribute (a chunk that does not decode is one problem)."""
+    run = set(group.attrs["folds"])
+    try:
+        statuses = group["status"][:]
+    except RuntimeError as error:  # zstd: invalid input data
+        return [f"{here}/status: a chunk does not decode ({error}); run `pstore validate --deep` to name its file"]
+    disagree = [f for f, status in enumerate(statuses) if (status == NOT_RUN) == (f in run)]
+    return [f"{here}/status: folds {disagree} disagree with the folds attribute {sorted(run)}"] if disagree else []
+
+
+def _check_results(gene_dir: Path, sizes: dict[str, int], where: str, deep: bool) -> list[str]:
+    """A gene's model results, ISM scores and reference predictions: complete, arrays as their specs, chunk
+    files whole (deep: decodable), statuses matching folds."""
     problems: list[str] = []
     fix = "(an interrupted write?); run the command that writes it again"
-    groups = [(name, here, group) for name in (schemas.RESULTS_GROUP, schemas.ISM_GROUP, schemas.REFERENCE_GROUP)
-              for here, _, group in _complete_groups(gene_dir / name, f"{where}/{name}", fix, problems)]
-    for name, here, group in groups:
+    groups = [(name, here, directory, group) for name in (schemas.RESULTS_GROUP, schemas.ISM_GROUP, schemas.REFERENCE_GROUP)
+              for here, directory, group in _complete_groups(gene_dir / name, f"{where}/{name}", fix, problems)]
+    for name, here, directory, group in groups:
         specs = _result_specs(dict(group.attrs), name)
         found = [p for spec in specs for p in _check_arrays(group, spec, dict(sizes), here)]
         if not found:
-            run = set(group.attrs["folds"])
-            disagree = [f for f, status in enumerate(group["status"][:]) if (status == NOT_RUN) == (f in run)]
-            if disagree:
-                found.append(f"{here}/status: folds {disagree} disagree with the folds attribute {sorted(run)}")
-        problems += found
+            rewrite = f"delete {directory} and run `{_result_writer(name, str(group.attrs.get('kind')))}` again to write it anew"
+            found = [f"{p}; {rewrite}" for spec in specs for array in spec.arrays
+                     for p in _check_chunks(group[array.name], directory / array.name, f"{here}/{array.name}", deep)]
+        problems += found or _check_statuses(group, here)
     return problems
 
 
@@ -222,7 +244,7 @@ def validate_store(path: Path, deep: bool = False) -> list[str]:
             gene_problems = [f"{p}; {rebuild}" for spec in schemas.GENE.arrays
                              for p in _check_chunks(group[spec.name], directory / spec.name, f"{where}/{spec.name}", deep)]
         problems += gene_problems or _readable_gene_values(group, where, deep)
-        problems += _check_results(directory, gene_sizes, where)
+        problems += _check_results(directory, gene_sizes, where, deep)
     return problems
 
 

@@ -464,3 +464,29 @@ def test_query_refuses_min_maf_above_max_maf(tiny_store, tmp_path):
     assert result.output.strip().splitlines()[-1] == ("Error: Invalid value for --min-maf: 0.4 is above --max-maf 0.1, which keeps "
                                                       "no SNV; give --min-maf <= --max-maf")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("deep", [[], ["--deep"]])
+def test_validate_names_a_damaged_result_chunk(tiny_store, tmp_path, deep):
+    """A result group's chunk files are checked like a gene's: a truncated one is named with the command that writes
+    the result again, and a chunk that does not decode is one line, not a traceback."""
+    store, gene = damaged_copy(tiny_store, tmp_path)
+    pstore("enet", "--store", str(store), "--gene", gene.name, "--folds", "0")
+    result = gene / "results" / "enet"
+    chunk = result / "pearson_r" / "c" / "0"
+    chunk.write_bytes(chunk.read_bytes()[:20])
+    assert validate_fails(store, *deep) == [
+        f"genes/{gene.name}/results/enet/pearson_r/c/0: chunk file is truncated or not a zstd frame (20 bytes); "
+        f"delete {result} and run `pstore enet` again to write it anew"]
+
+
+def test_validate_names_a_result_status_that_does_not_decode(tiny_store, tmp_path):
+    store, gene = damaged_copy(tiny_store, tmp_path)
+    pstore("enet", "--store", str(store), "--gene", gene.name, "--folds", "0")
+    chunk = gene / "results" / "enet" / "status" / "c" / "0"
+    data = chunk.read_bytes()
+    chunk.write_bytes(flipped(data, 12, len(data) - 4))
+    (problem,) = validate_fails(store)
+    assert problem.startswith(f"genes/{gene.name}/results/enet/status: a chunk does not decode")
+    (problem,) = validate_fails(store, "--deep")
+    assert problem.startswith(f"genes/{gene.name}/results/enet/status/c/0: chunk file does not decode")
