@@ -14,7 +14,6 @@ What `pstore evaluate --run` (another store's run) and `pstore enet --from-store
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -22,19 +21,13 @@ from typing import Sequence
 import numpy as np
 
 from . import schemas
-from .inputs import InputError
+from .inputs import InputError, unversioned
 from .loader import split_rows
 from .predict import gene_metrics
 from .results import blank_result, read_result
 from .store import Store
 
 CROSS_SPECS = (schemas.RESULT, schemas.CROSS_RESULT)
-VERSION = re.compile(r"\.\d+(?=(_PAR_Y)?$)")
-
-
-def unversioned(gene_id: str) -> str:
-    """A gene ID without its version suffix: ENSG00000120758.11 -> ENSG00000120758 (ENSG..._PAR_Y keeps _PAR_Y)."""
-    return VERSION.sub("", gene_id, count=1)
 
 
 @dataclass(frozen=True)

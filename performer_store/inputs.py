@@ -50,8 +50,18 @@ class Gene:
 
 
 def strip_version(gene_id: str) -> str:
-    """ENSG00000123456.7 -> ENSG00000123456 (GENCODE version suffixes differ between releases)."""
+    """ENSG00000123456.7 -> ENSG00000123456 (GENCODE version suffixes differ between releases); a PAR gene's
+    chrY copy ENSG..._PAR_Y shares its chrX copy's key, which the build relies on to pick the chrX copy."""
     return gene_id.split(".", 1)[0]
+
+
+VERSION = re.compile(r"\.\d+(?=(_PAR_Y)?$)")
+
+
+def unversioned(gene_id: str) -> str:
+    """A gene ID without its version suffix: ENSG00000120758.11 -> ENSG00000120758 (ENSG..._PAR_Y keeps _PAR_Y, so
+    a PAR gene's two copies stay apart)."""
+    return VERSION.sub("", gene_id, count=1)
 
 
 def contig_alias(name: str, available: Iterable[str]) -> str | None:

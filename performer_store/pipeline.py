@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterator
 import click
 import pandas as pd
 
-from .inputs import InputError
+from .inputs import InputError, unversioned
 from .parallel import dying_with_this_process
 
 STEPS = ("build", "enet", "train", "evaluate", "ism", "report")
@@ -359,8 +359,6 @@ def known_genes(config: PipelineConfig, steps: tuple[str, ...]) -> pd.DataFrame 
 def gene_fix(entry: str, known: pd.DataFrame) -> str:
     """How to write a gene entry that is not an exact gene ID: the one gene it means (another version, or its
     name), else where the IDs are."""
-    from .crosscohort import unversioned
-
     matches = [g for g in known.index if unversioned(g) == unversioned(entry)] or list(known.index[known["gene_name"] == entry])
     return f"write {matches[0]!r}" if len(matches) == 1 else "give exact gene IDs as `pstore info STORE` lists them"
 

@@ -25,7 +25,7 @@ from zarr.codecs import ZstdCodec
 
 from . import schemas
 from .encode import add_reference
-from .inputs import InputError, strip_version
+from .inputs import InputError, unversioned
 
 COMPRESSOR = ZstdCodec(level=5)  # chosen by benchmarks/store_layout.py: smallest and fastest for the one-hots
 
@@ -179,9 +179,10 @@ class Store:
         return frame.astype({c: object for c in columns if frame[c].dtype.kind == "T"}).set_index("gene_id", drop=False)
 
     def other_versions(self, gene_ids: Sequence[str]) -> dict[str, str]:
-        """Of gene IDs the store lacks, those it holds under another version (or none): ID given -> the store's ID."""
-        by_bare = {strip_version(g): g for g in self.genes.index}
-        return {g: by_bare[strip_version(g)] for g in gene_ids if g not in self.genes.index and strip_version(g) in by_bare}
+        """Of gene IDs the store lacks, those it holds under another version (or none): ID given -> the store's ID
+        (a PAR gene's chrX and chrY copies are told apart)."""
+        by_bare = {unversioned(g): g for g in self.genes.index}
+        return {g: by_bare[unversioned(g)] for g in gene_ids if g not in self.genes.index and unversioned(g) in by_bare}
 
     def check_genes(self, gene_ids: Sequence[str]) -> None:
         """Refuse gene IDs the store's index lacks, naming the store's ID of those it holds under another version."""

@@ -490,3 +490,17 @@ def test_validate_names_a_result_status_that_does_not_decode(tiny_store, tmp_pat
     assert problem.startswith(f"genes/{gene.name}/results/enet/status: a chunk does not decode")
     (problem,) = validate_fails(store, "--deep")
     assert problem.startswith(f"genes/{gene.name}/results/enet/status/c/0: chunk file does not decode")
+
+
+def test_version_hint_keeps_a_par_genes_copies_apart():
+    """The 'the store has X.14' hint names the copy asked for: an ID with _PAR_Y its chrY copy, a bare one its chrX copy."""
+    from types import SimpleNamespace
+
+    from performer_store.store import Store
+
+    store = SimpleNamespace(genes=pd.DataFrame(index=["ENSG00000182378.14", "ENSG00000182378.14_PAR_Y", "ENSG00000000001.2"]))
+    asked = ["ENSG00000182378.13_PAR_Y", "ENSG00000182378", "ENSG00000182378.13", "ENSG00000000001.1", "ENSG00000000009.1"]
+    assert Store.other_versions(store, asked) == {"ENSG00000182378.13_PAR_Y": "ENSG00000182378.14_PAR_Y",
+                                                  "ENSG00000182378": "ENSG00000182378.14",
+                                                  "ENSG00000182378.13": "ENSG00000182378.14",
+                                                  "ENSG00000000001.1": "ENSG00000000001.2"}

@@ -17,8 +17,8 @@ from scipy.special import ndtri
 from scipy.stats import pearsonr, rankdata
 from sklearn.metrics import r2_score
 
-from performer_store.crosscohort import match_genes, resolve_genes, unversioned
-from performer_store.inputs import InputError
+from performer_store.crosscohort import match_genes, resolve_genes
+from performer_store.inputs import InputError, unversioned
 from performer_store.loader import split_rows
 from performer_store.results import read_result
 from performer_store.store import Store
