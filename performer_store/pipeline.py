@@ -267,6 +267,8 @@ def load_config(path: Path) -> PipelineConfig:
     """Read and check a `pstore run` config (TOML) whole, so that no value stops a step after earlier ones ran;
     paths become relative to its directory."""
     path = Path(path)
+    if path.is_dir():
+        raise InputError(f"config {path}: is a directory; give the TOML config file (see configs/example.toml)")
     if not path.is_file():
         raise InputError(f"config {path}: no such file; see configs/example.toml")
     try:

@@ -192,6 +192,12 @@ def test_missing_input_key_and_missing_file(tmp_path):
     assert "unknown step 'trian'" in pstore("run", str(write(tmp_path, MINIMAL)), "--steps", "build,trian", expect=2).output
 
 
+def test_a_directory_as_config_is_refused_as_one(tmp_path):
+    output = pstore("run", str(tmp_path), expect=1).output
+    assert f"config {tmp_path}: is a directory; give the TOML config file" in output and "no such file" not in output
+    assert len(output.strip().splitlines()) == 1
+
+
 def test_run_end_to_end_then_resume_skips_finished_work(tmp_path):
     simulate_cohort(tmp_path / "cohort", individuals=60, genes=2, seed=5, progress=False)
     annotations = "".join(f'{key} = "cohort/{name}"\n' for key, name in (
