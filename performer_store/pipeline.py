@@ -31,6 +31,20 @@ from .parallel import dying_with_this_process
 STEPS = ("build", "enet", "train", "evaluate", "ism", "report")
 
 
+def parse_steps(text: str | None) -> tuple[str, ...]:
+    """The steps a comma-separated `--steps` names (None: every step), or a one-line error listing the steps."""
+    if text is None:
+        return STEPS
+    chosen = tuple(s.strip() for s in text.split(",") if s.strip())
+    if not chosen:
+        raise InputError(f"--steps {text!r} names no step; give some of {', '.join(STEPS)} (comma-separated), or leave "
+                         "--steps out to run them all")
+    unknown = [s for s in chosen if s not in STEPS]
+    if unknown:
+        raise InputError(f"--steps: unknown step {unknown[0]!r}; steps are {', '.join(STEPS)}")
+    return chosen
+
+
 @dataclass(frozen=True)
 class Inputs:
     """The cohort's files (as `pstore build` reads them) and optional annotations for the analysis."""

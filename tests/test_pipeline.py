@@ -189,7 +189,17 @@ def test_missing_input_key_and_missing_file(tmp_path):
     result = pstore("run", str(write(tmp_path, MINIMAL.replace('tissue = "whole_blood"\n', ""))), expect=1)
     assert "[inputs]: missing key 'tissue'" in result.output
     assert "no such file" in pstore("run", str(tmp_path / "nope.toml"), expect=1).output
-    assert "unknown step 'trian'" in pstore("run", str(write(tmp_path, MINIMAL)), "--steps", "build,trian", expect=2).output
+
+
+@pytest.mark.parametrize("steps, message", [
+    ("build,trian", "--steps: unknown step 'trian'; steps are build, enet, train, evaluate, ism, report"),
+    ("", "--steps '' names no step; give some of build, enet, train, evaluate, ism, report"),
+    (" , ", "--steps ' , ' names no step; give some of build, enet, train, evaluate, ism, report"),
+])
+def test_steps_that_name_no_known_step_are_one_line_errors(tmp_path, steps, message):
+    """An empty --steps runs nothing rather than every step: refused before the config is read, listing the steps."""
+    output = pstore("run", str(write(tmp_path, MINIMAL)), "--steps", steps, expect=1).output
+    assert message in output and len(output.strip().splitlines()) == 1, output
 
 
 def test_a_directory_as_config_is_refused_as_one(tmp_path):
