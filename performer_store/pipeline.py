@@ -20,13 +20,16 @@ import typing
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import click
 import pandas as pd
 
 from .inputs import InputError
 from .parallel import dying_with_this_process
+
+if TYPE_CHECKING:
+    from .store import Store
 
 STEPS = ("build", "enet", "train", "evaluate", "ism", "report")
 
@@ -342,7 +345,22 @@ def check_inputs(config: PipelineConfig, steps: tuple[str, ...]) -> None:
     if set(MODEL_STEPS) & set(steps):
         with _naming(f"{where}: [train].device"):
             choose_device(config.train.device)
+    existing_store(config, steps)
     check_genes(config, steps)
+
+
+def existing_store(config: PipelineConfig, steps: tuple[str, ...]) -> Store | None:
+    """The config's store; None when there is none yet and the build step makes it, else a one-line error that says
+    to run the build step."""
+    from .store import NoStore, Store
+
+    try:
+        return Store(config.store)
+    except NoStore:
+        if "build" in steps:
+            return None
+        raise InputError(f"config {config.path}: store {config.store}: not a Zarr store (no zarr.json); run the build step "
+                         f"first: `pstore run {config.path} --steps build` (or without --steps)") from None
 
 
 GENE_KEYS = (("train", "genes"), ("train", "held_out_genes"), ("enet", "genes"), ("report", "genes"))

@@ -155,6 +155,15 @@ def test_missing_input_files_name_their_config_key(tmp_path):
     assert f"store {tmp_path / 'store.zarr'}: not a Zarr store" in output and "fasta" not in output
 
 
+@pytest.mark.parametrize("steps", ["enet", "train,evaluate", "report"])
+def test_a_missing_store_without_the_build_step_says_to_run_it(tmp_path, steps):
+    """Inside `pstore run` the fix for a missing store is the build step, not `pstore build`."""
+    output = pstore("run", str(write(tmp_path, MINIMAL)), "--steps", steps, expect=1).output
+    assert f"config {tmp_path / 'config.toml'}: store {tmp_path / 'store.zarr'}: not a Zarr store" in output, output
+    assert f"run the build step first: `pstore run {tmp_path / 'config.toml'} --steps build` (or without --steps)" in output
+    assert "pstore build" not in output and len(output.strip().splitlines()) == 1
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_cuda_without_a_gpu_is_refused_before_the_build(tmp_path):
     for path in inputs(tmp_path):
