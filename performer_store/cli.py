@@ -384,6 +384,8 @@ def run_command(config_file: Path, steps: str | None) -> None:
 
     chosen = parse_steps(steps)
     table = run_pipeline(load_config(config_file), chosen, log=click.echo)
+    if table is None:
+        return
     click.echo("\nper gene: simulated h2 (when known), test-set Pearson r and R2 per model (fold means), causal-variant auROC per model")
     click.echo(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
 

@@ -172,6 +172,10 @@ INPUT_STEPS = {"fasta": "build", "vcf": "build", "gtf": "build", "expression": "
 MODEL_STEPS = ("train", "evaluate", "ism")
 """The steps that run models: they need [train]'s weights and device."""
 
+TABLE_STEPS = ("evaluate", "ism", "report")
+"""The steps after which `pstore run` prints the per-gene summary table: it shows the test scores and the ISM that
+they make or report (the build, elastic net and training alone write none of the deep models' scores)."""
+
 
 @contextmanager
 def _naming(where: str) -> Iterator[None]:
@@ -637,8 +641,9 @@ def run_report(config: PipelineConfig) -> Path:
                         finemapped=inputs.finemapped, states=inputs.chromatin_states, truth=inputs.truth)
 
 
-def run_pipeline(config: PipelineConfig, steps: tuple[str, ...] = STEPS, log: Callable[[str], None] = print) -> pd.DataFrame:
-    """Run the asked steps in order; returns the per-gene summary table."""
+def run_pipeline(config: PipelineConfig, steps: tuple[str, ...] = STEPS,
+                 log: Callable[[str], None] = print) -> pd.DataFrame | None:
+    """Run the asked steps in order; returns the per-gene summary table (None unless a step of `TABLE_STEPS` ran)."""
     from .store import Store
 
     check_inputs(config, steps)
@@ -658,7 +663,7 @@ def run_pipeline(config: PipelineConfig, steps: tuple[str, ...] = STEPS, log: Ca
         if name in steps:
             log(f"== {name}")
             action()
-    return summary_table(config, runs)
+    return summary_table(config, runs) if set(TABLE_STEPS) & set(steps) else None
 
 
 def summary_table(config: PipelineConfig, runs: list[Run]) -> pd.DataFrame:

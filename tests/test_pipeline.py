@@ -217,6 +217,15 @@ def test_a_directory_as_config_is_refused_as_one(tmp_path):
     assert len(output.strip().splitlines()) == 1
 
 
+def test_steps_that_score_nothing_print_no_summary_table(tmp_path, tiny):
+    """`--steps build` (or enet, train) writes no test scores of the deep models: no per-gene table after it."""
+    text = (f'store = "store.zarr"\nout = "out"\n[inputs]\nfasta = "{tiny.fasta}"\nvcf = "{tiny.vcf}"\ngtf = "{tiny.gtf}"\n'
+            f'expression = "{tiny.expression}"\ntissue = "whole_blood"\n[build]\nwindow = 1024\n[train]\nconfig = "tiny"\n')
+    output = pstore("run", str(write(tmp_path, text)), "--steps", "build").output
+    assert "== build" in output and (tmp_path / "store.zarr" / "zarr.json").is_file()
+    assert "per gene" not in output and "gene_id" not in output, output
+
+
 def test_run_end_to_end_then_resume_skips_finished_work(tmp_path):
     simulate_cohort(tmp_path / "cohort", individuals=60, genes=2, seed=5, progress=False)
     annotations = "".join(f'{key} = "cohort/{name}"\n' for key, name in (
