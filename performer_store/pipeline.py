@@ -30,6 +30,7 @@ from .parallel import dying_with_this_process
 
 if TYPE_CHECKING:
     from .store import Store
+    from .train import TrainConfig
 
 STEPS = ("build", "enet", "train", "evaluate", "ism", "report")
 
@@ -349,8 +350,11 @@ def check_inputs(config: PipelineConfig, steps: tuple[str, ...]) -> None:
     if set(MODEL_STEPS) & set(steps):
         with _naming(f"{where}: [train].device"):
             choose_device(config.train.device)
-    existing_store(config, steps)
+    store = existing_store(config, steps)
     check_genes(config, steps)
+    if "train" in steps and store is not None:
+        for run in planned_runs(config, list(store.genes.index)):
+            check_run(config, run, store)
 
 
 def existing_store(config: PipelineConfig, steps: tuple[str, ...]) -> Store | None:
@@ -480,6 +484,53 @@ def run_enet_step(config: PipelineConfig) -> None:
 
     step = config.enet
     run_enet(config.store, step.genes, folds=step.folds, workers=step.workers, scheduler=step.scheduler)
+
+
+def train_config(config: PipelineConfig, run: Run) -> TrainConfig:
+    """The `pstore train` settings that `train_command` gives one run."""
+    from .train import TrainConfig
+
+    step = config.train
+    return TrainConfig(store=config.store, genes=run.genes, fold=run.fold, out=run.out, config=step.config, weights=step.weights,
+                       backbone=step.backbone, mode=step.mode, name=run.name, window=step.window, train_fraction=run.fraction,
+                       gradient_checkpointing=step.gradient_checkpointing, mask_variants=run.mask, lr=step.lr,
+                       micro_batch=step.micro_batch, accumulation=step.accumulation, max_epochs=step.max_epochs,
+                       patience=step.patience, seed=step.seed, workers=step.workers, device=step.device, resume=True)
+
+
+RUN_KEYS = {"lr": "[train].lr", "model_config": "[train].config", "weights": "[train].weights", "seed": "[train].seed",
+            "micro_batch": "[train].micro_batch", "block_size": "[train].micro_batch x accumulation",
+            "window": "[train].window", "genes": "[train].genes and held_out_genes", "mask": "[train].mask_variants"}
+"""The config key behind each fact a run records (`train.run_meta`) that the config can change for an existing run
+directory; the others are in its name (fold, backbone, mode, train fraction), or were given to `pstore train` by
+hand (clip, read path), or come from the store (its identity; the variants a mask picked)."""
+
+
+def short(value: Any) -> str:
+    """A recorded value for a one-line message: its repr, cut at 80 characters."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def check_run(config: PipelineConfig, run: Run, store: Store) -> bool:
+    """A run with checkpoints was made with what the config asks (`train.run_difference` of its run.json, as
+    `pstore train --resume` checks last.pt), else a one-line error naming the config key, both values and the fix;
+    whether it was checked (False: no checkpoint or record yet, training starts anew or `pstore train` checks)."""
+    from .masking import parse_mask, resolve_mask
+    from .train import RESUME_KEYS, recorded_meta, run_difference, run_meta
+
+    found = recorded_meta(run.out) if (run.out / "last.pt").is_file() else None
+    if found is None:
+        return False
+    mask = parse_mask(run.mask) if run.mask else None
+    difference = run_difference(found, run_meta(train_config(config, run), store, mask, resolve_mask(store, run.genes, run.fold, mask)))
+    if difference is None:
+        return True
+    key, made, value = difference
+    setting, anew = RESUME_KEYS.get(key, key).removeprefix("--"), f"move or delete {run.out} (or set another `out`) to train it anew"
+    where = f"config {config.path}: {RUN_KEYS.get(key, setting)}: run {run.out}"
+    fix = f"put the recorded {short(made)} back in {RUN_KEYS[key]} to continue the run, or {anew}" if key in RUN_KEYS else anew
+    raise InputError(f"{where} was trained with {setting} {short(made)}, this config gives {short(value)}; {fix}")
 
 
 def train_command(config: PipelineConfig, run: Run) -> list[str]:

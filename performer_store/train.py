@@ -20,6 +20,7 @@ import warnings
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -233,16 +234,38 @@ LEGACY_META = {"train_fraction": 1.0, "backbone": "enformer", "mode": "finetune"
 """What checkpoints written before these keys existed were made with (so their runs still resume)."""
 
 
-def check_same_run(found: dict, expected: dict, path: Path) -> None:
-    """Refuse to resume a checkpoint of another run."""
+def run_difference(found: dict, expected: dict) -> tuple[str, Any, Any] | None:
+    """The first fact of `expected` that a run's record `found` differs on, as (key, recorded, asked); None when the
+    run may resume (resume keys that older checkpoints lack are not checked)."""
     for key, value in expected.items():
         if key in RESUME_KEYS and key not in found:
             continue
         made = found.get(key, LEGACY_META.get(key))
         if made != value:
-            fix = f"give --name {made!r} to resume a moved run (the default is the --out directory's name)" if key == "name" else \
-                "use another --out or drop --resume"
-            raise InputError(f"checkpoint {path}: was made with {RESUME_KEYS.get(key, key)} {made!r}, this run asks {value!r}; {fix}")
+            return key, made, value
+    return None
+
+
+def check_same_run(found: dict, expected: dict, path: Path) -> None:
+    """Refuse to resume a checkpoint of another run."""
+    difference = run_difference(found, expected)
+    if difference is not None:
+        key, made, value = difference
+        fix = f"give --name {made!r} to resume a moved run (the default is the --out directory's name)" if key == "name" else \
+            "use another --out or drop --resume"
+        raise InputError(f"checkpoint {path}: was made with {RESUME_KEYS.get(key, key)} {made!r}, this run asks {value!r}; {fix}")
+
+
+def recorded_meta(out: Path) -> dict | None:
+    """What a run directory's run.json records of the facts a resume checks (with the arguments of older runs,
+    `recorded_arguments`); run.json is written only once they passed against last.pt. None without a readable one."""
+    try:
+        found = json.loads((out / "run.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(found, dict):
+        return None
+    return {**recorded_arguments(out), **{k: v for k, v in found.items() if k != "config"}}
 
 
 RUN_FILES = ("run.json", "last.pt", "best.pt", "metrics.jsonl")

@@ -344,3 +344,43 @@ def test_base_enformer_is_scored_again_when_its_settings_change(tmp_path, sim_st
     run_ism(IsmConfig(store=store, genes=(gene,), batch=16, device="cpu", progress=False), enformer_model(opened, None, "tiny", None, None))
     assert is_scored(store, gene, enformer_model(opened, None, "tiny", None, None), "splice")
     assert not is_scored(store, gene, enformer_model(opened, None, "tiny", 4980, None), "splice")
+
+
+TRAINED = 'genes = ["{gene}"]\nmax_epochs = 1\nmicro_batch = 16\naccumulation = 1\nlr = 5e-4\ndevice = "cpu"\n'
+"""[train] of the one-epoch run that `trained_run` makes on the simulated store."""
+
+
+def run_config(store: Path, out: Path, train: str) -> str:
+    """MINIMAL on an existing store and run directory (`out`), with this [train] table in place of MINIMAL's."""
+    return MINIMAL.replace('store = "store.zarr"\nout = "out"', f'store = "{store}"\nout = "{out}"').replace(TRAIN, train)
+
+
+@pytest.fixture(scope="module")
+def trained_run(sim_store, tmp_path_factory) -> tuple[Path, str, Path]:
+    """A finished one-epoch single-gene run of `pstore run --steps train` on the simulated store: (out, its [train]
+    table, the run directory); tests only read it."""
+    out = tmp_path_factory.mktemp("trained") / "out"
+    train = TRAIN + TRAINED.format(gene=Store(sim_store).genes.index[0])
+    output = pstore("run", str(write(out.parent, run_config(sim_store, out, train))), "--steps", "train").output
+    (run,) = (out / "runs").iterdir()
+    assert (run / "best.pt").is_file(), output
+    return out, train, run
+
+
+@pytest.mark.parametrize("old, new, key, recorded, asked", [
+    ("lr = 5e-4", "lr = 1e-3", "[train].lr", "lr 0.0005", "0.001"),
+    ('config = "tiny"', 'config = "small"', "[train].config", "config 'tiny'", "'small'"),
+    ("seed = 0", "seed = 1", "[train].seed", "seed 0", "1"),
+    ("accumulation = 1", "accumulation = 2", "[train].micro_batch x accumulation", "block_size 16", "32"),
+])
+def test_a_changed_setting_of_an_existing_run_is_refused_before_any_step(tmp_path, sim_store, trained_run, old, new, key,
+                                                                          recorded, asked):
+    """A setting `pstore train --resume` would refuse at the train step is refused up front, naming the config key,
+    the run, both values and what a config user can do."""
+    out, train, run = trained_run
+    text = run_config(sim_store, out, (train if old in train else train + old + "\n").replace(old, new))
+    output = pstore("run", str(write(tmp_path, text)), "--steps", "train", expect=1).output
+    assert output.startswith(f"Error: config {tmp_path / 'config.toml'}: {key}: run {run} was trained with {recorded}, "
+                             f"this config gives {asked}; put the recorded "), output
+    assert f"move or delete {run} (or set another `out`) to train it anew" in output and "--resume" not in output
+    assert len(output.strip().splitlines()) == 1
