@@ -30,7 +30,7 @@ from .parallel import dying_with_this_process
 
 if TYPE_CHECKING:
     from .store import Store
-    from .train import TrainConfig
+    from .train import TrainConfig, TrainState
 
 STEPS = ("build", "enet", "train", "evaluate", "ism", "report")
 
@@ -552,9 +552,27 @@ def train_command(config: PipelineConfig, run: Run) -> list[str]:
     return [sys.executable, "-m", "performer_store", *args]
 
 
-def run_training(config: PipelineConfig, runs: list[Run]) -> None:
-    """Train (or finish) every run, each in its own process so a failure names its run."""
+def finished(config: PipelineConfig, run: Run) -> TrainState | None:
+    """The progress of a run that `pstore train --resume` would end at once (early stopping or `max_epochs`, as
+    `train.stopped` decides) with a best checkpoint, read from its metrics.jsonl; None when it has work to do or
+    its files do not say. Only for runs `check_run` found made with the config's settings."""
+    from .train import logged_state, stopped
+
+    if not (run.out / "best.pt").is_file():
+        return None
+    state = logged_state(run.out)
+    return state if state is not None and state.best_epoch >= 0 and stopped(state, train_config(config, run)) else None
+
+
+def run_training(config: PipelineConfig, runs: list[Run], store: Store) -> None:
+    """Train (or finish) every run, each in its own process so a failure names its run; finished runs made with the
+    config's settings are skipped without starting one."""
     for run in runs:
+        state = finished(config, run) if check_run(config, run, store) else None
+        if state is not None:
+            print(f"train {run.out.name}: finished ({state.epoch} epoch(s), best tune R2 {state.best_r2:.4f} at epoch "
+                  f"{state.best_epoch}), skipped", flush=True)
+            continue
         print(f"train {run.out.name}: {len(run.genes)} gene(s), fold {run.fold}", flush=True)
         if subprocess.run(train_command(config, run), preexec_fn=dying_with_this_process()).returncode:
             raise InputError(f"training {run.out} failed (see above); fix the cause and run `pstore run {config.path}` again to resume")
@@ -701,11 +719,12 @@ def run_pipeline(config: PipelineConfig, steps: tuple[str, ...] = STEPS,
     if "build" in steps:
         log("== build")
         run_build(config)
-    store_genes = list(Store(config.store).genes.index)  # the store exists only after the build
+    store = Store(config.store)  # the store exists only after the build
+    store_genes = list(store.genes.index)
     runs = planned_runs(config, store_genes)
     actions: dict[str, Callable[[], Any]] = {
         "enet": lambda: run_enet_step(config),
-        "train": lambda: run_training(config, runs),
+        "train": lambda: run_training(config, runs, store),
         "evaluate": lambda: (run_evaluation(config, runs, store_genes), run_cross_cohort(config, runs)),
         "ism": lambda: run_ism_step(config, runs) if config.ism.enabled else None,
         "report": lambda: log(f"report: {run_report(config) / 'index.html'}"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -384,3 +385,45 @@ def test_a_changed_setting_of_an_existing_run_is_refused_before_any_step(tmp_pat
                              f"this config gives {asked}; put the recorded "), output
     assert f"move or delete {run} (or set another `out`) to train it anew" in output and "--resume" not in output
     assert len(output.strip().splitlines()) == 1
+
+
+def test_a_finished_run_is_skipped_without_starting_pstore_train(tmp_path, sim_store, trained_run, monkeypatch):
+    """Running the same config again decides in-process that the run is over (its log as `pstore train` would
+    resume it): one line, no `pstore train` process, no progress bar."""
+    from performer_store import pipeline
+
+    out, train, run = trained_run
+    monkeypatch.setattr(pipeline.subprocess, "run", lambda *args, **kwargs: pytest.fail(f"started {args}"))
+    output = pstore("run", str(write(tmp_path, run_config(sim_store, out, train))), "--steps", "train").output
+    assert f"train {run.name}: finished (1 epoch(s), best tune R2 " in output and "at epoch 0), skipped" in output, output
+    assert "gene(s), fold" not in output
+
+
+@pytest.mark.parametrize("change", ["max_epochs", "run.json", "metrics.jsonl"])
+def test_a_run_not_known_to_be_finished_still_goes_to_pstore_train(tmp_path, sim_store, trained_run, monkeypatch, change):
+    """More epochs asked, or a run whose run.json or log is missing: `pstore train --resume` decides."""
+    from performer_store import pipeline
+
+    out, train, run = trained_run
+    shutil.copytree(out, tmp_path / "out")
+    copy = tmp_path / "out" / "runs" / run.name
+    if change in ("run.json", "metrics.jsonl"):
+        (copy / change).unlink()
+    else:
+        train = train.replace("max_epochs = 1", "max_epochs = 3")
+    started = []
+    monkeypatch.setattr(pipeline.subprocess, "run", lambda args, **kwargs: started.append(args) or subprocess.CompletedProcess(args, 0))
+    output = pstore("run", str(write(tmp_path, run_config(sim_store, tmp_path / "out", train))), "--steps", "train").output
+    assert len(started) == 1 and "--resume" in started[0] and str(copy) in started[0], output
+    assert f"train {run.name}: 1 gene(s), fold 0" in output and "skipped" not in output
+
+
+def test_the_logged_progress_is_the_progress_last_pt_resumes_from(trained_run):
+    """`train.logged_state` (metrics.jsonl, read cheaply) equals the state in last.pt that `--resume` continues."""
+    from performer_store.model import load_checkpoint
+    from performer_store.train import TrainState, logged_state
+
+    _, _, run = trained_run
+    assert logged_state(run) == TrainState(**json.loads(load_checkpoint(run / "last.pt")[2]["state"]))
+    assert logged_state(run.parent) is None
+
