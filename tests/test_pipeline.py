@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -427,3 +428,24 @@ def test_the_logged_progress_is_the_progress_last_pt_resumes_from(trained_run):
     assert logged_state(run) == TrainState(**json.loads(load_checkpoint(run / "last.pt")[2]["state"]))
     assert logged_state(run.parent) is None
 
+
+
+def test_train_config_is_what_train_command_passes(tmp_path):
+    """The settings `pstore run` checks a run against in-process are those its `pstore train` process gets."""
+    from performer_store.cli import main
+    from performer_store.pipeline import planned_runs, train_command, train_config
+    from performer_store.train import TrainConfig
+
+    (tmp_path / "w").mkdir()
+    text = MINIMAL.replace('config = "tiny"', 'weights = "w"') + ('lr = 1e-4\nwindow = 2048\nseed = 3\nmicro_batch = 8\n'
+                                                                    'accumulation = 2\ntrain_fractions = [0.5]\nmask_variants = ["top-enet:2"]\n'
+                                                                    'gradient_checkpointing = true\nmax_epochs = 7\npatience = 2\nworkers = 1\n')
+    config = load_config(write(tmp_path, text))
+    names = {"config": "model_config", "genes": "gene_ids", "progress": None}
+    for run in planned_runs(config, ["G1", "G2"]):
+        params = main.commands["train"].make_context("train", train_command(config, run)[4:]).params
+        expected = train_config(config, run)
+        for field in dataclasses.fields(TrainConfig):
+            name = names.get(field.name, field.name)
+            if name is not None:
+                assert params.get(name, field.default) == getattr(expected, field.name), field.name
