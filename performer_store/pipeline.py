@@ -1,12 +1,13 @@
 """`pstore run CONFIG`: the whole method from inputs to report, each step skipped when its work is done.
 
-Steps: build -> enet -> train (single-gene and/or multi-gene runs, every fold asked for) -> evaluate (runs and
-base Enformer; runs and elastic nets also on other cohorts' stores, `[evaluate].other_stores`) -> ism -> report. Every step resumes by itself (the build skips complete genes, the elastic net
-fits missing folds, training continues from `last.pt`, ISM skips scored genes), and evaluation is skipped
-where a run's result for its fold is already in the store, so an interrupted `pstore run` is resumed by
-running it again. The config is TOML; `configs/example.toml` documents every key, and relative paths are
-relative to the config file. Every value (`load_config`) and every file the asked steps read (`check_inputs`)
-is checked before the first step runs, so no bad value stops a step after earlier ones ran for hours.
+Steps: build -> enet -> train (single-gene and/or multi-gene runs, every fold asked for) -> evaluate (runs and base
+Enformer; runs and elastic nets also on other cohorts' stores, `[evaluate].other_stores`) -> ism -> report. Every
+step resumes by itself (the build skips complete genes, the elastic net fits missing folds, training continues from
+`last.pt` and finished runs are skipped, ISM skips scored genes), and evaluation is skipped where a run's result for
+its fold is already in the store, so an interrupted `pstore run` is resumed by running it again. The config is TOML;
+`configs/example.toml` documents every key, and relative paths are relative to the config file. Every value
+(`load_config`) and every file the asked steps read (`check_inputs`) is checked before the first step runs, so no
+bad value stops a step after earlier ones ran for hours.
 """
 
 from __future__ import annotations
@@ -523,7 +524,8 @@ def check_run(config: PipelineConfig, run: Run, store: Store) -> bool:
     if found is None:
         return False
     mask = parse_mask(run.mask) if run.mask else None
-    difference = run_difference(found, run_meta(train_config(config, run), store, mask, resolve_mask(store, run.genes, run.fold, mask)))
+    expected = run_meta(train_config(config, run), store, mask, resolve_mask(store, run.genes, run.fold, mask))
+    difference = run_difference(found, expected)
     if difference is None:
         return True
     key, made, value = difference

@@ -437,9 +437,9 @@ def test_train_config_is_what_train_command_passes(tmp_path):
     from performer_store.train import TrainConfig
 
     (tmp_path / "w").mkdir()
-    text = MINIMAL.replace('config = "tiny"', 'weights = "w"') + ('lr = 1e-4\nwindow = 2048\nseed = 3\nmicro_batch = 8\n'
-                                                                    'accumulation = 2\ntrain_fractions = [0.5]\nmask_variants = ["top-enet:2"]\n'
-                                                                    'gradient_checkpointing = true\nmax_epochs = 7\npatience = 2\nworkers = 1\n')
+    text = MINIMAL.replace('config = "tiny"', 'weights = "w"') + (
+        'lr = 1e-4\nwindow = 2048\nseed = 3\nmicro_batch = 8\naccumulation = 2\ntrain_fractions = [0.5]\n'
+        'mask_variants = ["top-enet:2"]\ngradient_checkpointing = true\nmax_epochs = 7\npatience = 2\nworkers = 1\n')
     config = load_config(write(tmp_path, text))
     names = {"config": "model_config", "genes": "gene_ids", "progress": None}
     for run in planned_runs(config, ["G1", "G2"]):
