@@ -380,13 +380,12 @@ def run_command(config_file: Path, steps: str | None) -> None:
     checks of the step's own `pstore` command) and every input file the steps read is checked before the first
     step runs.
     """
-    from .pipeline import STEPS, load_config, run_pipeline
+    from .pipeline import load_config, parse_steps, run_pipeline
 
-    chosen = tuple(s.strip() for s in steps.split(",") if s.strip()) if steps else STEPS
-    unknown = [s for s in chosen if s not in STEPS]
-    if unknown:
-        raise click.UsageError(f"unknown step {unknown[0]!r}; steps are {', '.join(STEPS)}")
+    chosen = parse_steps(steps)
     table = run_pipeline(load_config(config_file), chosen, log=click.echo)
+    if table is None:
+        return
     click.echo("\nper gene: simulated h2 (when known), test-set Pearson r and R2 per model (fold means), causal-variant auROC per model")
     click.echo(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
 

@@ -1,12 +1,13 @@
 """`pstore run CONFIG`: the whole method from inputs to report, each step skipped when its work is done.
 
-Steps: build -> enet -> train (single-gene and/or multi-gene runs, every fold asked for) -> evaluate (runs and
-base Enformer; runs and elastic nets also on other cohorts' stores, `[evaluate].other_stores`) -> ism -> report. Every step resumes by itself (the build skips complete genes, the elastic net
-fits missing folds, training continues from `last.pt`, ISM skips scored genes), and evaluation is skipped
-where a run's result for its fold is already in the store, so an interrupted `pstore run` is resumed by
-running it again. The config is TOML; `configs/example.toml` documents every key, and relative paths are
-relative to the config file. Every value (`load_config`) and every file the asked steps read (`check_inputs`)
-is checked before the first step runs, so no bad value stops a step after earlier ones ran for hours.
+Steps: build -> enet -> train (single-gene and/or multi-gene runs, every fold asked for) -> evaluate (runs and base
+Enformer; runs and elastic nets also on other cohorts' stores, `[evaluate].other_stores`) -> ism -> report. Every
+step resumes by itself (the build skips complete genes, the elastic net fits missing folds, training continues from
+`last.pt` and finished runs are skipped, ISM skips scored genes), and evaluation is skipped where a run's result for
+its fold is already in the store, so an interrupted `pstore run` is resumed by running it again. The config is TOML;
+`configs/example.toml` documents every key, and relative paths are relative to the config file. Every value
+(`load_config`) and every file the asked steps read (`check_inputs`) is checked before the first step runs, so no
+bad value stops a step after earlier ones ran for hours.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import typing
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import click
 import pandas as pd
@@ -28,7 +29,25 @@ import pandas as pd
 from .inputs import InputError, unversioned
 from .parallel import dying_with_this_process
 
+if TYPE_CHECKING:
+    from .store import Store
+    from .train import TrainConfig, TrainState
+
 STEPS = ("build", "enet", "train", "evaluate", "ism", "report")
+
+
+def parse_steps(text: str | None) -> tuple[str, ...]:
+    """The steps a comma-separated `--steps` names (None: every step), or a one-line error listing the steps."""
+    if text is None:
+        return STEPS
+    chosen = tuple(s.strip() for s in text.split(",") if s.strip())
+    if not chosen:
+        raise InputError(f"--steps {text!r} names no step; give some of {', '.join(STEPS)} (comma-separated), or leave "
+                         "--steps out to run them all")
+    unknown = [s for s in chosen if s not in STEPS]
+    if unknown:
+        raise InputError(f"--steps: unknown step {unknown[0]!r}; steps are {', '.join(STEPS)}")
+    return chosen
 
 
 @dataclass(frozen=True)
@@ -155,6 +174,10 @@ INPUT_STEPS = {"fasta": "build", "vcf": "build", "gtf": "build", "expression": "
 MODEL_STEPS = ("train", "evaluate", "ism")
 """The steps that run models: they need [train]'s weights and device."""
 
+TABLE_STEPS = ("evaluate", "ism", "report")
+"""The steps after which `pstore run` prints the per-gene summary table: it shows the test scores and the ISM that
+they make or report (the build, elastic net and training alone write none of the deep models' scores)."""
+
 
 @contextmanager
 def _naming(where: str) -> Iterator[None]:
@@ -267,6 +290,8 @@ def load_config(path: Path) -> PipelineConfig:
     """Read and check a `pstore run` config (TOML) whole, so that no value stops a step after earlier ones ran;
     paths become relative to its directory."""
     path = Path(path)
+    if path.is_dir():
+        raise InputError(f"config {path}: is a directory; give the TOML config file (see configs/example.toml)")
     if not path.is_file():
         raise InputError(f"config {path}: no such file; see configs/example.toml")
     try:
@@ -326,7 +351,25 @@ def check_inputs(config: PipelineConfig, steps: tuple[str, ...]) -> None:
     if set(MODEL_STEPS) & set(steps):
         with _naming(f"{where}: [train].device"):
             choose_device(config.train.device)
+    store = existing_store(config, steps)
     check_genes(config, steps)
+    if "train" in steps and store is not None:
+        for run in planned_runs(config, list(store.genes.index)):
+            check_run(config, run, store)
+
+
+def existing_store(config: PipelineConfig, steps: tuple[str, ...]) -> Store | None:
+    """The config's store; None when there is none yet and the build step makes it, else a one-line error that says
+    to run the build step."""
+    from .store import NoStore, Store
+
+    try:
+        return Store(config.store)
+    except NoStore:
+        if "build" in steps:
+            return None
+        raise InputError(f"config {config.path}: store {config.store}: not a Zarr store (no zarr.json); run the build step "
+                         f"first: `pstore run {config.path} --steps build` (or without --steps)") from None
 
 
 GENE_KEYS = (("train", "genes"), ("train", "held_out_genes"), ("enet", "genes"), ("report", "genes"))
@@ -442,6 +485,54 @@ def run_enet_step(config: PipelineConfig) -> None:
     run_enet(config.store, step.genes, folds=step.folds, workers=step.workers, scheduler=step.scheduler)
 
 
+def train_config(config: PipelineConfig, run: Run) -> TrainConfig:
+    """The `pstore train` settings that `train_command` gives one run."""
+    from .train import TrainConfig
+
+    step = config.train
+    return TrainConfig(store=config.store, genes=run.genes, fold=run.fold, out=run.out, config=step.config, weights=step.weights,
+                       backbone=step.backbone, mode=step.mode, name=run.name, window=step.window, train_fraction=run.fraction,
+                       gradient_checkpointing=step.gradient_checkpointing, mask_variants=run.mask, lr=step.lr,
+                       micro_batch=step.micro_batch, accumulation=step.accumulation, max_epochs=step.max_epochs,
+                       patience=step.patience, seed=step.seed, workers=step.workers, device=step.device, resume=True)
+
+
+RUN_KEYS = {"lr": "[train].lr", "model_config": "[train].config", "weights": "[train].weights", "seed": "[train].seed",
+            "micro_batch": "[train].micro_batch", "block_size": "[train].micro_batch x accumulation",
+            "window": "[train].window", "genes": "[train].genes and held_out_genes", "mask": "[train].mask_variants"}
+"""The config key behind each fact a run records (`train.run_meta`) that the config can change for an existing run
+directory; the others are in its name (fold, backbone, mode, train fraction), or were given to `pstore train` by
+hand (clip, read path), or come from the store (its identity; the variants a mask picked)."""
+
+
+def short(value: Any) -> str:
+    """A recorded value for a one-line message: its repr, cut at 80 characters."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def check_run(config: PipelineConfig, run: Run, store: Store) -> bool:
+    """A run with checkpoints was made with what the config asks (`train.run_difference` of its run.json, as
+    `pstore train --resume` checks last.pt), else a one-line error naming the config key, both values and the fix;
+    whether it was checked (False: no checkpoint or record yet, training starts anew or `pstore train` checks)."""
+    from .masking import parse_mask, resolve_mask
+    from .train import RESUME_KEYS, recorded_meta, run_difference, run_meta
+
+    found = recorded_meta(run.out) if (run.out / "last.pt").is_file() else None
+    if found is None:
+        return False
+    mask = parse_mask(run.mask) if run.mask else None
+    expected = run_meta(train_config(config, run), store, mask, resolve_mask(store, run.genes, run.fold, mask))
+    difference = run_difference(found, expected)
+    if difference is None:
+        return True
+    key, made, value = difference
+    setting, anew = RESUME_KEYS.get(key, key).removeprefix("--"), f"move or delete {run.out} (or set another `out`) to train it anew"
+    where = f"config {config.path}: {RUN_KEYS.get(key, setting)}: run {run.out}"
+    fix = f"put the recorded {short(made)} back in {RUN_KEYS[key]} to continue the run, or {anew}" if key in RUN_KEYS else anew
+    raise InputError(f"{where} was trained with {setting} {short(made)}, this config gives {short(value)}; {fix}")
+
+
 def train_command(config: PipelineConfig, run: Run) -> list[str]:
     """`pstore train` arguments of one run (resuming), under torchrun when several processes are asked for."""
     step = config.train
@@ -461,9 +552,27 @@ def train_command(config: PipelineConfig, run: Run) -> list[str]:
     return [sys.executable, "-m", "performer_store", *args]
 
 
-def run_training(config: PipelineConfig, runs: list[Run]) -> None:
-    """Train (or finish) every run, each in its own process so a failure names its run."""
+def finished(config: PipelineConfig, run: Run) -> TrainState | None:
+    """The progress of a run that `pstore train --resume` would end at once (early stopping or `max_epochs`, as
+    `train.stopped` decides) with a best checkpoint, read from its metrics.jsonl; None when it has work to do or
+    its files do not say. Only for runs `check_run` found made with the config's settings."""
+    from .train import logged_state, stopped
+
+    if not (run.out / "best.pt").is_file():
+        return None
+    state = logged_state(run.out)
+    return state if state is not None and state.best_epoch >= 0 and stopped(state, train_config(config, run)) else None
+
+
+def run_training(config: PipelineConfig, runs: list[Run], store: Store) -> None:
+    """Train (or finish) every run, each in its own process so a failure names its run; finished runs made with the
+    config's settings are skipped without starting one."""
     for run in runs:
+        state = finished(config, run) if check_run(config, run, store) else None
+        if state is not None:
+            print(f"train {run.out.name}: finished ({state.epoch} epoch(s), best tune R2 {state.best_r2:.4f} at epoch "
+                  f"{state.best_epoch}), skipped", flush=True)
+            continue
         print(f"train {run.out.name}: {len(run.genes)} gene(s), fold {run.fold}", flush=True)
         if subprocess.run(train_command(config, run), preexec_fn=dying_with_this_process()).returncode:
             raise InputError(f"training {run.out} failed (see above); fix the cause and run `pstore run {config.path}` again to resume")
@@ -601,19 +710,21 @@ def run_report(config: PipelineConfig) -> Path:
                         finemapped=inputs.finemapped, states=inputs.chromatin_states, truth=inputs.truth)
 
 
-def run_pipeline(config: PipelineConfig, steps: tuple[str, ...] = STEPS, log: Callable[[str], None] = print) -> pd.DataFrame:
-    """Run the asked steps in order; returns the per-gene summary table."""
+def run_pipeline(config: PipelineConfig, steps: tuple[str, ...] = STEPS,
+                 log: Callable[[str], None] = print) -> pd.DataFrame | None:
+    """Run the asked steps in order; returns the per-gene summary table (None unless a step of `TABLE_STEPS` ran)."""
     from .store import Store
 
     check_inputs(config, steps)
     if "build" in steps:
         log("== build")
         run_build(config)
-    store_genes = list(Store(config.store).genes.index)  # the store exists only after the build
+    store = Store(config.store)  # the store exists only after the build
+    store_genes = list(store.genes.index)
     runs = planned_runs(config, store_genes)
     actions: dict[str, Callable[[], Any]] = {
         "enet": lambda: run_enet_step(config),
-        "train": lambda: run_training(config, runs),
+        "train": lambda: run_training(config, runs, store),
         "evaluate": lambda: (run_evaluation(config, runs, store_genes), run_cross_cohort(config, runs)),
         "ism": lambda: run_ism_step(config, runs) if config.ism.enabled else None,
         "report": lambda: log(f"report: {run_report(config) / 'index.html'}"),
@@ -622,7 +733,7 @@ def run_pipeline(config: PipelineConfig, steps: tuple[str, ...] = STEPS, log: Ca
         if name in steps:
             log(f"== {name}")
             action()
-    return summary_table(config, runs)
+    return summary_table(config, runs) if set(TABLE_STEPS) & set(steps) else None
 
 
 def summary_table(config: PipelineConfig, runs: list[Run]) -> pd.DataFrame:

@@ -133,6 +133,10 @@ def directory_size(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
+class NoStore(InputError):
+    """The path holds no Zarr store (no zarr.json)."""
+
+
 @dataclass
 class Store:
     """A store opened for reading: people, splits, gene index and per-gene arrays by schema name."""
@@ -142,7 +146,7 @@ class Store:
     def __post_init__(self) -> None:
         self.path = Path(self.path)
         if not (self.path / "zarr.json").is_file():
-            raise InputError(f"store {self.path}: not a Zarr store (no zarr.json); build one with `pstore build`")
+            raise NoStore(f"store {self.path}: not a Zarr store (no zarr.json); build one with `pstore build`")
         self.root = zarr.open_group(str(self.path), mode="r")
         check_format(self.root, self.path)
 

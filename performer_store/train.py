@@ -20,6 +20,7 @@ import warnings
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -233,16 +234,60 @@ LEGACY_META = {"train_fraction": 1.0, "backbone": "enformer", "mode": "finetune"
 """What checkpoints written before these keys existed were made with (so their runs still resume)."""
 
 
-def check_same_run(found: dict, expected: dict, path: Path) -> None:
-    """Refuse to resume a checkpoint of another run."""
+def run_difference(found: dict, expected: dict) -> tuple[str, Any, Any] | None:
+    """The first fact of `expected` that a run's record `found` differs on, as (key, recorded, asked); None when the
+    run may resume (resume keys that older checkpoints lack are not checked)."""
     for key, value in expected.items():
         if key in RESUME_KEYS and key not in found:
             continue
         made = found.get(key, LEGACY_META.get(key))
         if made != value:
-            fix = f"give --name {made!r} to resume a moved run (the default is the --out directory's name)" if key == "name" else \
-                "use another --out or drop --resume"
-            raise InputError(f"checkpoint {path}: was made with {RESUME_KEYS.get(key, key)} {made!r}, this run asks {value!r}; {fix}")
+            return key, made, value
+    return None
+
+
+def check_same_run(found: dict, expected: dict, path: Path) -> None:
+    """Refuse to resume a checkpoint of another run."""
+    difference = run_difference(found, expected)
+    if difference is not None:
+        key, made, value = difference
+        fix = f"give --name {made!r} to resume a moved run (the default is the --out directory's name)" if key == "name" else \
+            "use another --out or drop --resume"
+        raise InputError(f"checkpoint {path}: was made with {RESUME_KEYS.get(key, key)} {made!r}, this run asks {value!r}; {fix}")
+
+
+def recorded_meta(out: Path) -> dict | None:
+    """What a run directory's run.json records of the facts a resume checks (with the arguments of older runs,
+    `recorded_arguments`); run.json is written only once they passed against last.pt. None without a readable one."""
+    try:
+        found = json.loads((out / "run.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(found, dict):
+        return None
+    return {**recorded_arguments(out), **{k: v for k, v in found.items() if k != "config"}}
+
+
+def logged_state(out: Path) -> TrainState | None:
+    """The progress a run's metrics.jsonl records (written after last.pt, so never ahead of it), replayed through
+    `advance`; None when there is none or it does not replay to its own best epochs."""
+    try:
+        history = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+        state = TrainState()
+        for entry in history:
+            advance(state, float(entry["tune_r2"]))
+            if entry["epoch"] != state.epoch or entry["best_epoch"] != state.best_epoch:
+                return None
+            state.history.append(entry)
+            state.epoch += 1
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return state
+
+
+def stopped(state: TrainState, config: TrainConfig) -> bool:
+    """Whether training is over: `max_epochs` epochs run, or `patience` epochs without a better mean tune R2."""
+    return state.epoch >= config.max_epochs or state.stale_epochs >= config.patience
 
 
 RUN_FILES = ("run.json", "last.pt", "best.pt", "metrics.jsonl")
@@ -296,7 +341,7 @@ def train(config: TrainConfig) -> TrainState:
     step_model = torch.nn.parallel.DistributedDataParallel(model) if distributed.world_size > 1 else model
     bar = tqdm(total=config.max_epochs, initial=state.epoch, desc="epochs", unit="epoch", file=sys.stderr,
                disable=not (config.progress and distributed.main))
-    while state.epoch < config.max_epochs and state.stale_epochs < config.patience:
+    while not stopped(state, config):
         torch.manual_seed(config.seed * 100_003 + state.epoch)  # dropout draws depend only on (seed, epoch)
         started = time.perf_counter()
         blocks = rank_blocks(epoch_blocks(train_rows, state.epoch, config.seed, config.block_size, chunk),
@@ -355,11 +400,7 @@ def validate(model: Readout, loader: BatchLoader, tune_rows: dict[str, np.ndarra
 def record_epoch(state: TrainState, loss: float, tune_r: float, tune_r2: float, seconds: float, model: Readout,
                  optimizer: torch.optim.Optimizer, config: TrainConfig, meta: dict, distributed: Distributed) -> None:
     """Log the epoch, update early stopping, and save the last (and maybe best) checkpoint atomically."""
-    improved = not math.isnan(tune_r2) and tune_r2 > state.best_r2
-    if improved:
-        state.best_r2, state.best_epoch, state.stale_epochs = tune_r2, state.epoch, 0
-    else:
-        state.stale_epochs += 1
+    improved = advance(state, tune_r2)
     entry = {"epoch": state.epoch, "train_loss": loss, "tune_r": tune_r, "tune_r2": tune_r2, "best_epoch": state.best_epoch,
              "seconds": round(seconds, 3)}
     state.history.append(entry)
@@ -370,6 +411,17 @@ def record_epoch(state: TrainState, loss: float, tune_r: float, tune_r2: float, 
         save_checkpoint(config.out / "last.pt", model, meta,
                         {"optimizer": optimizer.state_dict(), "state": json.dumps(asdict(state))})
         write_atomically(config.out / "metrics.jsonl", "".join(json.dumps(e) + "\n" for e in state.history))
+
+
+def advance(state: TrainState, tune_r2: float) -> bool:
+    """Early stopping's record of this epoch's mean tune R2: a better one is the new best, else one more stale epoch;
+    whether it was better."""
+    improved = not math.isnan(tune_r2) and tune_r2 > state.best_r2
+    if improved:
+        state.best_r2, state.best_epoch, state.stale_epochs = tune_r2, state.epoch, 0
+    else:
+        state.stale_epochs += 1
+    return improved
 
 
 def write_atomically(path: Path, text: str) -> None:

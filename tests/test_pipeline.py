@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -155,6 +157,15 @@ def test_missing_input_files_name_their_config_key(tmp_path):
     assert f"store {tmp_path / 'store.zarr'}: not a Zarr store" in output and "fasta" not in output
 
 
+@pytest.mark.parametrize("steps", ["enet", "train,evaluate", "report"])
+def test_a_missing_store_without_the_build_step_says_to_run_it(tmp_path, steps):
+    """Inside `pstore run` the fix for a missing store is the build step, not `pstore build`."""
+    output = pstore("run", str(write(tmp_path, MINIMAL)), "--steps", steps, expect=1).output
+    assert f"config {tmp_path / 'config.toml'}: store {tmp_path / 'store.zarr'}: not a Zarr store" in output, output
+    assert f"run the build step first: `pstore run {tmp_path / 'config.toml'} --steps build` (or without --steps)" in output
+    assert "pstore build" not in output and len(output.strip().splitlines()) == 1
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_cuda_without_a_gpu_is_refused_before_the_build(tmp_path):
     for path in inputs(tmp_path):
@@ -189,7 +200,32 @@ def test_missing_input_key_and_missing_file(tmp_path):
     result = pstore("run", str(write(tmp_path, MINIMAL.replace('tissue = "whole_blood"\n', ""))), expect=1)
     assert "[inputs]: missing key 'tissue'" in result.output
     assert "no such file" in pstore("run", str(tmp_path / "nope.toml"), expect=1).output
-    assert "unknown step 'trian'" in pstore("run", str(write(tmp_path, MINIMAL)), "--steps", "build,trian", expect=2).output
+
+
+@pytest.mark.parametrize("steps, message", [
+    ("build,trian", "--steps: unknown step 'trian'; steps are build, enet, train, evaluate, ism, report"),
+    ("", "--steps '' names no step; give some of build, enet, train, evaluate, ism, report"),
+    (" , ", "--steps ' , ' names no step; give some of build, enet, train, evaluate, ism, report"),
+])
+def test_steps_that_name_no_known_step_are_one_line_errors(tmp_path, steps, message):
+    """An empty --steps runs nothing rather than every step: refused before the config is read, listing the steps."""
+    output = pstore("run", str(write(tmp_path, MINIMAL)), "--steps", steps, expect=1).output
+    assert message in output and len(output.strip().splitlines()) == 1, output
+
+
+def test_a_directory_as_config_is_refused_as_one(tmp_path):
+    output = pstore("run", str(tmp_path), expect=1).output
+    assert f"config {tmp_path}: is a directory; give the TOML config file" in output and "no such file" not in output
+    assert len(output.strip().splitlines()) == 1
+
+
+def test_steps_that_score_nothing_print_no_summary_table(tmp_path, tiny):
+    """`--steps build` (or enet, train) writes no test scores of the deep models: no per-gene table after it."""
+    text = (f'store = "store.zarr"\nout = "out"\n[inputs]\nfasta = "{tiny.fasta}"\nvcf = "{tiny.vcf}"\ngtf = "{tiny.gtf}"\n'
+            f'expression = "{tiny.expression}"\ntissue = "whole_blood"\n[build]\nwindow = 1024\n[train]\nconfig = "tiny"\n')
+    output = pstore("run", str(write(tmp_path, text)), "--steps", "build").output
+    assert "== build" in output and (tmp_path / "store.zarr" / "zarr.json").is_file()
+    assert "per gene" not in output and "gene_id" not in output, output
 
 
 def test_run_end_to_end_then_resume_skips_finished_work(tmp_path):
@@ -310,3 +346,106 @@ def test_base_enformer_is_scored_again_when_its_settings_change(tmp_path, sim_st
     run_ism(IsmConfig(store=store, genes=(gene,), batch=16, device="cpu", progress=False), enformer_model(opened, None, "tiny", None, None))
     assert is_scored(store, gene, enformer_model(opened, None, "tiny", None, None), "splice")
     assert not is_scored(store, gene, enformer_model(opened, None, "tiny", 4980, None), "splice")
+
+
+TRAINED = 'genes = ["{gene}"]\nmax_epochs = 1\nmicro_batch = 16\naccumulation = 1\nlr = 5e-4\ndevice = "cpu"\n'
+"""[train] of the one-epoch run that `trained_run` makes on the simulated store."""
+
+
+def run_config(store: Path, out: Path, train: str) -> str:
+    """MINIMAL on an existing store and run directory (`out`), with this [train] table in place of MINIMAL's."""
+    return MINIMAL.replace('store = "store.zarr"\nout = "out"', f'store = "{store}"\nout = "{out}"').replace(TRAIN, train)
+
+
+@pytest.fixture(scope="module")
+def trained_run(sim_store, tmp_path_factory) -> tuple[Path, str, Path]:
+    """A finished one-epoch single-gene run of `pstore run --steps train` on the simulated store: (out, its [train]
+    table, the run directory); tests only read it."""
+    out = tmp_path_factory.mktemp("trained") / "out"
+    train = TRAIN + TRAINED.format(gene=Store(sim_store).genes.index[0])
+    output = pstore("run", str(write(out.parent, run_config(sim_store, out, train))), "--steps", "train").output
+    (run,) = (out / "runs").iterdir()
+    assert (run / "best.pt").is_file(), output
+    return out, train, run
+
+
+@pytest.mark.parametrize("old, new, key, recorded, asked", [
+    ("lr = 5e-4", "lr = 1e-3", "[train].lr", "lr 0.0005", "0.001"),
+    ('config = "tiny"', 'config = "small"', "[train].config", "config 'tiny'", "'small'"),
+    ("seed = 0", "seed = 1", "[train].seed", "seed 0", "1"),
+    ("accumulation = 1", "accumulation = 2", "[train].micro_batch x accumulation", "block_size 16", "32"),
+])
+def test_a_changed_setting_of_an_existing_run_is_refused_before_any_step(tmp_path, sim_store, trained_run, old, new, key,
+                                                                          recorded, asked):
+    """A setting `pstore train --resume` would refuse at the train step is refused up front, naming the config key,
+    the run, both values and what a config user can do."""
+    out, train, run = trained_run
+    text = run_config(sim_store, out, (train if old in train else train + old + "\n").replace(old, new))
+    output = pstore("run", str(write(tmp_path, text)), "--steps", "train", expect=1).output
+    assert output.startswith(f"Error: config {tmp_path / 'config.toml'}: {key}: run {run} was trained with {recorded}, "
+                             f"this config gives {asked}; put the recorded "), output
+    assert f"move or delete {run} (or set another `out`) to train it anew" in output and "--resume" not in output
+    assert len(output.strip().splitlines()) == 1
+
+
+def test_a_finished_run_is_skipped_without_starting_pstore_train(tmp_path, sim_store, trained_run, monkeypatch):
+    """Running the same config again decides in-process that the run is over (its log as `pstore train` would
+    resume it): one line, no `pstore train` process, no progress bar."""
+    from performer_store import pipeline
+
+    out, train, run = trained_run
+    monkeypatch.setattr(pipeline.subprocess, "run", lambda *args, **kwargs: pytest.fail(f"started {args}"))
+    output = pstore("run", str(write(tmp_path, run_config(sim_store, out, train))), "--steps", "train").output
+    assert f"train {run.name}: finished (1 epoch(s), best tune R2 " in output and "at epoch 0), skipped" in output, output
+    assert "gene(s), fold" not in output
+
+
+@pytest.mark.parametrize("change", ["max_epochs", "run.json", "metrics.jsonl"])
+def test_a_run_not_known_to_be_finished_still_goes_to_pstore_train(tmp_path, sim_store, trained_run, monkeypatch, change):
+    """More epochs asked, or a run whose run.json or log is missing: `pstore train --resume` decides."""
+    from performer_store import pipeline
+
+    out, train, run = trained_run
+    shutil.copytree(out, tmp_path / "out")
+    copy = tmp_path / "out" / "runs" / run.name
+    if change in ("run.json", "metrics.jsonl"):
+        (copy / change).unlink()
+    else:
+        train = train.replace("max_epochs = 1", "max_epochs = 3")
+    started = []
+    monkeypatch.setattr(pipeline.subprocess, "run", lambda args, **kwargs: started.append(args) or subprocess.CompletedProcess(args, 0))
+    output = pstore("run", str(write(tmp_path, run_config(sim_store, tmp_path / "out", train))), "--steps", "train").output
+    assert len(started) == 1 and "--resume" in started[0] and str(copy) in started[0], output
+    assert f"train {run.name}: 1 gene(s), fold 0" in output and "skipped" not in output
+
+
+def test_the_logged_progress_is_the_progress_last_pt_resumes_from(trained_run):
+    """`train.logged_state` (metrics.jsonl, read cheaply) equals the state in last.pt that `--resume` continues."""
+    from performer_store.model import load_checkpoint
+    from performer_store.train import TrainState, logged_state
+
+    _, _, run = trained_run
+    assert logged_state(run) == TrainState(**json.loads(load_checkpoint(run / "last.pt")[2]["state"]))
+    assert logged_state(run.parent) is None
+
+
+
+def test_train_config_is_what_train_command_passes(tmp_path):
+    """The settings `pstore run` checks a run against in-process are those its `pstore train` process gets."""
+    from performer_store.cli import main
+    from performer_store.pipeline import planned_runs, train_command, train_config
+    from performer_store.train import TrainConfig
+
+    (tmp_path / "w").mkdir()
+    text = MINIMAL.replace('config = "tiny"', 'weights = "w"') + (
+        'lr = 1e-4\nwindow = 2048\nseed = 3\nmicro_batch = 8\naccumulation = 2\ntrain_fractions = [0.5]\n'
+        'mask_variants = ["top-enet:2"]\ngradient_checkpointing = true\nmax_epochs = 7\npatience = 2\nworkers = 1\n')
+    config = load_config(write(tmp_path, text))
+    names = {"config": "model_config", "genes": "gene_ids", "progress": None}
+    for run in planned_runs(config, ["G1", "G2"]):
+        params = main.commands["train"].make_context("train", train_command(config, run)[4:]).params
+        expected = train_config(config, run)
+        for field in dataclasses.fields(TrainConfig):
+            name = names.get(field.name, field.name)
+            if name is not None:
+                assert params.get(name, field.default) == getattr(expected, field.name), field.name
