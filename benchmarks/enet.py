@@ -7,13 +7,18 @@ Per gene the method's pipeline is fitted with `pstore enet`'s default solver (`e
 scikit-learn's defaults, alternately in this process on one BLAS/OpenMP thread; prints CPU-time fits/s of
 both, their ratio, and how far apart the chosen alphas, coefficients and test R2 are, per SNV-count bucket.
 
+Agreement with few people: genes simulated as above for cohorts of 100-300 people (80% train), fitted with
+the early exit and with the whole grid (`gram`, scikit-learn's path to rounding), elastic net and lasso; prints
+how often the early exit picks the whole grid's alpha, and its CPU-time speed-up over the whole grid.
+
 Recovery: `pstore enet` on every gene and fold of the demo store (2 worker processes; results stay in the
 store), then for genes with simulated h2 >= 0.2 the auROC of |coefficient| (mean over the 3 folds) for the
 causal SNVs of `truth_variants.tsv` against all other SNVs, and for every gene the held-out R2 (mean over
 folds) beside the simulated h2.
 
-    python benchmarks/enet.py [--genes-per-bucket 2] [--buckets ~300 ~750 ~1,500 ~3,000] [--skip-recovery] [--cohort demo/cohort]
-        [--store demo/whole_blood.zarr] [--workers 2]
+    python benchmarks/enet.py [--genes-per-bucket 2] [--buckets ~300 ~750 ~1,500 ~3,000] [--skip-speed]
+        [--agreement-people 100 150 200 300] [--agreement-genes 20] [--skip-agreement] [--skip-recovery]
+        [--cohort demo/cohort] [--store demo/whole_blood.zarr] [--workers 2]
 """
 
 from __future__ import annotations
@@ -51,19 +56,19 @@ def demo_store(cohort: Path, path: Path, workers: int) -> Store:
     return Store(path)
 
 
-def simulated_genes(window: int, count: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """`count` genes of a `window`-bp coalescent simulation: (670 people x SNVs) 0/1/2 dosage and a target."""
+def simulated_genes(window: int, count: int, seed: int, people: int = PEOPLE) -> list[tuple[np.ndarray, np.ndarray]]:
+    """`count` genes of a `window`-bp coalescent simulation: (people x SNVs) 0/1/2 dosage and a target."""
     stdpopsim, _ = simulate._import_simulation_extras()
     species = stdpopsim.get_species("HomSap")
     model = species.get_demographic_model(simulate.DEMOGRAPHIC_MODEL)
     contig = species.get_contig(length=window, mutation_rate=model.mutation_rate,
                                 recombination_rate=species.genome.mean_recombination_rate)
-    rng = np.random.default_rng([seed, window])
+    rng = np.random.default_rng([seed, window] if people == PEOPLE else [seed, window, people])  # 670: the recorded speed genes
     genes = []
     for _ in range(count):
-        ts = stdpopsim.get_engine("msprime").simulate(model, contig, simulate._population_sizes(PEOPLE), seed=int(rng.integers(1, 2**31)))
+        ts = stdpopsim.get_engine("msprime").simulate(model, contig, simulate._population_sizes(people), seed=int(rng.integers(1, 2**31)))
         haplotypes = ts.genotype_matrix() > 0
-        dosage = (haplotypes[:, 0::2].astype(np.float64) + haplotypes[:, 1::2]).T[rng.permutation(PEOPLE)]
+        dosage = (haplotypes[:, 0::2].astype(np.float64) + haplotypes[:, 1::2]).T[rng.permutation(people)]
         dosage = dosage[:, np.ptp(dosage, axis=0) > 0]
         genes.append((dosage, simulated_target(dosage, rng)))
     return genes
@@ -105,6 +110,27 @@ def speed(genes_per_bucket: int, buckets: list[str], seed: int = 1) -> None:
               f"largest coefficient difference {coefficient_gap:.1e}, largest test R2 difference {r2_gap:.1e}", flush=True)
 
 
+def agreement(people_counts: list[int], genes: int, window: int = 24_000, seed: int = 2) -> None:
+    """Fit genes of small cohorts with the early exit and the whole grid; print how often the alphas agree and the speed-up."""
+    for people in people_counts:
+        train, same, fits, sizes = int(0.8 * people), 0, 0, []
+        seconds = {"early": 0.0, "gram": 0.0}
+        for dosage, target in simulated_genes(window, genes, seed, people):
+            X, y = dosage[:train], target[:train]
+            sizes.append(int((np.ptp(X, axis=0) > 0).sum()))
+            for l1_ratio in (enet.L1_RATIOS["enet"], enet.L1_RATIOS["lasso"]):
+                alphas = {}
+                for solver in seconds:
+                    started = time.process_time()
+                    alphas[solver] = enet.fit_linear(X, y, l1_ratio, solver).alpha
+                    seconds[solver] += time.process_time() - started
+                same += alphas["early"] == alphas["gram"]
+                fits += 1
+        print(f"{people} people ({train} train) x {min(sizes)}-{max(sizes)} SNVs, {genes} genes, elastic net and lasso: "
+              f"early exit picks the whole grid's alpha in {same}/{fits} fits; {seconds['gram'] / seconds['early']:.1f}x "
+              f"faster than the whole grid ({seconds['early']:.1f} vs {seconds['gram']:.1f} CPU s)", flush=True)
+
+
 def recovery(store: Store, cohort: Path, workers: int) -> None:
     """Fit every gene and fold; print auROC of |coefficient| for causal SNVs and held-out R2 against h2."""
     enet.run_enet(store.path, workers=workers, progress=False)
@@ -134,17 +160,24 @@ def recovery(store: Store, cohort: Path, workers: int) -> None:
 
 
 def main() -> None:
-    """Speed first (simulated genes per SNV-count bucket), then recovery on all demo genes."""
+    """Speed (simulated genes per SNV-count bucket), agreement with few people, then recovery on all demo genes."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cohort", type=Path, default=Path("demo/cohort"))
     parser.add_argument("--store", type=Path, default=Path("demo/whole_blood.zarr"))
     parser.add_argument("--genes-per-bucket", type=int, default=2)
     parser.add_argument("--buckets", nargs="+", choices=list(BUCKETS), default=list(BUCKETS), help="SNV-count buckets to time")
+    parser.add_argument("--skip-speed", action="store_true")
+    parser.add_argument("--agreement-people", type=int, nargs="+", default=[100, 150, 200, 300], help="cohort sizes of the agreement check")
+    parser.add_argument("--agreement-genes", type=int, default=20, help="genes per cohort size")
+    parser.add_argument("--skip-agreement", action="store_true")
     parser.add_argument("--skip-recovery", action="store_true")
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
     with threadpool_limits(1):
-        speed(args.genes_per_bucket, args.buckets)
+        if not args.skip_speed:
+            speed(args.genes_per_bucket, args.buckets)
+        if not args.skip_agreement:
+            agreement(args.agreement_people, args.agreement_genes)
     if not args.skip_recovery:
         recovery(demo_store(args.cohort, args.store, args.workers), args.cohort, args.workers)
 
