@@ -466,6 +466,13 @@ def test_query_refuses_min_maf_above_max_maf(tiny_store, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("option", ["--min-maf", "--max-maf"])
+def test_query_refuses_a_nan_maf(tiny_store, tmp_path, option):
+    result = pstore("query", "--store", str(tiny_store), option, "nan", "--out", str(tmp_path / "q.tsv"), expect=2)
+    assert result.output.strip().splitlines()[-1] == f"Error: Invalid value for '{option}': nan is not a finite number."
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize("deep", [[], ["--deep"]])
 def test_validate_names_a_damaged_result_chunk(tiny_store, tmp_path, deep):
     """A result group's chunk files are checked like a gene's: a truncated one is named with the command that writes

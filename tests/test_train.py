@@ -431,7 +431,8 @@ def test_train_fraction_leaving_no_train_people_is_refused(sim_store, tmp_path):
     assert not (tmp_path / "none").exists()
 
 
-@pytest.mark.parametrize("args", [["--device", "gpu"], ["--window", "-256"]])
+@pytest.mark.parametrize("args", [["--device", "gpu"], ["--window", "-256"], ["--clip", "0"], ["--clip", "-1"], ["--clip", "nan"],
+                                  ["--clip", "inf"], ["--lr", "nan"], ["--lr", "inf"], ["--train-fraction", "nan"]])
 def test_bad_train_options_are_one_line(sim_store, tmp_path, args):
     result = pstore("train", "--store", str(sim_store), "--gene", genes(sim_store)[0], "--fold", "0", "--config", "tiny",
                     "--out", str(tmp_path / "run"), *args, expect=2)
