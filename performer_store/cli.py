@@ -234,7 +234,9 @@ def _gene_list(gene_ids: tuple[str, ...], genes_file: Path | None) -> tuple[str,
 @click.option("--read-path", type=click.Choice(["expand", "stored"]), default="expand", show_default=True,
               help="expand: reference + variant changes, scattered on the device; stored: the stored one-hot array.")
 @click.option("--device", **DEVICE)
-@click.option("--resume", is_flag=True, help="Continue from --out/last.pt (same result as an uninterrupted run).")
+@click.option("--resume", is_flag=True, help="Continue from --out/last.pt (same result as an uninterrupted run); without last.pt, "
+              "a run with run.json alone (killed in its first epoch) starts afresh if run.json records these settings, "
+              "and one with best.pt or metrics.jsonl is refused.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def train(store: Path, gene_ids: tuple[str, ...], genes_file: Path | None, fold: int, out: Path, backbone: str, mode: str,
           model_config: str | None, weights: Path | None, name: str | None, window: int | None, train_fraction: float,

@@ -172,12 +172,26 @@ def build_model(config: TrainConfig, meta: dict, distributed: Distributed) -> tu
         optimizer = make_optimizer(model.to(distributed.device), config)
         optimizer.load_state_dict(payload["optimizer"])
         return model, optimizer, TrainState(**json.loads(payload["state"]))
+    if config.resume:
+        check_restart(config, meta)
     if (config.config is None) == (config.weights is None):
         raise InputError(f"give exactly one of --config NAME (random init) or --weights PATH (pretrained {config.backbone})")
     chosen = backbone(config.backbone)
     trunk = chosen.from_weights(config.weights) if config.weights else chosen.from_config(config.config, config.seed)
     model = build_readout(config.backbone, trunk, config.mode).to(distributed.device)
     return model, make_optimizer(model, config), TrainState()
+
+
+def check_restart(config: TrainConfig, meta: dict) -> None:
+    """A --resume without last.pt starts afresh only where no run is lost: run.json (if any) records the asked
+    settings, and no best.pt or metrics.jsonl is there (a run killed in its first epoch leaves run.json alone)."""
+    found = recorded_meta(config.out)
+    if found is not None:
+        check_same_run(found, meta, config.out / "run.json")
+    kept = [name for name in ("best.pt", "metrics.jsonl") if (config.out / name).exists()]
+    if kept:
+        raise InputError(f"--out {config.out}: --resume needs last.pt, which is missing, and starting afresh would overwrite "
+                         f"the run's {' and '.join(kept)}; move the folder away or choose another --out to train anew")
 
 
 def make_optimizer(model: Readout, config: TrainConfig) -> torch.optim.Optimizer:
@@ -247,13 +261,13 @@ def run_difference(found: dict, expected: dict) -> tuple[str, Any, Any] | None:
 
 
 def check_same_run(found: dict, expected: dict, path: Path) -> None:
-    """Refuse to resume a checkpoint of another run."""
+    """Refuse to resume a run (its last.pt, or the run.json of one without it) made with other settings."""
     difference = run_difference(found, expected)
     if difference is not None:
         key, made, value = difference
         fix = f"give --name {made!r} to resume a moved run (the default is the --out directory's name)" if key == "name" else \
-            "use another --out or drop --resume"
-        raise InputError(f"checkpoint {path}: was made with {RESUME_KEYS.get(key, key)} {made!r}, this run asks {value!r}; {fix}")
+            "use another --out to train with these settings"
+        raise InputError(f"{path}: was made with {RESUME_KEYS.get(key, key)} {made!r}, this run asks {value!r}; {fix}")
 
 
 def recorded_meta(out: Path) -> dict | None:

@@ -484,3 +484,31 @@ def test_resume_of_an_older_checkpoint_checks_run_json(sim_store, uninterrupted,
         train(tiny_config(sim_store, run, name="whole", lr=0.5, resume=True))
     (run / "run.json").unlink()  # no record at all: not checked, as before
     assert train(tiny_config(sim_store, run, name="whole", lr=0.5, resume=True)).epoch == 3
+
+
+def test_resume_without_last_pt_keeps_the_run(sim_store, uninterrupted, tmp_path):
+    """last.pt lost: --resume of other settings is refused by run.json; of the same settings it is refused too, as a
+    restart would overwrite best.pt and metrics.jsonl. Nothing in --out changes."""
+    run = tmp_path / "lost"
+    shutil.copytree(uninterrupted, run)
+    (run / "last.pt").unlink()
+    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    with pytest.raises(InputError, match=f"{run / 'run.json'}: was made with fold 0, this run asks 1; use another --out"):
+        train(tiny_config(sim_store, run, fold=1, config="small", name="whole", resume=True))
+    with pytest.raises(InputError, match="--resume needs last.pt, which is missing, and starting afresh would overwrite the run's "
+                                         "best.pt and metrics.jsonl; move the folder away or choose another --out"):
+        train(tiny_config(sim_store, run, name="whole", resume=True))
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == before
+
+
+def test_resume_of_a_run_killed_in_its_first_epoch_starts_afresh(sim_store, uninterrupted, tmp_path):
+    """Only run.json (killed before the first epoch ended): --resume with its settings trains from the start, with
+    others it is refused."""
+    run = tmp_path / "early"
+    run.mkdir()
+    shutil.copy(uninterrupted / "run.json", run / "run.json")
+    with pytest.raises(InputError, match="was made with --lr 0.001, this run asks 0.5"):
+        train(tiny_config(sim_store, run, name="whole", lr=0.5, resume=True))
+    assert [p.name for p in run.iterdir()] == ["run.json"]
+    train(tiny_config(sim_store, run, name="whole", resume=True))
+    assert history(run) == history(uninterrupted) and same_weights(run / "best.pt", uninterrupted / "best.pt")
