@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shutil
@@ -512,3 +513,28 @@ def test_resume_of_a_run_killed_in_its_first_epoch_starts_afresh(sim_store, unin
     assert [p.name for p in run.iterdir()] == ["run.json"]
     train(tiny_config(sim_store, run, name="whole", resume=True))
     assert history(run) == history(uninterrupted) and same_weights(run / "best.pt", uninterrupted / "best.pt")
+
+
+def test_a_step_making_weights_non_finite_names_gene_and_step(sim_store, tmp_path):
+    """An optimizer step that turns weights inf or nan stops the epoch at once, naming that step and its gene."""
+    config = tiny_config(sim_store, tmp_path)
+    first, second = genes(sim_store)
+    blocks = [(g, split_rows(Store(sim_store), g, 0, "train")[:16]) for g in (first, second, first)]
+    model = ddp_test_model()
+    optimizer = sgd(model)
+    optimizer.param_groups[0]["lr"] = math.inf
+    with pytest.raises(TrainingError, match=f"weights are not finite after optimizer step 1 of 3 \\(gene {first}\\); the weights diverged: lower --lr"):
+        run_epoch(model, optimizer, BatchLoader(GeneReader(sim_store)), micro_batches(blocks, config.micro_batch), config, Distributed("cpu"))
+
+
+def test_diverged_tune_predictions_are_one_line_and_leave_no_finished_run(sim_store, tmp_path):
+    """--lr 1e10 and one optimizer step an epoch: finite but huge weights predict nan for the tune people; one line
+    naming gene and epoch, exit 1; --out holds only run.json, and --resume stops the same way."""
+    run, gene = tmp_path / "diverged", genes(sim_store)[0]
+    args = ["train", "--store", str(sim_store), "--gene", gene, "--fold", "0", "--config", "tiny", "--lr", "1e10",
+            "--micro-batch", "8", "--accumulation", "8", "--max-epochs", "2", "--device", "cpu", "--quiet", "--out", str(run)]
+    for extra in ([], ["--resume"]):
+        output = pstore(*args, *extra, expect=1).output
+        assert output.strip() == (f"Error: tune predictions of gene {gene} are not finite after epoch 0; the weights diverged: "
+                                  "lower --lr and train anew into another --out"), output
+        assert [p.name for p in run.iterdir()] == ["run.json"]
