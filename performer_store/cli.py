@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import shlex
 import sys
 from pathlib import Path
@@ -17,6 +18,17 @@ ExistingFile = click.Path(path_type=Path, exists=True, dir_okay=False)
 DEVICE = dict(type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
               help="auto (cuda when available), cpu or cuda.")
 """The --device option of train, evaluate and ism."""
+
+
+class FiniteFloatRange(click.FloatRange):
+    """click.FloatRange that also refuses nan and inf (nan passes every comparison of the range)."""
+
+    def convert(self, value, param, ctx) -> float:
+        """The value in range and finite, or click's one-line 'Invalid value'."""
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{number} is not a finite number.", param, ctx)
+        return number
 
 
 class Group(click.Group):
@@ -202,18 +214,19 @@ def _gene_list(gene_ids: tuple[str, ...], genes_file: Path | None) -> tuple[str,
 @click.option("--weights", type=PathArg, help="Pretrained backbone: a local directory (config.json + weights) or a .safetensors/.pt file.")
 @click.option("--name", help="Name of the run's results in the store (default: the --out directory's name); runs of several folds may share it.")
 @click.option("--window", type=click.IntRange(min=1), help="Window in bp (default: the store's); a shorter one is the centre of the stored window.")
-@click.option("--train-fraction", type=click.FloatRange(0, 1, min_open=True), default=1.0, show_default=True,
+@click.option("--train-fraction", type=FiniteFloatRange(0, 1, min_open=True), default=1.0, show_default=True,
               help="Train on this share of the fold's train people (nested for one seed: 0.25 within 0.5 within 1), for learning curves; tune and test people are untouched.")
 @click.option("--mask-variants", help="Set these SNVs to the reference in every input (training, tune, and `pstore evaluate`): "
               "top-enet:K (per gene the K largest |enet coefficients| of the fold; run `pstore enet` first) or a TSV of "
               "variants (header: contig, position (1-based); gene_id, ref, alt matched when present).")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), help="AdamW learning rate (default: 5e-6 finetune, 1e-3 transfer).")
+@click.option("--lr", type=FiniteFloatRange(min=0, min_open=True), help="AdamW learning rate (default: 5e-6 finetune, 1e-3 transfer).")
 @click.option("--micro-batch", type=click.IntRange(min=1), default=32, show_default=True, help="People per forward pass (all of one gene).")
 @click.option("--gradient-checkpointing", is_flag=True,
               help="Recompute activations in the backward pass instead of keeping them: much less memory per sample "
                    "(196,608-bp windows; see BENCHMARKS.md) for ~1.3x the compute; same results.")
 @click.option("--accumulation", type=click.IntRange(min=1), default=4, show_default=True, help="Micro-batches per optimizer step.")
-@click.option("--clip", type=float, default=0.05, show_default=True, help="Gradient-norm clip.")
+@click.option("--clip", type=FiniteFloatRange(min=0, min_open=True), default=0.05, show_default=True,
+              help="Gradient-norm clip: the gradients of each optimizer step are scaled down to at most this norm.")
 @click.option("--max-epochs", type=click.IntRange(min=1), default=150, show_default=True)
 @click.option("--patience", type=click.IntRange(min=1), default=20, show_default=True, help="Epochs without a better mean tune R2 before stopping.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of initialization, people draws and dropout.")
@@ -221,7 +234,9 @@ def _gene_list(gene_ids: tuple[str, ...], genes_file: Path | None) -> tuple[str,
 @click.option("--read-path", type=click.Choice(["expand", "stored"]), default="expand", show_default=True,
               help="expand: reference + variant changes, scattered on the device; stored: the stored one-hot array.")
 @click.option("--device", **DEVICE)
-@click.option("--resume", is_flag=True, help="Continue from --out/last.pt (same result as an uninterrupted run).")
+@click.option("--resume", is_flag=True, help="Continue from --out/last.pt (same result as an uninterrupted run); without last.pt, "
+              "a run with run.json alone (killed in its first epoch) starts afresh if run.json records these settings, "
+              "and one with best.pt or metrics.jsonl is refused.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def train(store: Path, gene_ids: tuple[str, ...], genes_file: Path | None, fold: int, out: Path, backbone: str, mode: str,
           model_config: str | None, weights: Path | None, name: str | None, window: int | None, train_fraction: float,
@@ -522,8 +537,8 @@ def export_predictdb_command(store: Path, out: Path, model: str, fold: int) -> N
 @click.option("--store", required=True, type=PathArg, help="Store with `pstore enet` and `pstore ism` results.")
 @click.option("--fold", type=click.IntRange(min=0), default=0, show_default=True, help="Fold whose coefficients, scores and flags are read.")
 @click.option("--gene", "gene_ids", multiple=True, help="Gene ID to export (repeatable). Default: every gene.")
-@click.option("--min-maf", type=click.FloatRange(0, 0.5), help="Keep SNVs with MAF >= this.")
-@click.option("--max-maf", type=click.FloatRange(0, 0.5), help="Keep SNVs with MAF <= this.")
+@click.option("--min-maf", type=FiniteFloatRange(0, 0.5), help="Keep SNVs with MAF >= this.")
+@click.option("--max-maf", type=FiniteFloatRange(0, 0.5), help="Keep SNVs with MAF <= this.")
 @click.option("--flag", "flags", multiple=True, help="Keep SNVs with this flag, e.g. hsv_<model> or driver_<model> (repeatable: all must hold).")
 @click.option("--scheduler", help="Address of a running dask.distributed scheduler (store path must be shared).")
 @click.option("--out", required=True, type=PathArg, help="File to write: .parquet or .tsv.")

@@ -17,6 +17,7 @@ intercept, so its predictions differ from the store's by the intercept, a consta
 from __future__ import annotations
 
 import sqlite3
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -106,10 +107,13 @@ def _write_database(out: Path, weights: pd.DataFrame, extra: pd.DataFrame) -> No
 
 
 def _write_tables(path: Path, weights: pd.DataFrame, extra: pd.DataFrame) -> None:
-    """Both tables and PredictDB's indexes into a new SQLite file."""
-    with sqlite3.connect(path) as connection:
-        weights.to_sql("weights", connection, index=False)
-        extra.to_sql("extra", connection, index=False)
-        for name, target in INDEXES.items():
-            connection.execute(f"CREATE INDEX {name} ON {target}")
-    connection.close()
+    """Both tables and PredictDB's indexes into a new SQLite file; a file SQLite cannot create or fill (a read-only
+    folder, a full disk) is an OSError, which `replace_atomically` reports as one line naming --out."""
+    try:
+        with closing(sqlite3.connect(path)) as connection, connection:  # closed even when a statement fails
+            weights.to_sql("weights", connection, index=False)
+            extra.to_sql("extra", connection, index=False)
+            for name, target in INDEXES.items():
+                connection.execute(f"CREATE INDEX {name} ON {target}")
+    except sqlite3.OperationalError as error:
+        raise OSError(f"SQLite: {error}") from None

@@ -10,6 +10,7 @@ directory and renames it into place complete, under the store lock.
 from __future__ import annotations
 
 import os
+from contextlib import suppress
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -23,19 +24,33 @@ from .store import gene_path, is_complete, publish, staging_path, store_lock, wr
 NOT_RUN = "not run"
 
 
+TEMPORARY_NAME_BYTES = 240
+"""The longest name of a partial output file: within NAME_MAX (255 bytes) with room for what writers add beside it
+(SQLite's '-journal')."""
+
+
+def temporary_path(path: Path) -> Path:
+    """The hidden partial file beside `path` that this process writes: '.<name>.<pid>.tmp', its name cut so that
+    it fits `TEMPORARY_NAME_BYTES` (a legal output name of 255 bytes has a legal partial file)."""
+    suffix = f".{os.getpid()}.tmp"
+    name = os.fsencode(path.name)[: TEMPORARY_NAME_BYTES - 1 - len(suffix)]
+    return path.with_name(f".{os.fsdecode(name)}{suffix}")
+
+
 def replace_atomically(path: Path, write: Callable[[Path], Any]) -> None:
     """Write an output file (`write(temporary_path)`) beside `path` and rename it into place: a kill leaves the
     previous file or the new one, never half of one. The parent directory is created if missing; a path that
-    cannot be written is one InputError naming it."""
+    cannot be written is one InputError naming it (never masked by the clean-up of the partial file)."""
     path = Path(path)
     make_directory(path.parent)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary = temporary_path(path)
     try:
         with writing(path):
             write(temporary)
             os.replace(temporary, path)
     finally:
-        temporary.unlink(missing_ok=True)
+        with suppress(OSError):  # nothing to remove, or nothing that can be: the write's own error is the one to report
+            temporary.unlink(missing_ok=True)
 
 
 def result_path(store: Path, gene_id: str, model: str, group: str = schemas.RESULTS_GROUP) -> Path:

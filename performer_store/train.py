@@ -172,12 +172,26 @@ def build_model(config: TrainConfig, meta: dict, distributed: Distributed) -> tu
         optimizer = make_optimizer(model.to(distributed.device), config)
         optimizer.load_state_dict(payload["optimizer"])
         return model, optimizer, TrainState(**json.loads(payload["state"]))
+    if config.resume:
+        check_restart(config, meta)
     if (config.config is None) == (config.weights is None):
         raise InputError(f"give exactly one of --config NAME (random init) or --weights PATH (pretrained {config.backbone})")
     chosen = backbone(config.backbone)
     trunk = chosen.from_weights(config.weights) if config.weights else chosen.from_config(config.config, config.seed)
     model = build_readout(config.backbone, trunk, config.mode).to(distributed.device)
     return model, make_optimizer(model, config), TrainState()
+
+
+def check_restart(config: TrainConfig, meta: dict) -> None:
+    """A --resume without last.pt starts afresh only where no run is lost: run.json (if any) records the asked
+    settings, and no best.pt or metrics.jsonl is there (a run killed in its first epoch leaves run.json alone)."""
+    found = recorded_meta(config.out)
+    if found is not None:
+        check_same_run(found, meta, config.out / "run.json")
+    kept = [name for name in ("best.pt", "metrics.jsonl") if (config.out / name).exists()]
+    if kept:
+        raise InputError(f"--out {config.out}: --resume needs last.pt, which is missing, and starting afresh would overwrite "
+                         f"the run's {' and '.join(kept)}; move the folder away or choose another --out to train anew")
 
 
 def make_optimizer(model: Readout, config: TrainConfig) -> torch.optim.Optimizer:
@@ -247,13 +261,13 @@ def run_difference(found: dict, expected: dict) -> tuple[str, Any, Any] | None:
 
 
 def check_same_run(found: dict, expected: dict, path: Path) -> None:
-    """Refuse to resume a checkpoint of another run."""
+    """Refuse to resume a run (its last.pt, or the run.json of one without it) made with other settings."""
     difference = run_difference(found, expected)
     if difference is not None:
         key, made, value = difference
         fix = f"give --name {made!r} to resume a moved run (the default is the --out directory's name)" if key == "name" else \
-            "use another --out or drop --resume"
-        raise InputError(f"checkpoint {path}: was made with {RESUME_KEYS.get(key, key)} {made!r}, this run asks {value!r}; {fix}")
+            "use another --out to train with these settings"
+        raise InputError(f"{path}: was made with {RESUME_KEYS.get(key, key)} {made!r}, this run asks {value!r}; {fix}")
 
 
 def recorded_meta(out: Path) -> dict | None:
@@ -347,7 +361,7 @@ def train(config: TrainConfig) -> TrainState:
         blocks = rank_blocks(epoch_blocks(train_rows, state.epoch, config.seed, config.block_size, chunk),
                              distributed.rank, distributed.world_size)
         loss = run_epoch(step_model, optimizer, train_loader, micro_batches(blocks, config.micro_batch), config, distributed)
-        tune_r, tune_r2 = validate(model, tune_loader, tune_rows, config, distributed)
+        tune_r, tune_r2 = validate(model, tune_loader, tune_rows, config, distributed, state.epoch)
         record_epoch(state, loss, tune_r, tune_r2, time.perf_counter() - started, model, optimizer, config, meta, distributed)
         bar.set_postfix(loss=f"{loss:.4f}", tune_r=f"{tune_r:.3f}", tune_r2=f"{tune_r2:.4f}")
         bar.update()
@@ -379,18 +393,36 @@ def run_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, loader: 
             torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
+            check_finite_weights(model, batch.micro.gene_id, step, steps)
     mean = float(np.mean(losses)) if losses else math.nan
     return float(np.mean(distributed.gather(mean)))
 
 
+DIVERGED = "the weights diverged: lower --lr and train anew into another --out"
+"""The fix a non-finite weight or prediction asks for (a resume repeats the same steps; `--resume` refuses another --lr)."""
+
+
+def check_finite_weights(model: torch.nn.Module, gene: str, step: int, steps: int) -> None:
+    """Stop a run whose optimizer step made a trainable weight nan or inf, naming the step and its gene."""
+    finite = torch.stack([torch.isfinite(p).all() for p in model.parameters() if p.requires_grad]).all()
+    if not finite.item():  # every rank holds the same weights after a step, so all stop here together
+        raise TrainingError(f"weights are not finite after optimizer step {step} of {steps} (gene {gene}); {DIVERGED}")
+
+
 def validate(model: Readout, loader: BatchLoader, tune_rows: dict[str, np.ndarray], config: TrainConfig,
-             distributed: Distributed) -> tuple[float, float]:
-    """Mean over training genes of Pearson r and of R2 across tune people (genes shared out among ranks)."""
+             distributed: Distributed, epoch: int) -> tuple[float, float]:
+    """Mean over training genes of Pearson r and of R2 across tune people (genes shared out among ranks); a gene
+    whose predictions are not finite (weights finite but far too large) stops the run on every rank."""
     model.eval()
     mine = dict(list(tune_rows.items())[distributed.rank :: distributed.world_size])
     predictions = predict(model, loader, evaluation_batches(mine, config.micro_batch))
-    scores = {gene: gene_metrics(p, t) for gene, (_, p, t) in predictions.items()}
-    merged = np.array([v for part in distributed.gather(scores) for v in part.values()], dtype=float).reshape(-1, 2)
+    diverged = next((gene for gene, (_, p, _) in predictions.items() if not np.isfinite(p).all()), None)
+    scores = {gene: gene_metrics(p, t) for gene, (_, p, t) in predictions.items()} if diverged is None else {}
+    parts = distributed.gather((scores, diverged))
+    diverged = next((gene for _, gene in parts if gene is not None), None)
+    if diverged is not None:
+        raise TrainingError(f"tune predictions of gene {diverged} are not finite after epoch {epoch}; {DIVERGED}")
+    merged = np.array([v for part, _ in parts for v in part.values()], dtype=float).reshape(-1, 2)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN genes (constant targets) give NaN, not a warning
         r, r2 = np.nanmean(merged, axis=0) if len(merged) else (math.nan, math.nan)

@@ -427,14 +427,46 @@ def test_replace_atomically_names_an_output_that_cannot_be_written(tmp_path):
     (tmp_path / "afile").write_text("")
     with pytest.raises(InputError, match=r"afile is a file, not a folder\); choose another path"):
         replace_atomically(tmp_path / "afile" / "w.tsv", lambda temporary: temporary.write_text("x"))
-    if os.geteuid() == 0:  # root writes through permission bits; sysfs refuses new files even to root
-        locked = Path("/sys")
-    else:
-        locked = tmp_path / "locked"
-        locked.mkdir()
-        locked.chmod(0o555)
     with pytest.raises(InputError, match=r"w.tsv: cannot write it \("):
-        replace_atomically(locked / "w.tsv", lambda temporary: temporary.write_text("x"))
+        replace_atomically(unwritable_folder(tmp_path) / "w.tsv", lambda temporary: temporary.write_text("x"))
+
+
+def unwritable_folder(tmp_path: Path) -> Path:
+    """A folder in which no new file can be made, for this user (root writes through permission bits: sysfs)."""
+    if os.geteuid() == 0:
+        return Path("/sys")
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    return locked
+
+
+@pytest.mark.parametrize("name", ["a" * 251 + ".tsv", "\u00e9" * 125 + ".tsv"])
+def test_replace_atomically_writes_the_longest_legal_names(tmp_path, name):
+    """A file name of up to 255 bytes (NAME_MAX) is written, though '.<name>.<pid>.tmp' would be longer."""
+    from performer_store.results import replace_atomically
+
+    replace_atomically(tmp_path / name, lambda temporary: temporary.write_text("x"))
+    assert [p.name for p in tmp_path.iterdir()] == [name] and (tmp_path / name).read_text() == "x"
+
+
+def test_an_output_name_too_long_is_one_error_and_leaves_nothing(tmp_path):
+    """A name over 255 bytes: one InputError naming the path and the reason (not the partial file's clean-up); no
+    partial file is left."""
+    from performer_store.inputs import InputError
+    from performer_store.results import replace_atomically
+
+    out = tmp_path / ("a" * 252 + ".tsv")
+    with pytest.raises(InputError) as error:
+        replace_atomically(out, lambda temporary: temporary.write_text("x"))
+    assert str(error.value) == f"{out}: cannot write it (File name too long); choose another path"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_query_writes_an_output_name_of_255_bytes(tiny_store, tmp_path):
+    out = tmp_path / ("a" * 251 + ".tsv")
+    pstore("query", "--store", str(tiny_store), "--out", str(out))
+    assert [p.name for p in tmp_path.iterdir()] == [out.name]
 
 
 @pytest.mark.parametrize("command", [["query", "--out", "{file}/w.tsv"], ["report", "--out", "{file}"]])
@@ -463,6 +495,13 @@ def test_query_refuses_min_maf_above_max_maf(tiny_store, tmp_path):
     result = pstore("query", "--store", str(tiny_store), "--min-maf", "0.4", "--max-maf", "0.1", "--out", str(tmp_path / "q.tsv"), expect=2)
     assert result.output.strip().splitlines()[-1] == ("Error: Invalid value for --min-maf: 0.4 is above --max-maf 0.1, which keeps "
                                                       "no SNV; give --min-maf <= --max-maf")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("option", ["--min-maf", "--max-maf"])
+def test_query_refuses_a_nan_maf(tiny_store, tmp_path, option):
+    result = pstore("query", "--store", str(tiny_store), option, "nan", "--out", str(tmp_path / "q.tsv"), expect=2)
+    assert result.output.strip().splitlines()[-1] == f"Error: Invalid value for '{option}': nan is not a finite number."
     assert list(tmp_path.iterdir()) == []
 
 

@@ -11,6 +11,7 @@ from conftest import pstore
 from cyvcf2 import VCF
 from scipy.stats import pearsonr
 from simulated import simulated_store
+from test_bad_inputs import one_line_error, unwritable_folder
 
 from performer_store.results import read_result
 from performer_store.store import Store
@@ -86,3 +87,22 @@ def test_a_fold_without_models_writes_nothing(fitted, tmp_path):
     result = pstore("export", "predictdb", "--store", str(path), "--out", str(tmp_path / "m.db"), "--fold", "1", expect=1)
     assert f"no gene has a non-zero enet weight in fold 1; run `pstore enet --store {path} --folds 1` first" in result.output
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_folder_sqlite_cannot_write_in_is_one_line(fitted, tmp_path):
+    """SQLite's own error (not an OSError) on a file it cannot create: one line naming --out, nothing left behind."""
+    _, path = fitted
+    folder = unwritable_folder(tmp_path)
+    out = folder / "model.db"
+    message = one_line_error(pstore("export", "predictdb", "--store", str(path), "--out", str(out), expect=1))
+    assert message == f"Error: {out}: cannot write it (SQLite: unable to open database file); choose another path"
+    assert not out.exists() and not any(p.name.startswith(".model.db.") for p in folder.iterdir())
+
+
+def test_a_database_name_of_255_bytes_is_written(fitted, tmp_path):
+    _, path = fitted
+    out = tmp_path / ("m" * 252 + ".db")
+    pstore("export", "predictdb", "--store", str(path), "--out", str(out))
+    with sqlite3.connect(out) as connection:
+        assert connection.execute("SELECT COUNT(*) FROM extra").fetchone()[0] > 0
+    assert [p.name for p in tmp_path.iterdir()] == [out.name]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shutil
@@ -431,7 +432,8 @@ def test_train_fraction_leaving_no_train_people_is_refused(sim_store, tmp_path):
     assert not (tmp_path / "none").exists()
 
 
-@pytest.mark.parametrize("args", [["--device", "gpu"], ["--window", "-256"]])
+@pytest.mark.parametrize("args", [["--device", "gpu"], ["--window", "-256"], ["--clip", "0"], ["--clip", "-1"], ["--clip", "nan"],
+                                  ["--clip", "inf"], ["--lr", "nan"], ["--lr", "inf"], ["--train-fraction", "nan"]])
 def test_bad_train_options_are_one_line(sim_store, tmp_path, args):
     result = pstore("train", "--store", str(sim_store), "--gene", genes(sim_store)[0], "--fold", "0", "--config", "tiny",
                     "--out", str(tmp_path / "run"), *args, expect=2)
@@ -483,3 +485,56 @@ def test_resume_of_an_older_checkpoint_checks_run_json(sim_store, uninterrupted,
         train(tiny_config(sim_store, run, name="whole", lr=0.5, resume=True))
     (run / "run.json").unlink()  # no record at all: not checked, as before
     assert train(tiny_config(sim_store, run, name="whole", lr=0.5, resume=True)).epoch == 3
+
+
+def test_resume_without_last_pt_keeps_the_run(sim_store, uninterrupted, tmp_path):
+    """last.pt lost: --resume of other settings is refused by run.json; of the same settings it is refused too, as a
+    restart would overwrite best.pt and metrics.jsonl. Nothing in --out changes."""
+    run = tmp_path / "lost"
+    shutil.copytree(uninterrupted, run)
+    (run / "last.pt").unlink()
+    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    with pytest.raises(InputError, match=f"{run / 'run.json'}: was made with fold 0, this run asks 1; use another --out"):
+        train(tiny_config(sim_store, run, fold=1, config="small", name="whole", resume=True))
+    with pytest.raises(InputError, match="--resume needs last.pt, which is missing, and starting afresh would overwrite the run's "
+                                         "best.pt and metrics.jsonl; move the folder away or choose another --out"):
+        train(tiny_config(sim_store, run, name="whole", resume=True))
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == before
+
+
+def test_resume_of_a_run_killed_in_its_first_epoch_starts_afresh(sim_store, uninterrupted, tmp_path):
+    """Only run.json (killed before the first epoch ended): --resume with its settings trains from the start, with
+    others it is refused."""
+    run = tmp_path / "early"
+    run.mkdir()
+    shutil.copy(uninterrupted / "run.json", run / "run.json")
+    with pytest.raises(InputError, match="was made with --lr 0.001, this run asks 0.5"):
+        train(tiny_config(sim_store, run, name="whole", lr=0.5, resume=True))
+    assert [p.name for p in run.iterdir()] == ["run.json"]
+    train(tiny_config(sim_store, run, name="whole", resume=True))
+    assert history(run) == history(uninterrupted) and same_weights(run / "best.pt", uninterrupted / "best.pt")
+
+
+def test_a_step_making_weights_non_finite_names_gene_and_step(sim_store, tmp_path):
+    """An optimizer step that turns weights inf or nan stops the epoch at once, naming that step and its gene."""
+    config = tiny_config(sim_store, tmp_path)
+    first, second = genes(sim_store)
+    blocks = [(g, split_rows(Store(sim_store), g, 0, "train")[:16]) for g in (first, second, first)]
+    model = ddp_test_model()
+    optimizer = sgd(model)
+    optimizer.param_groups[0]["lr"] = math.inf
+    with pytest.raises(TrainingError, match=f"weights are not finite after optimizer step 1 of 3 \\(gene {first}\\); the weights diverged: lower --lr"):
+        run_epoch(model, optimizer, BatchLoader(GeneReader(sim_store)), micro_batches(blocks, config.micro_batch), config, Distributed("cpu"))
+
+
+def test_diverged_tune_predictions_are_one_line_and_leave_no_finished_run(sim_store, tmp_path):
+    """--lr 1e10 and one optimizer step an epoch: finite but huge weights predict nan for the tune people; one line
+    naming gene and epoch, exit 1; --out holds only run.json, and --resume stops the same way."""
+    run, gene = tmp_path / "diverged", genes(sim_store)[0]
+    args = ["train", "--store", str(sim_store), "--gene", gene, "--fold", "0", "--config", "tiny", "--lr", "1e10",
+            "--micro-batch", "8", "--accumulation", "8", "--max-epochs", "2", "--device", "cpu", "--quiet", "--out", str(run)]
+    for extra in ([], ["--resume"]):
+        output = pstore(*args, *extra, expect=1).output
+        assert output.strip() == (f"Error: tune predictions of gene {gene} are not finite after epoch 0; the weights diverged: "
+                                  "lower --lr and train anew into another --out"), output
+        assert [p.name for p in run.iterdir()] == ["run.json"]
