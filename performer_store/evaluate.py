@@ -29,12 +29,30 @@ from .loader import BatchLoader, GeneReader, evaluation_batches, split_rows
 from .masking import resolve_mask
 from .model import (CAGE_TRACKS, Readout, cage_prediction, check_window, enformer_from_config, enformer_from_weights,
                     load_checkpoint)
-from .predict import gene_metrics, predict
+from .predict import check_finite, gene_metrics, predict
 from .results import blank_result, read_result, write_result
 from .store import Store
 from .train import choose_device, store_identity
 
 RESERVED_NAMES = ("enet", "lasso", "enformer")
+RUN_DIVERGED = "its weights are not finite or far too large (diverged training, a damaged file): train anew with a lower --lr into another --out"
+BASE_DIVERGED = "its weights are not finite or far too large: check the --weights directory (a damaged or wrong file)"
+
+
+def model_source(run: Path | None, settings: dict[str, Any]) -> tuple[str, str]:
+    """What a non-finite prediction error names: a run's checkpoint or base Enformer's model, and the fix."""
+    if run is not None:
+        return f"checkpoint {Path(run) / 'best.pt'}", RUN_DIVERGED
+    return f"base Enformer ({settings['model']})", BASE_DIVERGED
+
+
+def check_predictions(predictions: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]], run: Path | None,
+                      settings: dict[str, Any]) -> None:
+    """Refuse, before anything is written, predictions of any gene that are not finite (`predict.check_finite`)."""
+    for gene_id, (_, prediction, _) in predictions.items():
+        check_finite(prediction, gene_id, *model_source(run, settings))
+
+
 
 
 @dataclass(frozen=True)
@@ -137,6 +155,7 @@ def evaluate_run(config: EvaluateConfig, run: Path, name: str | None = None) -> 
         check_keeps_hop(store, gene_id, name, run, meta)
     rows = {g: np.concatenate(list(held_out_rows(store, g, meta["fold"]).values())) for g in genes}
     predictions = _predict_people(config, model, meta, store, rows)
+    check_predictions(predictions, run, meta)
     settings, records = gene_settings(meta, store, genes), []
     for gene_id in genes:
         gene_rows, prediction, _ = predictions.get(gene_id, (np.zeros(0, int), np.zeros(0), np.zeros(0)))
@@ -189,6 +208,7 @@ def evaluate_cross(config: EvaluateConfig, run: Path, store: Store, model: Reado
         check_result_name(store, gene_id, name, "performer", source)
     everyone = np.arange(len(store.sample_id))
     predictions = _predict_people(config, model, meta, store, {g: everyone for g in genes})
+    check_predictions(predictions, run, meta)
     fold, settings, records = meta["fold"], gene_settings(meta, store, genes), []
     for gene_id in genes:
         rows, prediction, _ = predictions[gene_id]
@@ -253,6 +273,7 @@ def evaluate_base(config: EvaluateConfig, weights: Path | None, model_config: st
     reader = GeneReader(config.store, window, config.read_path)
     predictions = predict(partial(cage_prediction, enformer, track=track), BatchLoader(reader, config.workers, device),
                           evaluation_batches(everyone, config.micro_batch))
+    check_predictions(predictions, None, settings)
     n_folds = store.root["sample_split"].shape[0]
     records = []
     for gene_id in genes:

@@ -31,11 +31,12 @@ from tqdm.auto import tqdm
 
 from . import schemas
 from .encode import base_codes
-from .evaluate import base_settings, check_keeps_hop, gene_settings, load_base, load_run, made_by, made_with, run_attrs
+from .evaluate import (base_settings, check_keeps_hop, gene_settings, load_base, load_run, made_by, made_with, model_source,
+                       run_attrs)
 from .inputs import InputError
 from .loader import GeneReader
 from .model import Readout
-from .predict import autocast
+from .predict import autocast, check_finite
 from .results import blank_result, read_result, write_result
 from .splice import FullForward, TowerSplice
 from .store import Store
@@ -96,6 +97,10 @@ class IsmModel:
         if self.settings is None:
             return self.attrs
         return {**self.attrs, "settings": {str(f): self.settings[gene_id] for f in self.folds}}
+
+    def check_finite(self, gene_id: str, values: np.ndarray) -> None:
+        """Refuse a gene's non-finite predictions or scores, naming the checkpoint or base model (`predict.check_finite`)."""
+        check_finite(values, gene_id, *model_source(self.run, self.attrs))
 
     def check_keeps_hop(self, store: Store, gene_id: str, group: str) -> None:
         """A run may not replace a result another run made on its own gene under the same name (`evaluate.check_keeps_hop`)."""
@@ -212,6 +217,7 @@ def run_ism(config: IsmConfig, model: IsmModel) -> pd.DataFrame:
             prediction, inside_scores = score_window(
                 model, torch.from_numpy(reference).to(device, dtype), torch.from_numpy(offsets[inside]).to(device),
                 torch.from_numpy(alts[inside]).to(device), config.method, config.batch, config.bf16, bar.update)
+            model.check_finite(gene_id, np.append(inside_scores, prediction))
             scores = np.full(len(offsets), np.nan)
             scores[inside] = inside_scores
             write_scores(store, gene_id, model, config.method, prediction, scores)

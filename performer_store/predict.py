@@ -12,6 +12,7 @@ import torch
 from scipy.stats import NearConstantInputWarning, pearsonr
 from sklearn.metrics import r2_score
 
+from .inputs import InputError
 from .loader import BatchLoader, MicroBatch
 
 
@@ -30,6 +31,14 @@ def predict(model: Callable[[torch.Tensor], torch.Tensor], loader: BatchLoader,
             prediction = model(onehot).float()
         out.setdefault(batch.micro.gene_id, []).append((batch.micro.rows, prediction.cpu().numpy(), target.cpu().numpy()))
     return {gene: tuple(np.concatenate(parts) for parts in zip(*chunks)) for gene, chunks in out.items()}
+
+
+def check_finite(values: np.ndarray, gene_id: str, model: str, fix: str) -> None:
+    """Refuse a gene's predictions (or ISM scores) holding nan or inf, naming the gene, the model and the fix."""
+    values = np.asarray(values, dtype=np.float64)
+    bad = values[~np.isfinite(values)]
+    if bad.size:
+        raise InputError(f"{model}: predictions of gene {gene_id} are not finite ({bad.size} of {values.size} are {bad[0]}); {fix}; nothing of it was stored")
 
 
 def gene_metrics(prediction: np.ndarray, target: np.ndarray) -> tuple[float, float]:

@@ -55,6 +55,7 @@ def predict_references(store_path: Path, model: IsmModel, genes: Sequence[str], 
     for gene_id in genes:
         reference = torch.from_numpy(gene_snvs(reader, gene_id)[0]).to(chosen, dtype)
         prediction, _ = score_window(model, reference, none, none, method="full")
+        model.check_finite(gene_id, np.array([prediction]))
         write_reference(store, gene_id, model, prediction)
         rows.append({"gene_id": gene_id, "model": model.name, "reference_prediction": prediction,
                      "mean_expression": means.get(gene_id, math.nan)})

@@ -275,3 +275,37 @@ other_stores = ["{other.name}"]
     before = (other / "genes" / gene_b / "results" / "perf_a_from_a" / "zarr.json").stat().st_mtime_ns
     run_cross_cohort(config, [run])
     assert (other / "genes" / gene_b / "results" / "perf_a_from_a" / "zarr.json").stat().st_mtime_ns == before
+
+
+def nan_run(run: Path, tmp_path: Path) -> Path:
+    """A copy of a run whose best checkpoint's floating-point weights are all NaN (a diverged or damaged run)."""
+    import torch
+
+    copy = tmp_path / "nan_run"
+    shutil.copytree(run, copy)
+    checkpoint = torch.load(copy / "best.pt", weights_only=True)
+    for value in checkpoint["state_dict"].values():
+        if value.is_floating_point():
+            value.fill_(float("nan"))
+    torch.save(checkpoint, copy / "best.pt")
+    return copy
+
+
+def test_non_finite_predictions_are_one_line_errors_and_store_nothing(cohorts, run_a, tmp_path):
+    """A checkpoint predicting NaN: evaluate (own store and cross-cohort), ism and evaluate --reference stop with one line
+    naming the checkpoint and the gene, exit 1, and store nothing (not sklearn's 'Input contains NaN', not NaN scores)."""
+    run = nan_run(run_a, tmp_path)
+    own = copy_store(cohorts["store_a"], tmp_path, "a.zarr")
+    other = copy_store(cohorts["store_b"], tmp_path)
+    checkpoint = f"checkpoint {run / 'best.pt'}: predictions of gene "
+    before = {store: sorted(store.rglob("*")) for store in (own, other)}
+    for command in (("evaluate", "--store", str(own)), ("evaluate", "--store", str(other)), ("ism", "--store", str(own), "--quiet"),
+                    ("evaluate", "--store", str(own), "--reference")):
+        message = pstore(*command, "--run", str(run), "--device", "cpu", expect=1).output
+        assert message.count("\n") == 1 and checkpoint in message and "are not finite" in message, message
+        assert re.search(r"gene ENSG\S+ are not finite \(\d+ of \d+ are nan\)", message) and "lower --lr" in message
+    assert {store: sorted(store.rglob("*")) for store in (own, other)} == before
+    from performer_store.evaluate import check_predictions  # base Enformer's error: names its model and --weights
+
+    with pytest.raises(InputError, match=r"^base Enformer \(config tiny\): predictions of gene G are not finite \(1 of 2 are inf\); .*--weights"):
+        check_predictions({"G": (np.arange(2), np.array([0.5, np.inf], np.float32), np.zeros(2))}, None, {"model": "config tiny"})
