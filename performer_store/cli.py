@@ -309,7 +309,9 @@ def evaluate(store: Path, run_dir: Path | None, base: bool, weights: Path | None
     Genes a run trained on are scored as HOP (held-out people), the others as HOGP (held-out genes and people).
     A run trained on another store (cross-cohort) predicts every person of this one: genes are matched by ID
     with versions ignored, the run's fold f fills this store's fold f (r and R2 on its test people, as this
-    store's own models; cross_r and cross_R2 on everyone), and the result records its source store.
+    store's own models; cross_r and cross_R2 on everyone), and the result records its source store. People
+    who were, by sample ID, train or tune people of the run's fold in its store (which must be where run.json
+    says) are left out and counted; a store of mostly such people is refused.
     With --reference: the across-gene check of the paper (fine-tuned models lose the gene-level signal base Enformer has).
     """
     from .evaluate import EvaluateConfig, evaluate_base, evaluate_run, mean_metrics
@@ -444,7 +446,9 @@ def enet(store: Path, gene_ids: tuple[str, ...], folds: str | None, model: str, 
     With --from-store A, the models fitted in store A predict every person of --store (cross-cohort): genes matched
     by ID with versions ignored, A's fold f into this store's fold f, variants matched by position, REF and ALT
     (swapped alleles count A's ALT; a variant this store lacks contributes 0); the share of each model's
-    non-zero coefficients found is stored and printed. Windows must be as long in both stores.
+    non-zero coefficients found is stored and printed. Windows must be as long in both stores. People of --store
+    who are, by sample ID, train or tune people of A's fold are left out of that fold and counted; a store of
+    mostly such people is refused.
     """
     if from_store is not None:
         return _enet_transfer(store, from_store, gene_ids, _fold_list(folds), model, name)
@@ -465,11 +469,13 @@ def enet(store: Path, gene_ids: tuple[str, ...], folds: str | None, model: str, 
 def _enet_transfer(store: Path, source: Path, gene_ids: tuple[str, ...], folds: tuple[int, ...] | None, model: str,
                    name: str | None) -> None:
     """`pstore enet --from-store`: transfer the other store's linear models and print what was found."""
+    from .crosscohort import seen_summary
     from .transfer import run_transfer
 
     report = run_transfer(store, source, gene_ids, folds, model, name)
     click.echo(report.table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     click.echo(report.genes.summary(source.name, store.name))
+    click.echo(seen_summary(report.seen, store.name, source.name))
     for gene_id, why in report.skipped.items():
         click.echo(f"{gene_id}: skipped, {why}")
     table = report.table

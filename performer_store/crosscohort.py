@@ -4,10 +4,14 @@ What `pstore evaluate --run` (another store's run) and `pstore enet --from-store
 
 - genes are matched by ID with the version suffix ignored (ENSG00000120758.11 matches ENSG00000120758.14;
   GENCODE's `_PAR_Y` suffix is kept), and the counts of matched and skipped genes are reported;
-- none of the target's people was seen in training, so every person is predicted. The source's fold f fills
-  the target's fold f: `pearson_r`/`r2` score the target fold's test people, the same people the target's own
-  models are scored on, so `pstore compare` on the target pairs a transferred model with the target's own
-  elastic net fold by fold; `cross_pearson_r`/`cross_r2` score every person with a target (schemas.CROSS_RESULT);
+- the source's fold f fills the target's fold f, and every target person the fold's model did not see is
+  predicted: people are matched by sample ID, and the target's people among the source's fold-f train and tune
+  people (tune people chose the checkpoint or alpha) are left out of the predictions and of every metric, their
+  count recorded per fold (`seen_in_training`) and printed; a target whose people are mostly such people is
+  not another cohort and is refused. `pearson_r`/`r2` score the target fold's other test people, the people the
+  target's own models are scored on, so `pstore compare` on the target pairs a transferred model with the
+  target's own elastic net fold by fold; `cross_pearson_r`/`cross_r2` score every person predicted with a
+  target (schemas.CROSS_RESULT);
 - the result records its source store (`source_store`: identity, path, name) and the gene's source ID, and a
   result name already used by a model from another source is refused.
 """
@@ -28,6 +32,8 @@ from .results import blank_result, read_result
 from .store import Store
 
 CROSS_SPECS = (schemas.RESULT, schemas.CROSS_RESULT)
+MOSTLY_SEEN = 0.5
+"""Share of the target's people seen in training above which a cross-cohort score is refused (score it in the source)."""
 
 
 @dataclass(frozen=True)
@@ -94,13 +100,34 @@ def check_result_name(store: Store, gene_id: str, name: str, kind: str, source: 
                          f"give --name to store this {kind} model from {source['name']} under another name")
 
 
-def cross_values(store: Store, gene_id: str, fold: int, prediction: np.ndarray, status: str,
+def seen_people(source: Store, target: Store, fold: int, model: str) -> np.ndarray:
+    """Which target people (a mask in store order) are, by sample ID, train or tune people of the source's fold: its
+    model saw them. Refused when they are most of the target's people: it is no other cohort."""
+    trained = set(source.sample_id[source.split(fold) != 2].tolist())
+    seen = np.array([person in trained for person in target.sample_id.tolist()], dtype=bool)
+    if seen.sum() > MOSTLY_SEEN * len(seen):
+        raise InputError(f"store {target.path}: {seen.sum()} of its {len(seen)} people are fold {fold} train or tune people of "
+                         f"store {source.path}, which {model} was trained on: it is not another cohort; score the model in "
+                         f"store {source.path} itself, on its test people")
+    return seen
+
+
+def seen_summary(counts: dict[int, int], target: str, source: str) -> str:
+    """One line: how many of the target's people each fold left out as train or tune people of the source's fold."""
+    folds = ", ".join(f"fold {fold}: {count}" for fold, count in counts.items())
+    return f"people of {target} left out as train or tune people of {source}'s fold (seen in training): {folds}"
+
+
+def cross_values(store: Store, gene_id: str, fold: int, prediction: np.ndarray, status: str, seen: np.ndarray,
                  specs: tuple[schemas.GroupSpec, ...] = CROSS_SPECS) -> dict[str, np.ndarray]:
-    """Result arrays with one fold filled: every person's prediction, the fold's test-set and all-people metrics."""
+    """Result arrays with one fold filled: the prediction of every person the model did not see (`seen_people`;
+    NaN for those it saw), the fold's test-set and all-people metrics on them."""
     target = store.gene(gene_id)["target"][:].astype(np.float64)
     prediction = prediction.astype(np.float32).astype(np.float64)  # scored as stored, in float64 (near-constant tiny models)
+    prediction[seen] = np.nan
     values = blank_result({"folds": store.root["sample_split"].shape[0], "samples": len(target)}, specs)
     test = split_rows(store, gene_id, fold, "test")
+    test = test[~seen[test]]
     values["prediction"][fold], values["status"][fold] = prediction, status
     if np.isnan(prediction).all():  # no model for this fold: NaN metrics
         return values

@@ -23,7 +23,8 @@ import pandas as pd
 from enformer_pytorch import Enformer
 
 from . import schemas
-from .crosscohort import CROSS_SPECS, check_fold, check_result_name, cross_values, match_genes, resolve_genes, source_record
+from .crosscohort import (CROSS_SPECS, check_fold, check_result_name, cross_values, match_genes, resolve_genes, seen_people,
+                          seen_summary, source_record)
 from .inputs import InputError
 from .loader import BatchLoader, GeneReader, evaluation_batches, split_rows
 from .masking import resolve_mask
@@ -31,7 +32,7 @@ from .model import (CAGE_TRACKS, Readout, cage_prediction, check_window, enforme
                     load_checkpoint)
 from .predict import check_finite, gene_metrics, predict
 from .results import blank_result, read_result, write_result
-from .store import Store
+from .store import NoStore, Store
 from .train import choose_device, store_identity
 
 RESERVED_NAMES = ("enet", "lasso", "enformer")
@@ -51,8 +52,6 @@ def check_predictions(predictions: dict[str, tuple[np.ndarray, np.ndarray, np.nd
     """Refuse, before anything is written, predictions of any gene that are not finite (`predict.check_finite`)."""
     for gene_id, (_, prediction, _) in predictions.items():
         check_finite(prediction, gene_id, *model_source(run, settings))
-
-
 
 
 @dataclass(frozen=True)
@@ -194,15 +193,36 @@ def run_store_path(run: Path) -> str | None:
     return json.loads(record.read_text())["config"]["store"] if record.is_file() else None
 
 
+def training_store(run: Path, meta: dict[str, Any]) -> Store:
+    """The store a run was trained in, at the path its run.json records: it tells which people the run saw. Refused
+    when run.json or the store is missing, or when that path now holds another store."""
+    path = run_store_path(run)
+    why = ("no run.json names it" if path is None else f"{path} (config.store in its run.json) is not a store now")
+    fix = (f"cross-cohort scoring needs it to leave out the people the run saw: put that store back at {path or 'its path'} "
+           f"or correct config.store in {Path(run) / 'run.json'}")
+    try:
+        source = Store(path) if path is not None else None
+    except NoStore:
+        source = None
+    if source is None:
+        raise InputError(f"run {run}: the store it was trained in cannot be found ({why}); {fix}")
+    if store_identity(source) != meta["store"]:
+        raise InputError(f"run {run}: {path} (config.store in its run.json) now holds another store than the run was trained in; {fix}")
+    return source
+
+
 def evaluate_cross(config: EvaluateConfig, run: Path, store: Store, model: Readout, meta: dict[str, Any],
                    name: str) -> pd.DataFrame:
-    """Every person of the chosen genes predicted by a run of another store, written into the run's fold.
+    """Every person of the chosen genes the run did not see, predicted by a run of another store, written into the
+    run's fold (`crosscohort.seen_people`: people who trained it are left out and counted).
 
-    The table's `attrs["genes"]` says how many of the run's genes were matched in this store.
+    The table's `attrs["genes"]` says how many of the run's genes were matched in this store and people left out.
     """
     check_fold(store, meta["fold"], f"run {run}")
     genes = resolve_genes(store, config.genes)
     match = match_genes(meta["genes"], genes, f"run {run}", f"store {store.path}")
+    origin = training_store(run, meta)
+    seen = seen_people(origin, store, meta["fold"], f"run {run}")
     source = source_record(meta["store"], run_store_path(run))
     for gene_id in genes:
         check_result_name(store, gene_id, name, "performer", source)
@@ -214,16 +234,17 @@ def evaluate_cross(config: EvaluateConfig, run: Path, store: Store, model: Reado
         rows, prediction, _ = predictions[gene_id]
         row = np.full(len(everyone), np.nan, dtype=np.float32)
         row[rows] = prediction
-        values = cross_values(store, gene_id, fold, row, "ok")
+        values = cross_values(store, gene_id, fold, row, "ok", seen)
         attrs = {**run_attrs(run, meta), "source_store": source, "source_gene_id": match.pairs.get(gene_id),
-                 "settings": {str(fold): settings[gene_id]}}
+                 "settings": {str(fold): settings[gene_id]}, "seen_in_training": {str(fold): int(seen.sum())}}
         write_result(store.path, gene_id, name, "performer", [fold], values, attrs, CROSS_SPECS)
         setting = settings[gene_id]
         records.append({"gene_id": gene_id, "model": name, "fold": fold, "setting": setting,
                         **{key: float(values[key][fold]) for key in ("pearson_r", "r2", "cross_pearson_r", "cross_r2")}})
     table = pd.DataFrame(records)
     table.attrs["genes"] = (f"{match.summary(f'run {Path(run).name}', store.path.name)}; every person of {store.path.name} "
-                            f"predicted, metrics on fold {fold}'s test people (pearson_r, r2) and on everyone (cross_*)")
+                            f"the run did not see predicted, metrics on fold {fold}'s test people (pearson_r, r2) and on "
+                            f"everyone (cross_*)\n{seen_summary({fold: int(seen.sum())}, store.path.name, origin.path.name)}")
     return table
 
 

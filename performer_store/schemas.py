@@ -245,19 +245,23 @@ CROSS_RESULT = GroupSpec(
     description=(
         "Arrays that a cross-cohort result holds besides those of every result: a model trained in another store "
         "(attribute `source_store`; `pstore evaluate --run` of another store's run, `pstore enet --from-store`) "
-        "predicts every person of this store, none of whom it saw. The source's fold f fills this store's fold f: "
-        "`prediction` holds every person, `pearson_r`/`r2` score the fold's test people (the people this store's own "
-        "models are scored on, so `pstore compare` pairs them), and these arrays score every person with a target."
+        "predicts every person of this store it did not see. The source's fold f fills this store's fold f: people "
+        "who are, by sample ID, train or tune people of the source's fold f are left out (NaN `prediction`, in no "
+        "metric; counted in `seen_in_training`); `prediction` holds every other person, `pearson_r`/`r2` score the "
+        "fold's other test people (the people this store's own models are scored on, so `pstore compare` pairs "
+        "them), and these arrays score every other person with a target."
     ),
     arrays=(
-        ArraySpec("cross_pearson_r", ("folds",), "float32", "Pearson r between prediction and target over every person with a target."),
-        ArraySpec("cross_r2", ("folds",), "float32", "R2 (sklearn r2_score) over every person with a target."),
+        ArraySpec("cross_pearson_r", ("folds",), "float32", "Pearson r between prediction and target over every person predicted with a target."),
+        ArraySpec("cross_r2", ("folds",), "float32", "R2 (sklearn r2_score) over every person predicted with a target."),
     ),
     attributes={
         "source_store": "Where the model was trained: identity (creation time and input checksums), path and name of "
         "the source store; absent on within-cohort results.",
         "source_gene_id": "The gene's ID in the source store, matched with version suffixes ignored (null for genes a "
         "Performer run did not train on).",
+        "seen_in_training": "Per fold (\"0\", ...): how many of this store's people were left out as train or tune "
+        "people of the source store's fold, by sample ID.",
     },
 )
 

@@ -1,7 +1,7 @@
 """`pstore enet --from-store A`: the elastic nets (or lassos) fitted in store A predict the people of store B.
 
-Nothing is fitted: fold f of A's model predicts every person of B into B's fold f (see `crosscohort` for the
-genes, people and metrics). A model's variants are found in B's variant table of the same gene by position,
+Nothing is fitted: fold f of A's model predicts every person of B it did not see into B's fold f (see
+`crosscohort` for the genes, people and metrics). A model's variants are found in B's variant table of the same gene by position,
 REF and ALT (both stores' windows lie on one contig per gene, checked): the same REF and ALT count B's ALT
 calls; REF and ALT swapped count B's REF calls (the source's ALT allele); a variant B lacks contributes 0, as a
 missing call does in the elastic net itself. Per gene and fold the result stores how many of the model's
@@ -20,7 +20,8 @@ import pandas as pd
 import zarr
 
 from . import schemas
-from .crosscohort import CROSS_SPECS, GeneMatch, check_result_name, cross_values, match_genes, resolve_genes, source_record
+from .crosscohort import (CROSS_SPECS, GeneMatch, check_result_name, cross_values, match_genes, resolve_genes, seen_people,
+                          source_record)
 from .inputs import InputError
 from .results import read_result, write_result
 from .store import Store
@@ -75,8 +76,9 @@ def _window_disagreement(source: Store, source_id: str, target: Store, target_id
 
 
 def transfer_values(target: Store, gene_id: str, source: tuple[dict[str, np.ndarray], zarr.Group], folds: Sequence[int],
-                    source_name: str) -> dict[str, np.ndarray]:
-    """Result arrays of the given folds: each source fold's model applied to every target person."""
+                    source_name: str, seen: dict[int, np.ndarray]) -> dict[str, np.ndarray]:
+    """Result arrays of the given folds: each source fold's model applied to every target person it did not see
+    (`seen`: per fold, the target people who were the source fold's train or tune people)."""
     fitted, source_group = source
     group = target.gene(gene_id)
     rows, flipped = match_variants(source_group["variant_position"][:], source_group["variant_allele"][:],
@@ -95,7 +97,7 @@ def transfer_values(target: Store, gene_id: str, source: tuple[dict[str, np.ndar
             prediction = dosage @ fitted["enet_coefficient"][fold][nonzero].astype(np.float64) + intercept
             counts = (len(nonzero), int((rows[nonzero] >= 0).sum()), int(flipped[nonzero].sum()))
             status = "ok" if status == "ok" else f"ok (source fold: {status})"
-        row = cross_values(target, gene_id, fold, prediction, status, SPECS)
+        row = cross_values(target, gene_id, fold, prediction, status, seen[fold], SPECS)
         row["transfer_n_nonzero"][fold], row["transfer_n_found"][fold], row["transfer_n_flipped"][fold] = counts
         row["transfer_variant_share"][fold] = counts[1] / counts[0] if counts[0] > 0 else np.nan
         for name, array in row.items():
@@ -105,13 +107,15 @@ def transfer_values(target: Store, gene_id: str, source: tuple[dict[str, np.ndar
 
 @dataclass(frozen=True)
 class TransferReport:
-    """What `run_transfer` did: the result name, the per-fold table, the gene match and genes skipped (with why)."""
+    """What `run_transfer` did: the result name, the per-fold table, the gene match, genes skipped (with why), genes
+    transferred now and people left out per fold."""
 
     name: str
     table: pd.DataFrame
     genes: GeneMatch
     skipped: dict[str, str]
     transferred: int
+    seen: dict[int, int]  # per fold: target people left out as the source fold's train or tune people
 
 
 def _source_result(source: Store, gene_id: str, model: str, folds: Sequence[int]) -> dict[str, np.ndarray]:
@@ -151,19 +155,22 @@ def run_transfer(store: Path, source: Path, genes: Sequence[str] = (), folds: Se
     skipped = {g: _window_disagreement(origin, s, target, g) for g, s in match.pairs.items()}
     skipped = {g: why for g, why in skipped.items() if why}
     todo = [g for g in match.pairs if g not in skipped]
+    seen = {fold: seen_people(origin, target, fold, f"{model} of fold {fold}") for fold in folds}
     transferred = 0
     for gene_id in todo:
         check_result_name(target, gene_id, name, f"{model}_transfer", record)
         previous = read_result(target.path, gene_id, name)
-        if previous and set(folds) <= set(previous[1]["folds"]):
-            continue
+        if previous and set(folds) <= set(previous[1]["folds"]) and {str(f) for f in folds} <= set(previous[1].get("seen_in_training", {})):
+            continue  # done, and with the people the source saw left out (results from before that are made again)
         source_id = match.pairs[gene_id]
         fitted = (_source_result(origin, source_id, model, folds), origin.gene(source_id))
-        values = transfer_values(target, gene_id, fitted, folds, origin.path.name)
+        values = transfer_values(target, gene_id, fitted, folds, origin.path.name, seen)
         write_result(target.path, gene_id, name, f"{model}_transfer", folds, values,
-                     {"source_store": record, "source_gene_id": source_id, "source_model": model}, SPECS)
+                     {"source_store": record, "source_gene_id": source_id, "source_model": model,
+                      "seen_in_training": {str(fold): int(seen[fold].sum()) for fold in folds}}, SPECS)
         transferred += 1
-    return TransferReport(name, transfer_table(target, todo, name, folds), match, skipped, transferred)
+    return TransferReport(name, transfer_table(target, todo, name, folds), match, skipped, transferred,
+                          {fold: int(mask.sum()) for fold, mask in seen.items()})
 
 
 def transfer_table(store: Store, genes: Sequence[str], name: str, folds: Sequence[int]) -> pd.DataFrame:

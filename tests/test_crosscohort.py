@@ -309,3 +309,111 @@ def test_non_finite_predictions_are_one_line_errors_and_store_nothing(cohorts, r
 
     with pytest.raises(InputError, match=r"^base Enformer \(config tiny\): predictions of gene G are not finite \(1 of 2 are inf\); .*--weights"):
         check_predictions({"G": (np.arange(2), np.array([0.5, np.inf], np.float32), np.zeros(2))}, None, {"model": "config tiny"})
+
+
+def same_people_store(cohorts, tmp_path: Path) -> Path:
+    """Cohort A's inputs built again with another --seed: the same people in other splits, another cohort digest."""
+    a = cohorts["a"]
+    pstore("build", "--quiet", "--store", str(tmp_path / "a_seed7.zarr"), "--fasta", str(a / "reference.fa"), "--vcf", str(a / "genotypes.vcf.gz"),
+           "--gtf", str(a / "annotation.gtf.gz"), "--expression", str(a / "expression.bed.gz"), "--tissue", "whole_blood",
+           "--window", str(WINDOW), "--seed", "7")
+    return tmp_path / "a_seed7.zarr"
+
+
+def test_a_store_of_the_source_people_is_refused(cohorts, run_a, tmp_path):
+    """A store of A's own people (another --seed) is no other cohort: evaluate of A's run and enet --from-store A are
+    refused with one line saying to score the model in store A, and nothing is written."""
+    store = same_people_store(cohorts, tmp_path)
+    assert Store(store).attrs["provenance"]["cohort"] != store_identity(Store(cohorts["store_a"]))
+    before, people, seen = sorted(store.rglob("*")), len(Store(store).sample_id), seen_by_fold(cohorts["store_a"], store)
+    for command, fold in ((("evaluate", "--store", str(store), "--run", str(run_a), "--device", "cpu"), 1),
+                          (("enet", "--store", str(store), "--from-store", str(cohorts["store_a"])), 0)):
+        message = pstore(*command, expect=1).output
+        assert message.count("\n") == 1, message
+        assert f"{len(seen[fold])} of its {people} people are fold {fold} train or tune people of store {cohorts['store_a']}" in message
+        assert f"it is not another cohort; score the model in store {cohorts['store_a']} itself" in message
+    assert sorted(store.rglob("*")) == before
+
+
+def seen_by_fold(source: Path, target: Path) -> dict[int, np.ndarray]:
+    """Per fold, the target rows whose sample ID is a train (0) or tune (1) person of the source's fold, from the raw arrays."""
+    a, b = zarr.open_group(str(source), mode="r"), zarr.open_group(str(target), mode="r")
+    ids_a, ids_b, splits = list(a["sample_id"][:]), list(b["sample_id"][:]), a["sample_split"][:]
+    return {fold: np.array([i for i, person in enumerate(ids_b) if person in ids_a and splits[fold][ids_a.index(person)] in (0, 1)])
+            for fold in range(len(splits))}
+
+
+def check_left_out(arrays: dict, fold: int, store: Path, gene_id: str, seen: np.ndarray) -> None:
+    """Seen people have no prediction, the others have; r and R2 (scipy, sklearn) over the fold's other test people and
+    over everyone else with a target."""
+    target = zarr.open_group(str(store / "genes" / gene_id), mode="r")["target"][:].astype(np.float64)
+    prediction = arrays["prediction"][fold].astype(np.float64)
+    unseen = np.setdiff1d(np.arange(len(target)), seen)
+    assert np.isnan(prediction[seen]).all() and np.isfinite(prediction[unseen]).all()
+    test = np.flatnonzero(zarr.open_group(str(store), mode="r")["sample_split"][fold] == 2)
+    for key, rows in (("", np.setdiff1d(test, seen)), ("cross_", unseen)):
+        rows = rows[~np.isnan(target[rows])]
+        constant = np.ptp(prediction[rows]) == 0
+        np.testing.assert_allclose(arrays[f"{key}pearson_r"][fold], np.nan if constant else pearsonr(prediction[rows], target[rows]).statistic,
+                                   atol=1e-5, equal_nan=True)
+        assert arrays[f"{key}r2"][fold] == pytest.approx(r2_score(target[rows], prediction[rows]), abs=1e-5)
+
+
+def test_people_the_model_saw_are_left_out_and_counted(cohorts, run_a, tmp_path):
+    """B with 6 people renamed to fold-1 train/tune people of A and 2 to fold-1 test people of A: A's fold-1 run leaves
+    the 6 out of B's predictions and metrics (recomputed with scipy/sklearn), keeps the 2, records and prints 6; the
+    other people's predictions are those of plain B. The elastic-net transfer does the same per fold."""
+    plain, store = copy_store(cohorts["store_b"], tmp_path, "plain.zarr"), copy_store(cohorts["store_b"], tmp_path)
+    a = zarr.open_group(str(cohorts["store_a"]), mode="r")
+    ids_a, split_a = a["sample_id"][:], a["sample_split"][1]
+    root = zarr.open_group(str(store), mode="r+")
+    ids_b, test_b = root["sample_id"][:], np.flatnonzero(root["sample_split"][1] == 2)
+    renamed = np.concatenate([test_b[:3], np.setdiff1d(np.arange(len(ids_b)), test_b)[:5]])  # 3 test people, 5 others
+    ids_b[renamed] = np.concatenate([ids_a[split_a == 0][:3], ids_a[split_a == 1][:3], ids_a[split_a == 2][:2]])
+    root["sample_id"][:] = ids_b
+    seen = seen_by_fold(cohorts["store_a"], store)
+    np.testing.assert_array_equal(seen[1], np.sort(renamed[:6]))
+
+    output = pstore("evaluate", "--store", str(store), "--run", str(run_a), "--device", "cpu").output
+    assert "people of b.zarr left out as train or tune people of a.zarr's fold (seen in training): fold 1: 6" in output
+    pstore("evaluate", "--store", str(plain), "--run", str(run_a), "--device", "cpu")
+    for gene_id in Store(store).genes.index:
+        arrays, attrs = read_result(store, gene_id, "perf_a")
+        assert attrs["seen_in_training"] == {"1": 6}
+        check_left_out(arrays, 1, store, gene_id, seen[1])
+        unseen = np.setdiff1d(np.arange(len(ids_b)), seen[1])
+        np.testing.assert_array_equal(arrays["prediction"][1][unseen], read_result(plain, gene_id, "perf_a")[0]["prediction"][1][unseen])
+
+    output = pstore("enet", "--store", str(store), "--from-store", str(cohorts["store_a"]), "--folds", "0,1").output
+    counts = {fold: len(seen[fold]) for fold in (0, 1)}
+    assert counts[1] == 6 and counts[0] > 0
+    assert f"(seen in training): fold 0: {counts[0]}, fold 1: 6" in output
+    for gene_id in Store(store).genes.index:
+        arrays, attrs = read_result(store, gene_id, "enet_from_a")
+        assert attrs["seen_in_training"] == {str(fold): count for fold, count in counts.items()}
+        for fold in (0, 1):
+            check_left_out(arrays, fold, store, gene_id, seen[fold])
+    assert validate_store(store) == []
+    # a result from before the check (no seen_in_training) is made again, not skipped as done
+    gene_id = Store(store).genes.index[0]
+    group = zarr.open_group(str(store / "genes" / gene_id / "results" / "enet_from_a"), mode="r+")
+    group.attrs.update({"seen_in_training": {}})
+    output = pstore("enet", "--store", str(store), "--from-store", str(cohorts["store_a"]), "--folds", "0,1").output
+    assert "1 transferred now" in output and read_result(store, gene_id, "enet_from_a")[1]["seen_in_training"] == {"0": counts[0], "1": 6}
+
+
+def test_cross_cohort_run_needs_its_training_store(cohorts, run_a, tmp_path):
+    """A run whose run.json names a missing store, or a path now holding another store, is refused with one line (the
+    people it saw cannot be told), nothing written."""
+    store = copy_store(cohorts["store_b"], tmp_path)
+    before = sorted(store.rglob("*"))
+    for where, expected in ((tmp_path / "gone.zarr", "the store it was trained in cannot be found"),
+                            (cohorts["store_b"], "now holds another store than the run was trained in")):
+        run = tmp_path / f"run_{where.stem}"
+        shutil.copytree(run_a, run)
+        record = json.loads((run / "run.json").read_text())
+        record["config"]["store"] = str(where)
+        (run / "run.json").write_text(json.dumps(record))
+        message = pstore("evaluate", "--store", str(store), "--run", str(run), "--device", "cpu", expect=1).output
+        assert message.count("\n") == 1 and expected in message and f"correct config.store in {run / 'run.json'}" in message, message
+    assert sorted(store.rglob("*")) == before
