@@ -6,14 +6,16 @@ updates in the same order from the same warm starts), with three savings:
 - Gram matrices: X'X of all train people once, each inner fold's as that minus its held-out people's block,
   centred by a rank-one correction, instead of a product per fold;
 - the 5 folds walk down the alpha grid together, so the mean validation error is known after every alpha;
-- early exit: the walk stops once the mean validation error has risen `STOP_RISE` above its minimum so far
-  and rose at each of the last `STOP_ALPHAS` alphas (`STOP_ALPHAS_NULL` while that minimum is still the
-  first alpha's, the model without SNVs). The rest of the grid (the small alphas, where coordinate descent
-  runs towards max_iter and takes most of scikit-learn's time) is not fitted. Its errors would only matter
-  if the error curve fell again below its minimum after such a rise. With few people the curve can rise
-  from the null model for many alphas (18 in one gene of 94 train people) before the joint effect of many
-  SNVs brings it below, hence the longer wait there; benchmarks/enet.py counts how often the exit picks
-  another alpha than the whole grid. `stop=False` fits the whole grid, as scikit-learn does.
+- early exit: the walk stops at an expensive alpha, where coordinate descent took `STOP_EPOCHS` epochs or more
+  in some inner fold (the small alphas, which run towards max_iter and take most of scikit-learn's time),
+  once the mean validation error has risen `STOP_RISE` above its minimum so far and rose at each of the last
+  `STOP_ALPHAS` alphas (`STOP_ALPHAS_NULL` while that minimum is still the first alpha's, the model without
+  SNVs). Alphas whose descent converges sooner are always fitted, so the exit skips only the expensive tail,
+  and its answer differs from the whole grid's only if the error curve falls below its minimum again there.
+  With few people the curve can rise for 18-20 alphas, from the null model or from a first minimum, and then
+  fall below it (seen at 94-117 train people, where those alphas converge quickly: they are fitted now);
+  benchmarks/enet.py counts how often the exit picks another alpha than the whole grid. `stop=False` fits the
+  whole grid, as scikit-learn does.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ TOL = 1e-4
 STOP_RISE = 0.05
 STOP_ALPHAS = 5
 STOP_ALPHAS_NULL = 30
+STOP_EPOCHS = 200  # a tenth of max_iter: alphas that converge sooner are cheap, and always fitted
 
 
 @dataclass(frozen=True)
@@ -67,11 +70,13 @@ def _problem(gram: np.ndarray, x_sum: np.ndarray, x: np.ndarray, y: np.ndarray) 
     return _Problem(np.ascontiguousarray(centred), xy, y_centred, x_mean, float(y_mean), np.zeros(x.shape[1]))
 
 
-def _descend(problem: _Problem, alpha: float, l1_ratio: float, rng: np.random.RandomState) -> None:
-    """scikit-learn's Gram coordinate descent at one alpha, warm-started from and updating the coefficients."""
+def _descend(problem: _Problem, alpha: float, l1_ratio: float, rng: np.random.RandomState) -> int:
+    """scikit-learn's Gram coordinate descent at one alpha, warm-started from and updating the coefficients; the
+    epochs it took (max_iter when it did not converge)."""
     n = len(problem.y)
-    enet_coordinate_descent_gram(problem.coefficient, alpha * l1_ratio * n, alpha * (1 - l1_ratio) * n, problem.gram,
-                                 problem.xy, problem.y, MAX_ITER, TOL, rng, False, False, True)
+    *_, n_iter = enet_coordinate_descent_gram(problem.coefficient, alpha * l1_ratio * n, alpha * (1 - l1_ratio) * n,
+                                              problem.gram, problem.xy, problem.y, MAX_ITER, TOL, rng, False, False, True)
+    return n_iter
 
 
 def _should_stop(mean_mse: list[float]) -> bool:
@@ -95,16 +100,17 @@ def elastic_net_cv(X: np.ndarray, y: np.ndarray, l1_ratio: float, stop: bool = T
         folds.append((_problem(gram - part.T @ part, x_sum - part.sum(axis=0), X[train], y[train]), part, y[held]))
     mean_mse: list[float] = []
     for alpha in alphas:
-        errors = []
+        errors, epochs = [], 0
         for problem, part, target in folds:
-            _descend(problem, alpha, l1_ratio, rng)
+            epochs = max(epochs, _descend(problem, alpha, l1_ratio, rng))
             intercept = problem.y_mean - problem.x_mean @ problem.coefficient
             errors.append(np.mean((part @ problem.coefficient + intercept - target) ** 2))
         mean_mse.append(float(np.mean(errors)))
-        if stop and _should_stop(mean_mse):
+        if stop and epochs >= STOP_EPOCHS and _should_stop(mean_mse):
             break
     best = alphas[int(np.argmin(mean_mse))]
     full = _problem(gram, x_sum, X, y)
-    _descend(full, best, l1_ratio, rng)
+    if best < alphas[0]:  # alphas[0] is the smallest alpha with no SNV: exactly zero, as scikit-learn's own X'y gives
+        _descend(full, best, l1_ratio, rng)  # (the descent on our centred Gram form can leave a 1e-17 coefficient there)
     intercept = full.y_mean - full.x_mean @ full.coefficient
     return PathFit(full.coefficient, float(intercept), float(best), np.array(mean_mse))
