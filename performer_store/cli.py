@@ -212,7 +212,8 @@ def _gene_list(gene_ids: tuple[str, ...], genes_file: Path | None) -> tuple[str,
               help="finetune: every layer but BatchNorm trains; transfer: the trunk is frozen and only the linear track trains.")
 @click.option("--config", "model_config", type=click.Choice(["tiny", "small", "full"]), help="Randomly initialized backbone of this size (Borzoi: tiny or full).")
 @click.option("--weights", type=PathArg, help="Pretrained backbone: a local directory (config.json + weights) or a .safetensors/.pt file.")
-@click.option("--name", help="Name of the run's results in the store (default: the --out directory's name); runs of several folds may share it.")
+@click.option("--name", help="Name of the run's results in the store (default: the --out directory's name); runs of several folds may share it. "
+              "Letters, digits, '.', '_', '-' (not first '.'); not enet, lasso or enformer.")
 @click.option("--window", type=click.IntRange(min=1), help="Window in bp (default: the store's); a shorter one is the centre of the stored window.")
 @click.option("--train-fraction", type=FiniteFloatRange(0, 1, min_open=True), default=1.0, show_default=True,
               help="Train on this share of the fold's train people (nested for one seed: 0.25 within 0.5 within 1), for learning curves; tune and test people are untouched.")

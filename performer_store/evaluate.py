@@ -30,11 +30,9 @@ from .masking import resolve_mask
 from .model import (CAGE_TRACKS, Readout, cage_prediction, check_window, enformer_from_config, enformer_from_weights,
                     load_checkpoint)
 from .predict import gene_metrics, predict
-from .results import blank_result, read_result, write_result
+from .results import RESERVED_NAMES, blank_result, check_name, read_result, write_result
 from .store import Store
 from .train import choose_device, store_identity
-
-RESERVED_NAMES = ("enet", "lasso", "enformer")
 
 
 @dataclass(frozen=True)
@@ -72,12 +70,17 @@ def fold_values(store: Store, fold: int, row: np.ndarray, r: float, r2: float, s
 
 
 def load_run(run: Path, store: Store, name: str | None = None) -> tuple[Readout, dict[str, Any]]:
-    """A run's best checkpoint and metadata; refused when its window is wider than the store's or its name is reserved."""
+    """A run's best checkpoint and metadata; refused when its window is wider than the store's or its name (`name`,
+    else the one recorded at training) is reserved or not a results name (`results.check_name`)."""
+    if name is not None:
+        check_name(name, "--name")
     path = Path(run) / "best.pt"
     stamp = checkpoint_stamp(path)  # before loading: a save in between makes results look stale, never current
     model, meta, _ = load_checkpoint(path)
     if meta["window"] > store.window:
         raise InputError(f"run {run}: its model reads {meta['window']} bp windows but store {store.path} holds {store.window} bp; build the store with --window {meta['window']}")
+    if name is None:
+        check_name(meta["name"], f"run {run}: the results name recorded at training", "give --name")
     if (name or meta["name"]) in RESERVED_NAMES:
         raise InputError(f"run {run}: the name {name or meta['name']!r} is reserved for a baseline; give --name (or retrain with --name)")
     return model, {**meta, "checkpoint": stamp}
