@@ -286,16 +286,23 @@ def model_choice(command: Callable) -> Callable:
     return command
 
 
-def _check_model_choice(base: bool, run_dir: Path | None) -> None:
-    """Exactly one of --run and --base."""
+def _check_model_choice(base: bool, run_dir: Path | None, name: str | None) -> None:
+    """Exactly one of --run and --base; --name only with --run, and a results name."""
+    from .results import check_name
+
     if base == (run_dir is not None):
         raise click.UsageError("give --run RUN or --base")
+    if base and name is not None:
+        raise InputError("--name applies to --run only: base Enformer's results are always named 'enformer'; drop --name")
+    if name is not None:
+        check_name(name, "--name")
 
 
 @main.command()
 @click.option("--store", required=True, type=PathArg, help="Store whose people to predict.")
 @model_choice
-@click.option("--name", help="With --run: name of the results in the store (default: the run's name).")
+@click.option("--name", help="With --run: name of the results in the store (default: the results name recorded at "
+              "training, i.e. train's --name or its --out directory's name; a copied run keeps the original's).")
 @click.option("--micro-batch", type=click.IntRange(min=1), default=32, show_default=True)
 @click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--device", **DEVICE)
@@ -315,9 +322,9 @@ def evaluate(store: Path, run_dir: Path | None, base: bool, weights: Path | None
     """
     from .evaluate import EvaluateConfig, evaluate_base, evaluate_run, mean_metrics
 
-    _check_model_choice(base, run_dir)
+    _check_model_choice(base, run_dir, name)
     if reference:
-        _evaluate_reference(store, run_dir, weights, model_config, track, window, _gene_list(gene_ids, genes_file), device)
+        _evaluate_reference(store, run_dir, name, weights, model_config, track, window, _gene_list(gene_ids, genes_file), device)
         return
     config = EvaluateConfig(store=store, genes=_gene_list(gene_ids, genes_file), micro_batch=micro_batch, workers=workers, device=device)
     table = evaluate_base(config, weights, model_config, track, window) if base else evaluate_run(config, run_dir, name)
@@ -329,15 +336,15 @@ def evaluate(store: Path, run_dir: Path | None, base: bool, weights: Path | None
         click.echo(f"{setting}: {part['gene_id'].nunique()} genes, mean r {means['pearson_r']:.4f}, mean R2 {means['r2']:.4f}")
 
 
-def _evaluate_reference(store: Path, run_dir: Path | None, weights: Path | None, model_config: str | None, track: int | None,
-                        window: int | None, genes: tuple[str, ...], device: str) -> None:
+def _evaluate_reference(store: Path, run_dir: Path | None, name: str | None, weights: Path | None, model_config: str | None,
+                        track: int | None, window: int | None, genes: tuple[str, ...], device: str) -> None:
     """`pstore evaluate --reference`: reference-window predictions and the across-gene correlation, printed."""
     from .ism import enformer_model, performer_model
     from .reference import MIN_GENES, evaluate_reference
     from .store import Store
 
     opened = Store(store)
-    model = performer_model(run_dir, opened) if run_dir else enformer_model(opened, weights, model_config, track, window)
+    model = performer_model(run_dir, opened, name) if run_dir else enformer_model(opened, weights, model_config, track, window)
     table, correlation = evaluate_reference(store, model, genes, run_dir, device)
     click.echo(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     for row in correlation.itertuples():
@@ -351,6 +358,8 @@ def _evaluate_reference(store: Path, run_dir: Path | None, weights: Path | None,
 @main.command()
 @click.option("--store", required=True, type=PathArg, help="Store built by `pstore build`; scores go to genes/<gene>/ism/<model>.")
 @model_choice
+@click.option("--name", help="With --run: name of the scores in the store (default: the results name recorded at training, "
+              "i.e. train's --name or its --out directory's name).")
 @click.option("--batch", type=click.IntRange(min=1), default=32, show_default=True, help="SNVs per forward pass (lower it on CPU for the full-size model).")
 @click.option("--exact-full", is_flag=True, help="Whole-window forward passes instead of the conv-tower splice (slower; same scores up to float rounding).")
 @click.option("--bf16", is_flag=True, help="bf16 autocast (CUDA only). Default: float32.")
@@ -358,8 +367,8 @@ def _evaluate_reference(store: Path, run_dir: Path | None, weights: Path | None,
 @click.option("--force", is_flag=True, help="Score genes again even when their scores for these folds and method are stored.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def ism(store: Path, run_dir: Path | None, base: bool, weights: Path | None, model_config: str | None, track: int | None,
-        window: int | None, gene_ids: tuple[str, ...], genes_file: Path | None, batch: int, exact_full: bool, bf16: bool,
-        device: str, force: bool, quiet: bool) -> None:
+        window: int | None, gene_ids: tuple[str, ...], genes_file: Path | None, name: str | None, batch: int, exact_full: bool,
+        bf16: bool, device: str, force: bool, quiet: bool) -> None:
     """In-silico mutagenesis: ALT minus REF prediction of every SNV in each gene's variant table.
 
     Per gene, the reference window (cropped to the model's window, centred, when the model reads a shorter one)
@@ -372,11 +381,11 @@ def ism(store: Path, run_dir: Path | None, base: bool, weights: Path | None, mod
     from .ism import IsmConfig, enformer_model, performer_model, run_ism
     from .store import Store
 
-    _check_model_choice(base, run_dir)
+    _check_model_choice(base, run_dir, name)
     config = IsmConfig(store=store, genes=_gene_list(gene_ids, genes_file), batch=batch, method="full" if exact_full else "splice",
                        device=device, bf16=bf16, force=force, progress=not quiet)
     opened = Store(store)
-    model = enformer_model(opened, weights, model_config, track, window) if base else performer_model(run_dir, opened)
+    model = enformer_model(opened, weights, model_config, track, window) if base else performer_model(run_dir, opened, name)
     table = run_ism(config, model)
     scored = table[table["status"] == "scored"]
     click.echo(f"{store}: scored {scored['scored'].sum()} SNVs of {len(scored)} genes with {model.name} ({config.method}, "

@@ -132,12 +132,16 @@ def evaluate_run(config: EvaluateConfig, run: Path, name: str | None = None) -> 
     """
     store = Store(config.store)
     model, meta = load_run(run, store, name)
-    name = name or meta["name"]
+    named, name = name is not None, name or meta["name"]
     if meta["store"] != store_identity(store):
+        for gene_id in [] if named else resolve_genes(store, config.genes):
+            check_not_copied(store, gene_id, name, run, meta)
         return evaluate_cross(config, run, store, model, meta, name)
     genes = list(config.genes) or list(store.genes.index)
     for gene_id in genes:
         check_keeps_hop(store, gene_id, name, run, meta)
+        if not named:
+            check_not_copied(store, gene_id, name, run, meta)
     rows = {g: np.concatenate(list(held_out_rows(store, g, meta["fold"]).values())) for g in genes}
     predictions = _predict_people(config, model, meta, store, rows)
     settings, records = gene_settings(meta, store, genes), []
@@ -170,6 +174,22 @@ def check_keeps_hop(store: Store, gene_id: str, name: str, run: Path, meta: dict
     if other and other != str(Path(run).resolve()) and found[1].get("settings", {}).get(fold) == "HOP":
         raise InputError(f"store {store.path}: gene {gene_id} fold {fold} holds result {name!r} of run {other}, which trained on "
                          f"it, and run {run} did not; give --name to keep both, or --gene for the genes this run trained on")
+
+
+def check_not_copied(store: Store, gene_id: str, name: str, run: Path, meta: dict[str, Any],
+                     group: str = schemas.RESULTS_GROUP) -> None:
+    """Under the results name recorded at training (no --name), a run may not replace a fold that another run
+    directory, still there with its best.pt, wrote in the same setting (HOP, HOGP, ...): a copy (cp -r A B) records
+    A's name and would take over A's results. A moved run (its old directory gone) takes its results over, and a
+    run's HOP result replaces another run's HOGP one (single-gene runs sharing a name)."""
+    found = read_result(store.path, gene_id, name, group)
+    fold, here = str(meta["fold"]), Path(run).resolve()
+    other = found[1].get("runs", {}).get(fold) if found else None
+    same_setting = found is not None and found[1].get("settings", {}).get(fold) == gene_settings(meta, store, [gene_id])[gene_id]
+    if other and other != str(here) and same_setting and (Path(other) / "best.pt").is_file():
+        raise InputError(f"store {store.path}: genes/{gene_id}/{group}/{name} fold {fold} was made by run {other}, which still "
+                         f"exists, and run {run} records the same results name (a copy of it?); give --name {here.name} to keep "
+                         f"both, or --name {name} to replace them")
 
 
 def run_store_path(run: Path) -> str | None:

@@ -1,5 +1,7 @@
-"""Results names: a name is one safe path component, checked wherever it enters (evaluate --name, a run's
-recorded name, train's --name or --out, enet --from-store --name, and `results.write_result` itself)."""
+"""Results names: a name is one safe path component, checked wherever it enters (evaluate/ism --name, a run's
+recorded name, train's --name or --out, enet --from-store --name, and `results.write_result` itself); a copied
+run does not take over its original's results; --name is honoured by ism and evaluate --reference, refused with
+--base."""
 
 from __future__ import annotations
 
@@ -63,6 +65,14 @@ def test_evaluate_refuses_a_name_that_is_not_a_results_name_and_writes_nothing(s
     assert snapshot(store) == before
 
 
+def test_ism_refuses_a_name_that_is_not_a_results_name(store, tmp_path):
+    run = save_run(tmp_path / "run", store)
+    before = snapshot(store)
+    output = pstore("ism", "--store", str(store), "--run", str(run), "--name", ".", "--device", "cpu", "--quiet", expect=1).output
+    assert "--name '.': not a results name" in one_line(output)
+    assert snapshot(store) == before
+
+
 def test_a_run_recorded_under_a_bad_name_needs_name(store, tmp_path):
     """A run trained before names were checked (`--out .` recorded '') is refused under its recorded name, and
     evaluates under a --name."""
@@ -112,3 +122,61 @@ def test_train_refuses_out_dot_without_name(sim_store, tmp_path, monkeypatch):
 def test_enet_from_store_refuses_a_bad_name(tiny_store, sim_store):
     output = pstore("enet", "--store", str(tiny_store), "--from-store", str(sim_store), "--name", "a/b", expect=1).output
     assert "--name 'a/b': not a results name" in one_line(output)
+
+
+def test_a_copied_run_keeps_off_its_originals_results_and_a_moved_one_takes_them(store, tmp_path):
+    """cp -r A B: B records A's name; evaluating B under it would replace A's results while A is there. With
+    --name B the two are kept; a run moved away from A's path (A gone) evaluates under the recorded name."""
+    gene = Store(store).genes.index[0]
+    original = save_run(tmp_path / "A", store)
+    evaluate(store, original)
+    copy = tmp_path / "B"
+    shutil.copytree(original, copy)
+    message = one_line(evaluate(store, copy, expect=1))
+    assert f"genes/{gene}/results/A fold 0 was made by run {original.resolve()}, which still exists" in message
+    assert "give --name B to keep both, or --name A to replace them" in message
+    assert read_result(store, gene, "A")[1]["runs"] == {"0": str(original.resolve())}
+    evaluate(store, copy, "--name", "B")
+    assert read_result(store, gene, "A")[1]["runs"] == {"0": str(original.resolve())}
+    assert read_result(store, gene, "B")[1]["runs"] == {"0": str(copy.resolve())}
+    moved = tmp_path / "C"
+    original.rename(moved)
+    evaluate(store, moved)
+    assert read_result(store, gene, "A")[1]["runs"] == {"0": str(moved.resolve())}
+
+
+def test_a_hop_result_replaces_another_runs_hogp_under_a_shared_name(store, tmp_path):
+    """Single-gene runs sharing a name: one evaluated on every gene leaves HOGP results that the run of that
+    gene replaces with its own (the copy check does not stop it)."""
+    first, second = Store(store).genes.index[:2]
+    wide = save_run(tmp_path / "wide", store, name="shared")
+    pstore("evaluate", "--store", str(store), "--run", str(wide), "--gene", first, "--gene", second, "--device", "cpu")
+    own = save_run(tmp_path / "own", store, name="shared", genes=[second])
+    pstore("evaluate", "--store", str(store), "--run", str(own), "--gene", second, "--device", "cpu")
+    attrs = read_result(store, second, "shared")[1]
+    assert attrs["runs"] == {"0": str(own.resolve())} and attrs["settings"] == {"0": "HOP"}
+
+
+@pytest.mark.parametrize("command", ["evaluate", "ism"])
+def test_name_is_refused_with_base(store, command):
+    before = snapshot(store)
+    output = pstore(command, "--store", str(store), "--base", "--config", "tiny", "--name", "foo", "--device", "cpu",
+                    expect=1).output
+    assert "--name applies to --run only" in one_line(output)
+    assert snapshot(store) == before
+
+
+def test_reference_writes_under_the_name_given(store, tmp_path):
+    run = save_run(tmp_path / "run", store)
+    evaluate(store, run, "--reference", "--name", "foo")
+    gene = Store(store).genes.index[0]
+    assert read_result(store, gene, "foo", schemas.REFERENCE_GROUP) is not None
+    assert read_result(store, gene, "run", schemas.REFERENCE_GROUP) is None
+
+
+def test_ism_name_gives_the_scores_another_name(store, tmp_path):
+    run = save_run(tmp_path / "run", store)
+    gene = Store(store).genes.index[0]
+    pstore("ism", "--store", str(store), "--run", str(run), "--gene", gene, "--name", "other", "--device", "cpu", "--quiet")
+    assert read_result(store, gene, "other", schemas.ISM_GROUP) is not None
+    assert read_result(store, gene, "run", schemas.ISM_GROUP) is None
