@@ -286,8 +286,9 @@ def model_choice(command: Callable) -> Callable:
     return command
 
 
-def _check_model_choice(base: bool, run_dir: Path | None, name: str | None) -> None:
-    """Exactly one of --run and --base; --name only with --run, and a results name."""
+def _check_model_choice(base: bool, run_dir: Path | None, name: str | None, **base_options: object) -> None:
+    """Exactly one of --run and --base; --name only with --run (and a results name), the base Enformer options
+    (weights, model_config, track, window: given as keywords) only with --base."""
     from .results import check_name
 
     if base == (run_dir is not None):
@@ -296,6 +297,11 @@ def _check_model_choice(base: bool, run_dir: Path | None, name: str | None) -> N
         raise InputError("--name applies to --run only: base Enformer's results are always named 'enformer'; drop --name")
     if name is not None:
         check_name(name, "--name")
+    given = [option for option, value in base_options.items() if value is not None]
+    if run_dir is not None and given:
+        flag = "--" + ("config" if given[0] == "model_config" else given[0])
+        raise InputError(f"{flag} applies to --base only (a run is read with the backbone, track and window it was "
+                         f"trained with); drop {flag}")
 
 
 @main.command()
@@ -322,7 +328,7 @@ def evaluate(store: Path, run_dir: Path | None, base: bool, weights: Path | None
     """
     from .evaluate import EvaluateConfig, evaluate_base, evaluate_run, mean_metrics
 
-    _check_model_choice(base, run_dir, name)
+    _check_model_choice(base, run_dir, name, weights=weights, model_config=model_config, track=track, window=window)
     if reference:
         _evaluate_reference(store, run_dir, name, weights, model_config, track, window, _gene_list(gene_ids, genes_file), device)
         return
@@ -381,7 +387,7 @@ def ism(store: Path, run_dir: Path | None, base: bool, weights: Path | None, mod
     from .ism import IsmConfig, enformer_model, performer_model, run_ism
     from .store import Store
 
-    _check_model_choice(base, run_dir, name)
+    _check_model_choice(base, run_dir, name, weights=weights, model_config=model_config, track=track, window=window)
     config = IsmConfig(store=store, genes=_gene_list(gene_ids, genes_file), batch=batch, method="full" if exact_full else "splice",
                        device=device, bf16=bf16, force=force, progress=not quiet)
     opened = Store(store)

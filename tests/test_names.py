@@ -1,7 +1,7 @@
 """Results names: a name is one safe path component, checked wherever it enters (evaluate/ism --name, a run's
 recorded name, train's --name or --out, enet --from-store --name, and `results.write_result` itself); a copied
 run does not take over its original's results; --name is honoured by ism and evaluate --reference, refused with
---base."""
+--base; base Enformer's options are refused with --run."""
 
 from __future__ import annotations
 
@@ -155,6 +155,17 @@ def test_a_hop_result_replaces_another_runs_hogp_under_a_shared_name(store, tmp_
     pstore("evaluate", "--store", str(store), "--run", str(own), "--gene", second, "--device", "cpu")
     attrs = read_result(store, second, "shared")[1]
     assert attrs["runs"] == {"0": str(own.resolve())} and attrs["settings"] == {"0": "HOP"}
+
+
+@pytest.mark.parametrize("command", ["evaluate", "ism"])
+@pytest.mark.parametrize("option, value", [("--window", "512"), ("--weights", "/nonexistent"), ("--track", "3"),
+                                           ("--config", "small")])
+def test_base_enformer_options_are_refused_with_a_run(store, tmp_path, command, option, value):
+    run = save_run(tmp_path / "run", store)
+    before = snapshot(store)
+    output = pstore(command, "--store", str(store), "--run", str(run), option, value, "--device", "cpu", expect=1).output
+    assert f"{option} applies to --base only" in one_line(output) and f"drop {option}" in output
+    assert snapshot(store) == before
 
 
 @pytest.mark.parametrize("command", ["evaluate", "ism"])
