@@ -184,20 +184,34 @@ def validate(store: Path, deep: bool) -> None:
 
 def _gene_list(gene_ids: tuple[str, ...], genes_file: Path | None) -> tuple[str, ...]:
     """Gene IDs from repeated --gene options and a --genes file (one per line; blank lines and # comments, indented
-    or after an ID, skipped), each once in first-seen order (a repeat is used once, with a warning)."""
+    or after an ID, skipped; `_gene_file`), each once in first-seen order (a repeat is used once, with a warning)."""
     from collections import Counter
-
-    from .inputs import require_file
 
     genes = list(gene_ids)
     if genes_file is not None:
-        require_file(genes_file, "gene list")
-        lines = (line.split("#", 1)[0].strip() for line in genes_file.read_text().splitlines())
-        genes += [line for line in lines if line]
+        genes += _gene_file(genes_file)
     repeated = [gene for gene, count in Counter(genes).items() if count > 1]
     if repeated:
         click.echo(f"Warning: {len(repeated)} gene(s) given more than once (first: {repeated[0]}); each is used once", err=True)
     return tuple(dict.fromkeys(genes))
+
+
+def _gene_file(path: Path) -> list[str]:
+    """The gene IDs of a --genes file (a regular file, or one read as a stream: a pipe, /dev/null); one without any
+    is an InputError (an empty list would mean every gene to some commands)."""
+    from .inputs import require_file
+
+    if path.is_file() or not path.exists() or path.is_dir():  # a stream (pipe, device) is read as it is
+        require_file(path, "gene list")
+    try:
+        lines = (line.split("#", 1)[0].strip() for line in path.read_text().splitlines())
+        genes = [line for line in lines if line]
+    except (OSError, UnicodeDecodeError) as error:
+        raise InputError(f"gene list {path}: cannot be read as text ({error}); give a file with one gene ID per line") from None
+    if not genes:
+        raise InputError(f"--genes {path}: empty gene list (no gene ID in it); give a file with one gene ID per line, "
+                         "or drop --genes")
+    return genes
 
 
 @main.command()
@@ -571,10 +585,11 @@ def query_command(store: Path, fold: int, gene_ids: tuple[str, ...], min_maf: fl
     if min_maf is not None and max_maf is not None and min_maf > max_maf:
         raise click.BadParameter(f"{min_maf} is above --max-maf {max_maf}, which keeps no SNV; give --min-maf <= --max-maf",
                                  param_hint="--min-maf")
+    genes = _gene_list(gene_ids, None)
     if scheduler:
         from distributed import Client
     with Client(scheduler) if scheduler else nullcontext() as client:
-        table = query(store, fold, gene_ids, min_maf, max_maf, flags, client)
+        table = query(store, fold, genes, min_maf, max_maf, flags, client)
     write_table(table, out)
     click.echo(f"wrote {out}: {len(table)} variants of {table['gene_id'].nunique()} genes (fold {fold})")
 

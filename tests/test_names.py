@@ -1,7 +1,7 @@
-"""Results names: a name is one safe path component, checked wherever it enters (evaluate/ism --name, a run's
-recorded name, train's --name or --out, enet --from-store --name, and `results.write_result` itself); a copied
-run does not take over its original's results; --name is honoured by ism and evaluate --reference, refused with
---base; base Enformer's options are refused with --run."""
+"""Results names and the options that choose them: a name is one safe path component, checked wherever it enters
+(evaluate/ism --name, a run's recorded name, train's --name or --out, enet --from-store --name, and
+`results.write_result` itself); a copied run does not take over its original's results; options that would be
+ignored are refused; an empty --genes file is an error; query uses a repeated gene once."""
 
 from __future__ import annotations
 
@@ -191,3 +191,48 @@ def test_ism_name_gives_the_scores_another_name(store, tmp_path):
     pstore("ism", "--store", str(store), "--run", str(run), "--gene", gene, "--name", "other", "--device", "cpu", "--quiet")
     assert read_result(store, gene, "other", schemas.ISM_GROUP) is not None
     assert read_result(store, gene, "run", schemas.ISM_GROUP) is None
+
+
+@pytest.mark.parametrize("genes_file", ["empty", "comments", "/dev/null"])
+@pytest.mark.parametrize("command", ["evaluate", "ism", "report", "train", "build"])
+def test_an_empty_gene_list_is_refused_everywhere(store, tmp_path, tiny, command, genes_file):
+    """An empty --genes file used to mean every gene to evaluate, ism, report and build (train refused it)."""
+    path = Path(genes_file) if genes_file.startswith("/") else tmp_path / "genes.txt"
+    if not genes_file.startswith("/"):
+        path.write_text("" if genes_file == "empty" else "# nothing here\n\n")
+    run = save_run(tmp_path / "run", store)
+    args = {"evaluate": ["evaluate", "--store", str(store), "--run", str(run)],
+            "ism": ["ism", "--store", str(store), "--run", str(run)],
+            "report": ["report", "--store", str(store), "--out", str(tmp_path / "report")],
+            "train": ["train", "--store", str(store), "--fold", "0", "--config", "tiny", "--out", str(tmp_path / "trained")],
+            "build": ["build", "--store", str(tmp_path / "built.zarr"), "--fasta", str(tiny.fasta), "--vcf", str(tiny.vcf),
+                      "--gtf", str(tiny.gtf), "--expression", str(tiny.expression), "--tissue", "whole_blood"]}[command]
+    before = snapshot(store)
+    output = pstore(*args, "--genes", str(path), expect=1).output
+    assert f"--genes {path}: empty gene list" in one_line(output)
+    assert snapshot(store) == before
+    assert not {"report", "trained", "built.zarr"} & {p.name for p in tmp_path.iterdir()}
+
+
+def test_query_uses_a_repeated_gene_once(tiny_store, tmp_path):
+    gene = Store(tiny_store).genes.index[0]
+    once, twice = tmp_path / "once.tsv", tmp_path / "twice.tsv"
+    pstore("query", "--store", str(tiny_store), "--gene", gene, "--out", str(once))
+    output = pstore("query", "--store", str(tiny_store), "--gene", gene, "--gene", gene, "--out", str(twice)).output
+    assert "Warning: 1 gene(s) given more than once" in output
+    assert twice.read_text() == once.read_text() and len(once.read_text().splitlines()) > 1
+
+
+def test_a_gene_list_from_a_pipe_is_read(tmp_path):
+    """`--genes <(...)` (a pipe, not a regular file) is read like a file, not refused as missing."""
+    import os
+
+    from performer_store.cli import _gene_list
+
+    read, write = os.pipe()
+    os.write(write, b"ENSG1.1\n# note\nENSG2.1\n")
+    os.close(write)
+    try:
+        assert _gene_list((), Path(f"/dev/fd/{read}")) == ("ENSG1.1", "ENSG2.1")
+    finally:
+        os.close(read)
