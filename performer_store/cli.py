@@ -184,20 +184,34 @@ def validate(store: Path, deep: bool) -> None:
 
 def _gene_list(gene_ids: tuple[str, ...], genes_file: Path | None) -> tuple[str, ...]:
     """Gene IDs from repeated --gene options and a --genes file (one per line; blank lines and # comments, indented
-    or after an ID, skipped), each once in first-seen order (a repeat is used once, with a warning)."""
+    or after an ID, skipped; `_gene_file`), each once in first-seen order (a repeat is used once, with a warning)."""
     from collections import Counter
-
-    from .inputs import require_file
 
     genes = list(gene_ids)
     if genes_file is not None:
-        require_file(genes_file, "gene list")
-        lines = (line.split("#", 1)[0].strip() for line in genes_file.read_text().splitlines())
-        genes += [line for line in lines if line]
+        genes += _gene_file(genes_file)
     repeated = [gene for gene, count in Counter(genes).items() if count > 1]
     if repeated:
         click.echo(f"Warning: {len(repeated)} gene(s) given more than once (first: {repeated[0]}); each is used once", err=True)
     return tuple(dict.fromkeys(genes))
+
+
+def _gene_file(path: Path) -> list[str]:
+    """The gene IDs of a --genes file (a regular file, or one read as a stream: a pipe, /dev/null); one without any
+    is an InputError (an empty list would mean every gene to some commands)."""
+    from .inputs import require_file
+
+    if path.is_file() or not path.exists() or path.is_dir():  # a stream (pipe, device) is read as it is
+        require_file(path, "gene list")
+    try:
+        lines = (line.split("#", 1)[0].strip() for line in path.read_text().splitlines())
+        genes = [line for line in lines if line]
+    except (OSError, UnicodeDecodeError) as error:
+        raise InputError(f"gene list {path}: cannot be read as text ({error}); give a file with one gene ID per line") from None
+    if not genes:
+        raise InputError(f"--genes {path}: empty gene list (no gene ID in it); give a file with one gene ID per line, "
+                         "or drop --genes")
+    return genes
 
 
 @main.command()
@@ -212,7 +226,8 @@ def _gene_list(gene_ids: tuple[str, ...], genes_file: Path | None) -> tuple[str,
               help="finetune: every layer but BatchNorm trains; transfer: the trunk is frozen and only the linear track trains.")
 @click.option("--config", "model_config", type=click.Choice(["tiny", "small", "full"]), help="Randomly initialized backbone of this size (Borzoi: tiny or full).")
 @click.option("--weights", type=PathArg, help="Pretrained backbone: a local directory (config.json + weights) or a .safetensors/.pt file.")
-@click.option("--name", help="Name of the run's results in the store (default: the --out directory's name); runs of several folds may share it.")
+@click.option("--name", help="Name of the run's results in the store (default: the --out directory's name); runs of several folds may share it. "
+              "Letters, digits, '.', '_', '-' (not first '.'); not enet, lasso or enformer.")
 @click.option("--window", type=click.IntRange(min=1), help="Window in bp (default: the store's); a shorter one is the centre of the stored window.")
 @click.option("--train-fraction", type=FiniteFloatRange(0, 1, min_open=True), default=1.0, show_default=True,
               help="Train on this share of the fold's train people (nested for one seed: 0.25 within 0.5 within 1), for learning curves; tune and test people are untouched.")
@@ -285,16 +300,29 @@ def model_choice(command: Callable) -> Callable:
     return command
 
 
-def _check_model_choice(base: bool, run_dir: Path | None) -> None:
-    """Exactly one of --run and --base."""
+def _check_model_choice(base: bool, run_dir: Path | None, name: str | None, **base_options: object) -> None:
+    """Exactly one of --run and --base; --name only with --run (and a results name), the base Enformer options
+    (weights, model_config, track, window: given as keywords) only with --base."""
+    from .results import check_name
+
     if base == (run_dir is not None):
         raise click.UsageError("give --run RUN or --base")
+    if base and name is not None:
+        raise InputError("--name applies to --run only: base Enformer's results are always named 'enformer'; drop --name")
+    if name is not None:
+        check_name(name, "--name")
+    given = [option for option, value in base_options.items() if value is not None]
+    if run_dir is not None and given:
+        flag = "--" + ("config" if given[0] == "model_config" else given[0])
+        raise InputError(f"{flag} applies to --base only (a run is read with the backbone, track and window it was "
+                         f"trained with); drop {flag}")
 
 
 @main.command()
 @click.option("--store", required=True, type=PathArg, help="Store whose people to predict.")
 @model_choice
-@click.option("--name", help="With --run: name of the results in the store (default: the run's name).")
+@click.option("--name", help="With --run: name of the results in the store (default: the results name recorded at "
+              "training, i.e. train's --name or its --out directory's name; a copied run keeps the original's).")
 @click.option("--micro-batch", type=click.IntRange(min=1), default=32, show_default=True)
 @click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--device", **DEVICE)
@@ -316,9 +344,9 @@ def evaluate(store: Path, run_dir: Path | None, base: bool, weights: Path | None
     """
     from .evaluate import EvaluateConfig, evaluate_base, evaluate_run, mean_metrics
 
-    _check_model_choice(base, run_dir)
+    _check_model_choice(base, run_dir, name, weights=weights, model_config=model_config, track=track, window=window)
     if reference:
-        _evaluate_reference(store, run_dir, weights, model_config, track, window, _gene_list(gene_ids, genes_file), device)
+        _evaluate_reference(store, run_dir, name, weights, model_config, track, window, _gene_list(gene_ids, genes_file), device)
         return
     config = EvaluateConfig(store=store, genes=_gene_list(gene_ids, genes_file), micro_batch=micro_batch, workers=workers, device=device)
     table = evaluate_base(config, weights, model_config, track, window) if base else evaluate_run(config, run_dir, name)
@@ -330,15 +358,15 @@ def evaluate(store: Path, run_dir: Path | None, base: bool, weights: Path | None
         click.echo(f"{setting}: {part['gene_id'].nunique()} genes, mean r {means['pearson_r']:.4f}, mean R2 {means['r2']:.4f}")
 
 
-def _evaluate_reference(store: Path, run_dir: Path | None, weights: Path | None, model_config: str | None, track: int | None,
-                        window: int | None, genes: tuple[str, ...], device: str) -> None:
+def _evaluate_reference(store: Path, run_dir: Path | None, name: str | None, weights: Path | None, model_config: str | None,
+                        track: int | None, window: int | None, genes: tuple[str, ...], device: str) -> None:
     """`pstore evaluate --reference`: reference-window predictions and the across-gene correlation, printed."""
     from .ism import enformer_model, performer_model
     from .reference import MIN_GENES, evaluate_reference
     from .store import Store
 
     opened = Store(store)
-    model = performer_model(run_dir, opened) if run_dir else enformer_model(opened, weights, model_config, track, window)
+    model = performer_model(run_dir, opened, name) if run_dir else enformer_model(opened, weights, model_config, track, window)
     table, correlation = evaluate_reference(store, model, genes, run_dir, device)
     click.echo(table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     for row in correlation.itertuples():
@@ -352,6 +380,8 @@ def _evaluate_reference(store: Path, run_dir: Path | None, weights: Path | None,
 @main.command()
 @click.option("--store", required=True, type=PathArg, help="Store built by `pstore build`; scores go to genes/<gene>/ism/<model>.")
 @model_choice
+@click.option("--name", help="With --run: name of the scores in the store (default: the results name recorded at training, "
+              "i.e. train's --name or its --out directory's name).")
 @click.option("--batch", type=click.IntRange(min=1), default=32, show_default=True, help="SNVs per forward pass (lower it on CPU for the full-size model).")
 @click.option("--exact-full", is_flag=True, help="Whole-window forward passes instead of the conv-tower splice (slower; same scores up to float rounding).")
 @click.option("--bf16", is_flag=True, help="bf16 autocast (CUDA only). Default: float32.")
@@ -359,8 +389,8 @@ def _evaluate_reference(store: Path, run_dir: Path | None, weights: Path | None,
 @click.option("--force", is_flag=True, help="Score genes again even when their scores for these folds and method are stored.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def ism(store: Path, run_dir: Path | None, base: bool, weights: Path | None, model_config: str | None, track: int | None,
-        window: int | None, gene_ids: tuple[str, ...], genes_file: Path | None, batch: int, exact_full: bool, bf16: bool,
-        device: str, force: bool, quiet: bool) -> None:
+        window: int | None, gene_ids: tuple[str, ...], genes_file: Path | None, name: str | None, batch: int, exact_full: bool,
+        bf16: bool, device: str, force: bool, quiet: bool) -> None:
     """In-silico mutagenesis: ALT minus REF prediction of every SNV in each gene's variant table.
 
     Per gene, the reference window (cropped to the model's window, centred, when the model reads a shorter one)
@@ -373,11 +403,11 @@ def ism(store: Path, run_dir: Path | None, base: bool, weights: Path | None, mod
     from .ism import IsmConfig, enformer_model, performer_model, run_ism
     from .store import Store
 
-    _check_model_choice(base, run_dir)
+    _check_model_choice(base, run_dir, name, weights=weights, model_config=model_config, track=track, window=window)
     config = IsmConfig(store=store, genes=_gene_list(gene_ids, genes_file), batch=batch, method="full" if exact_full else "splice",
                        device=device, bf16=bf16, force=force, progress=not quiet)
     opened = Store(store)
-    model = enformer_model(opened, weights, model_config, track, window) if base else performer_model(run_dir, opened)
+    model = enformer_model(opened, weights, model_config, track, window) if base else performer_model(run_dir, opened, name)
     table = run_ism(config, model)
     scored = table[table["status"] == "scored"]
     click.echo(f"{store}: scored {scored['scored'].sum()} SNVs of {len(scored)} genes with {model.name} ({config.method}, "
@@ -561,10 +591,11 @@ def query_command(store: Path, fold: int, gene_ids: tuple[str, ...], min_maf: fl
     if min_maf is not None and max_maf is not None and min_maf > max_maf:
         raise click.BadParameter(f"{min_maf} is above --max-maf {max_maf}, which keeps no SNV; give --min-maf <= --max-maf",
                                  param_hint="--min-maf")
+    genes = _gene_list(gene_ids, None)
     if scheduler:
         from distributed import Client
     with Client(scheduler) if scheduler else nullcontext() as client:
-        table = query(store, fold, gene_ids, min_maf, max_maf, flags, client)
+        table = query(store, fold, genes, min_maf, max_maf, flags, client)
     write_table(table, out)
     click.echo(f"wrote {out}: {len(table)} variants of {table['gene_id'].nunique()} genes (fold {fold})")
 

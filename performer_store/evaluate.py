@@ -31,11 +31,10 @@ from .masking import resolve_mask
 from .model import (CAGE_TRACKS, Readout, cage_prediction, check_window, enformer_from_config, enformer_from_weights,
                     load_checkpoint)
 from .predict import check_finite, gene_metrics, predict
-from .results import blank_result, read_result, write_result
+from .results import RESERVED_NAMES, blank_result, check_name, read_result, write_result
 from .store import NoStore, Store
 from .train import choose_device, store_identity
 
-RESERVED_NAMES = ("enet", "lasso", "enformer")
 RUN_DIVERGED = "its weights are not finite or far too large (diverged training, a damaged file): train anew with a lower --lr into another --out"
 BASE_DIVERGED = "its weights are not finite or far too large: check the --weights directory (a damaged or wrong file)"
 
@@ -89,12 +88,17 @@ def fold_values(store: Store, fold: int, row: np.ndarray, r: float, r2: float, s
 
 
 def load_run(run: Path, store: Store, name: str | None = None) -> tuple[Readout, dict[str, Any]]:
-    """A run's best checkpoint and metadata; refused when its window is wider than the store's or its name is reserved."""
+    """A run's best checkpoint and metadata; refused when its window is wider than the store's or its name (`name`,
+    else the one recorded at training) is reserved or not a results name (`results.check_name`)."""
+    if name is not None:
+        check_name(name, "--name")
     path = Path(run) / "best.pt"
     stamp = checkpoint_stamp(path)  # before loading: a save in between makes results look stale, never current
     model, meta, _ = load_checkpoint(path)
     if meta["window"] > store.window:
         raise InputError(f"run {run}: its model reads {meta['window']} bp windows but store {store.path} holds {store.window} bp; build the store with --window {meta['window']}")
+    if name is None:
+        check_name(meta["name"], f"run {run}: the results name recorded at training", "give --name")
     if (name or meta["name"]) in RESERVED_NAMES:
         raise InputError(f"run {run}: the name {name or meta['name']!r} is reserved for a baseline; give --name (or retrain with --name)")
     return model, {**meta, "checkpoint": stamp}
@@ -146,12 +150,16 @@ def evaluate_run(config: EvaluateConfig, run: Path, name: str | None = None) -> 
     """
     store = Store(config.store)
     model, meta = load_run(run, store, name)
-    name = name or meta["name"]
+    named, name = name is not None, name or meta["name"]
     if meta["store"] != store_identity(store):
+        for gene_id in [] if named else resolve_genes(store, config.genes):
+            check_not_copied(store, gene_id, name, run, meta)
         return evaluate_cross(config, run, store, model, meta, name)
     genes = list(config.genes) or list(store.genes.index)
     for gene_id in genes:
         check_keeps_hop(store, gene_id, name, run, meta)
+        if not named:
+            check_not_copied(store, gene_id, name, run, meta)
     rows = {g: np.concatenate(list(held_out_rows(store, g, meta["fold"]).values())) for g in genes}
     predictions = _predict_people(config, model, meta, store, rows)
     check_predictions(predictions, run, meta)
@@ -185,6 +193,22 @@ def check_keeps_hop(store: Store, gene_id: str, name: str, run: Path, meta: dict
     if other and other != str(Path(run).resolve()) and found[1].get("settings", {}).get(fold) == "HOP":
         raise InputError(f"store {store.path}: gene {gene_id} fold {fold} holds result {name!r} of run {other}, which trained on "
                          f"it, and run {run} did not; give --name to keep both, or --gene for the genes this run trained on")
+
+
+def check_not_copied(store: Store, gene_id: str, name: str, run: Path, meta: dict[str, Any],
+                     group: str = schemas.RESULTS_GROUP) -> None:
+    """Under the results name recorded at training (no --name), a run may not replace a fold that another run
+    directory, still there with its best.pt, wrote in the same setting (HOP, HOGP, ...): a copy (cp -r A B) records
+    A's name and would take over A's results. A moved run (its old directory gone) takes its results over, and a
+    run's HOP result replaces another run's HOGP one (single-gene runs sharing a name)."""
+    found = read_result(store.path, gene_id, name, group)
+    fold, here = str(meta["fold"]), Path(run).resolve()
+    other = found[1].get("runs", {}).get(fold) if found else None
+    same_setting = found is not None and found[1].get("settings", {}).get(fold) == gene_settings(meta, store, [gene_id])[gene_id]
+    if other and other != str(here) and same_setting and (Path(other) / "best.pt").is_file():
+        raise InputError(f"store {store.path}: genes/{gene_id}/{group}/{name} fold {fold} was made by run {other}, which still "
+                         f"exists, and run {run} records the same results name (a copy of it?); give --name {here.name} to keep "
+                         f"both, or --name {name} to replace them")
 
 
 def run_store_path(run: Path) -> str | None:

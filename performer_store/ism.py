@@ -31,8 +31,8 @@ from tqdm.auto import tqdm
 
 from . import schemas
 from .encode import base_codes
-from .evaluate import (base_settings, check_keeps_hop, gene_settings, load_base, load_run, made_by, made_with, model_source,
-                       run_attrs)
+from .evaluate import (base_settings, check_keeps_hop, check_not_copied, gene_settings, load_base, load_run, made_by, made_with,
+                       model_source, run_attrs)
 from .inputs import InputError
 from .loader import GeneReader
 from .model import Readout
@@ -61,7 +61,8 @@ class IsmConfig:
 class IsmModel:
     """A model to score with: its name in the store, kind, the folds its scores fill, its window, the module to
     put on a device, its readout from (batch, bins, features) embeddings to (batch,) predictions, what its results
-    record of it, and for a run its directory and checkpoint metadata (None for base Enformer)."""
+    record of it, for a run its directory and checkpoint metadata (None for base Enformer), and whether its name was
+    given (--name) rather than recorded at training."""
 
     name: str
     kind: str
@@ -73,6 +74,7 @@ class IsmModel:
     run: Path | None = None
     meta: dict[str, Any] | None = None
     settings: dict[str, str] | None = None
+    named: bool = False
 
     @property
     def trunk(self) -> nn.Module:
@@ -103,9 +105,12 @@ class IsmModel:
         check_finite(values, gene_id, *model_source(self.run, self.attrs))
 
     def check_keeps_hop(self, store: Store, gene_id: str, group: str) -> None:
-        """A run may not replace a result another run made on its own gene under the same name (`evaluate.check_keeps_hop`)."""
+        """A run may not replace a result another run made on its own gene under the same name (`evaluate.check_keeps_hop`),
+        nor, under its recorded name, one of a run it was copied from (`evaluate.check_not_copied`)."""
         if self.run is not None and self.meta is not None:
             check_keeps_hop(store, gene_id, self.name, self.run, self.meta, group)
+            if not self.named:
+                check_not_copied(store, gene_id, self.name, self.run, self.meta, group)
 
 
 def centre_track(head: nn.Module, embeddings: torch.Tensor) -> torch.Tensor:
@@ -120,11 +125,12 @@ def cage_sum(head: nn.Module, track: int, embeddings: torch.Tensor) -> torch.Ten
     return head(embeddings[:, centre - 1 : centre + 2])[..., track].sum(dim=1)
 
 
-def performer_model(run: Path, store: Store) -> IsmModel:
-    """A run's best checkpoint (either backbone and mode); its scores fill the run's fold."""
-    model, meta = load_run(run, store)
-    return IsmModel(meta["name"], "performer", (meta["fold"],), meta["window"], model, partial(centre_track, model.head),
-                    run_attrs(run, meta), Path(run), meta, gene_settings(meta, store, list(store.genes.index)))
+def performer_model(run: Path, store: Store, name: str | None = None) -> IsmModel:
+    """A run's best checkpoint (either backbone and mode), under `name` (default the name recorded at training); its
+    scores fill the run's fold."""
+    model, meta = load_run(run, store, name)
+    return IsmModel(name or meta["name"], "performer", (meta["fold"],), meta["window"], model, partial(centre_track, model.head),
+                    run_attrs(run, meta), Path(run), meta, gene_settings(meta, store, list(store.genes.index)), name is not None)
 
 
 def enformer_model(store: Store, weights: Path | None, model_config: str | None, track: int | None,

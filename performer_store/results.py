@@ -10,6 +10,7 @@ directory and renames it into place complete, under the store lock.
 from __future__ import annotations
 
 import os
+import re
 from contextlib import suppress
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -22,6 +23,22 @@ from .inputs import InputError, make_directory, writing
 from .store import gene_path, is_complete, publish, staging_path, store_lock, write_array
 
 NOT_RUN = "not run"
+
+RESERVED_NAMES = ("enet", "lasso", "enformer")
+"""Results names of the baselines (`pstore enet`, `pstore evaluate --base`): no run may take them."""
+
+RESULT_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")
+"""A results name: one path component of letters, digits, '.', '_' and '-', not starting with '.' (so never '.'
+or '..', which would name the whole results directory or the gene's), at most 128 characters."""
+
+
+def check_name(name: str, source: str, fix: str = "") -> str:
+    """`name` when it is a safe results name (`RESULT_NAME`), else one InputError naming its `source` (the option, or
+    the run it came from), the rule and the `fix` (e.g. 'give --name')."""
+    if not RESULT_NAME.fullmatch(name):
+        raise InputError(f"{source} {name!r}: not a results name; use letters, digits, '.', '_' and '-', not starting "
+                         f"with '.', at most 128 characters{'; ' + fix if fix else ''}")
+    return name
 
 
 TEMPORARY_NAME_BYTES = 240
@@ -54,7 +71,11 @@ def replace_atomically(path: Path, write: Callable[[Path], Any]) -> None:
 
 
 def result_path(store: Path, gene_id: str, model: str, group: str = schemas.RESULTS_GROUP) -> Path:
-    """Directory of one model's result group (`results`, or `ism` for ISM scores) for one gene."""
+    """Directory of one model's result group (`results`, or `ism` for ISM scores) for one gene; a name that is not
+    one path component ('', '.', '..', a '/') is refused, so nothing can stand for the results directory itself
+    (names written must also be `check_name`'s; older results with other characters stay readable)."""
+    if model in ("", ".", "..") or "/" in model or "\0" in model:
+        check_name(model, "results name")
     return gene_path(store, gene_id) / group / model
 
 
@@ -110,8 +131,10 @@ def write_result(store: Path, gene_id: str, model: str, kind: str, folds: Sequen
     """Store the given folds' rows of `values` as `model`'s result for a gene, keeping its other folds.
 
     Attributes are merged into the stored ones (dict values key by key), `kind` is set and `folds` becomes
-    the union of the folds run so far.
+    the union of the folds run so far. A `model` name that `check_name` refuses is an InputError before anything
+    is written.
     """
+    check_name(model, "results name")
     layout = _layout(specs)
     if set(values) != set(layout):
         raise AssertionError(f"result arrays {sorted(values)} do not match the layout {sorted(layout)}")

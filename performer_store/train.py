@@ -35,7 +35,7 @@ from .masking import masked_positions, parse_mask, resolve_mask
 from .model import (MODES, Readout, backbone, build_readout, check_checkpointing, check_mode, load_checkpoint,
                     recompute_activations, save_checkpoint)
 from .predict import autocast, gene_metrics, predict
-from .results import replace_atomically
+from .results import RESERVED_NAMES, check_name, replace_atomically
 from .store import Store
 
 
@@ -304,6 +304,16 @@ def stopped(state: TrainState, config: TrainConfig) -> bool:
     return state.epoch >= config.max_epochs or state.stale_epochs >= config.patience
 
 
+def check_run_name(config: TrainConfig) -> None:
+    """Refuse, before training, a results name (--name, default the --out directory's name) that `pstore evaluate`
+    would refuse: not a results name (`results.check_name`), or a baseline's (`results.RESERVED_NAMES`)."""
+    name = config.name if config.name is not None else config.out.name
+    source = "--name" if config.name is not None else f"--out {config.out}: its directory's name (the default results name)"
+    check_name(name, source, "give --name" if config.name is None else "")
+    if name in RESERVED_NAMES:
+        raise InputError(f"{source} {name!r}: reserved for a baseline ({', '.join(RESERVED_NAMES)}); give another --name")
+
+
 RUN_FILES = ("run.json", "last.pt", "best.pt", "metrics.jsonl")
 """What makes a directory hold a run (another run's files are never overwritten without --resume)."""
 
@@ -324,6 +334,7 @@ def check_train_people(train_rows: dict[str, np.ndarray], config: TrainConfig) -
 
 def train(config: TrainConfig) -> TrainState:
     """Fine-tune until early stopping or max epochs; returns the run's history and best epoch."""
+    check_run_name(config)
     distributed = Distributed(config.device)
     store = Store(config.store)
     window = config.window or store.window

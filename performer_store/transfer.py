@@ -23,7 +23,7 @@ from . import schemas
 from .crosscohort import (CROSS_SPECS, GeneMatch, check_result_name, cross_values, match_genes, resolve_genes, seen_people,
                           source_record)
 from .inputs import InputError
-from .results import read_result, write_result
+from .results import check_name, read_result, write_result
 from .store import Store
 from .train import store_identity
 
@@ -145,7 +145,10 @@ def run_transfer(store: Path, source: Path, genes: Sequence[str] = (), folds: Se
                  model: str = "enet", name: str | None = None) -> TransferReport:
     """Predict a store's people with another store's linear models; returns the report (genes done are skipped)."""
     target, origin = Store(store), Store(source)
-    name = name or f"{model}_from_{origin.path.name.removesuffix('.zarr')}"
+    if name is not None:
+        check_name(name, "--name")
+    name = name or check_name(f"{model}_from_{origin.path.name.removesuffix('.zarr')}",
+                              f"--from-store {source}: the default results name", "give --name")
     _check_stores(target, origin, model, name)
     folds = sorted(set(range(target.root["sample_split"].shape[0]) if folds is None else folds))
     for fold in folds:

@@ -212,8 +212,9 @@ def test_cli_writes_scores_aligned_with_the_variant_table(ism_store, ism_run, tm
 
 def test_scores_are_redone_for_another_run_or_a_new_save_and_kept_for_the_run_that_trained(ism_store, tmp_path):
     """Single-gene runs sharing a name: one scoring every gene is refused where the other trained, and that
-    gene's scores stay the other run's; a copy of a run, or a run whose best.pt was saved again, scores anew
-    instead of taking the stored scores as its own."""
+    gene's scores stay the other run's; a copy of a run is refused under the name it copied while the original
+    is there, and with that --name given, or a run whose best.pt was saved again, scores anew instead of taking
+    the stored scores as its own."""
     store = tmp_path / "store.zarr"
     shutil.copytree(ism_store, store)
     first, second = Store(store).genes.index
@@ -227,12 +228,13 @@ def test_scores_are_redone_for_another_run_or_a_new_save_and_kept_for_the_run_th
     assert read_result(store, second, "shared", schemas.ISM_GROUP) is None
     copy = tmp_path / "copy"
     shutil.copytree(runs[first], copy)
-    assert "scored 11 SNVs of 1 genes" in pstore(*ism, str(copy), "--gene", first).output
+    assert "records the same results name (a copy of it?)" in pstore(*ism, str(copy), "--gene", first, expect=1).output
+    assert "scored 11 SNVs of 1 genes" in pstore(*ism, str(copy), "--gene", first, "--name", "shared").output
     assert read_result(store, first, "shared", schemas.ISM_GROUP)[1]["runs"] == {"1": str(copy.resolve())}
-    assert "1 genes already complete" in pstore(*ism, str(copy), "--gene", first).output
+    assert "1 genes already complete" in pstore(*ism, str(copy), "--gene", first, "--name", "shared").output
     saved = (copy / "best.pt").stat()
     os.utime(copy / "best.pt", ns=(saved.st_atime_ns, saved.st_mtime_ns + 10**9))  # as resumed training's new best would
-    assert "scored 11 SNVs of 1 genes" in pstore(*ism, str(copy), "--gene", first).output
+    assert "scored 11 SNVs of 1 genes" in pstore(*ism, str(copy), "--gene", first, "--name", "shared").output
 
 
 def test_a_run_of_another_store_never_replaces_a_run_that_trained_here(ism_store, tmp_path):
