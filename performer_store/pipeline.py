@@ -579,13 +579,15 @@ def run_training(config: PipelineConfig, runs: list[Run], store: Store) -> None:
 
 
 def evaluated(store: Path, run: Run, gene_id: str, name: str | None = None) -> bool:
-    """Whether the store holds this run's result (under its name or `name`) for the gene and fold, made by its
-    current best checkpoint (resumed training that moved it makes the result stale)."""
+    """Whether the store holds this run's result (under its name, or a cross-cohort `name`) for the gene and fold,
+    made by its current best checkpoint (resumed training that moved it makes the result stale) and, cross-cohort,
+    with the people the run saw left out (results from before that check are made again)."""
     from .evaluate import current_source, made_by
     from .results import read_result
 
     result = read_result(store, gene_id, name or run.name)
-    return result is not None and made_by(result[1], current_source(run.out, run.fold), run.fold)
+    return (result is not None and made_by(result[1], current_source(run.out, run.fold), run.fold)
+            and (name is None or str(run.fold) in result[1].get("seen_in_training", {})))  # cross-cohort: people checked
 
 
 def run_evaluation(config: PipelineConfig, runs: list[Run], store_genes: list[str]) -> None:

@@ -275,6 +275,10 @@ other_stores = ["{other.name}"]
     before = (other / "genes" / gene_b / "results" / "perf_a_from_a" / "zarr.json").stat().st_mtime_ns
     run_cross_cohort(config, [run])
     assert (other / "genes" / gene_b / "results" / "perf_a_from_a" / "zarr.json").stat().st_mtime_ns == before
+    # a result from before the people check (no seen_in_training) is made again, not taken as done
+    zarr.open_group(str(other / "genes" / gene_b / "results" / "perf_a_from_a"), mode="r+").attrs.update({"seen_in_training": {}})
+    run_cross_cohort(config, [run])
+    assert read_result(other, gene_b, "perf_a_from_a")[1]["seen_in_training"] == {"1": 0}
 
 
 def nan_run(run: Path, tmp_path: Path) -> Path:
