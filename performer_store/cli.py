@@ -546,18 +546,15 @@ def query_command(store: Path, fold: int, gene_ids: tuple[str, ...], min_maf: fl
                   flags: tuple[str, ...], scheduler: str | None, out: Path) -> None:
     """Export variant weights: per gene and SNV, position, alleles, MAF, signed TSS distance, elastic-net
     coefficient, each model's ISM score, and its HSV and driver flags (see `performer_store.analysis`)."""
-    from contextlib import nullcontext
-
     from .analysis import query
     from .compare import write_table
+    from .parallel import connected
 
     _check_table_out(out)
     if min_maf is not None and max_maf is not None and min_maf > max_maf:
         raise click.BadParameter(f"{min_maf} is above --max-maf {max_maf}, which keeps no SNV; give --min-maf <= --max-maf",
                                  param_hint="--min-maf")
-    if scheduler:
-        from distributed import Client
-    with Client(scheduler) if scheduler else nullcontext() as client:
+    with connected(scheduler) as client:
         table = query(store, fold, gene_ids, min_maf, max_maf, flags, client)
     write_table(table, out)
     click.echo(f"wrote {out}: {len(table)} variants of {table['gene_id'].nunique()} genes (fold {fold})")
