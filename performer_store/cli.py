@@ -446,6 +446,7 @@ def enet(store: Path, gene_ids: tuple[str, ...], folds: str | None, model: str, 
     (swapped alleles count A's ALT; a variant this store lacks contributes 0); the share of each model's
     non-zero coefficients found is stored and printed. Windows must be as long in both stores.
     """
+    gene_ids = _gene_list(gene_ids, None)
     if from_store is not None:
         return _enet_transfer(store, from_store, gene_ids, _fold_list(folds), model, name)
     from .enet import run_enet

@@ -188,7 +188,7 @@ def plan_enet(store: Store, genes: Sequence[str], folds: Sequence[int] | None, m
     folds = sorted(set(range(n_folds) if folds is None else folds))
     for fold in folds:
         store.split(fold)  # refuses folds the store does not have
-    genes = list(genes) or list(store.genes.index)
+    genes = list(dict.fromkeys(genes)) or list(store.genes.index)
     store.check_genes(genes)
     tasks = []
     for gene_id in genes:
@@ -206,7 +206,7 @@ def run_enet(store: Path, genes: Sequence[str] = (), folds: Sequence[int] | None
     opened = Store(store)
     tasks = plan_enet(opened, genes, folds, model, solver)
     map_tasks(fit_gene, tasks, workers=workers, scheduler=scheduler, progress=progress, desc=model)
-    return fold_table(opened, list(genes) or list(opened.genes.index), model, folds), len(tasks)
+    return fold_table(opened, list(dict.fromkeys(genes)) or list(opened.genes.index), model, folds), len(tasks)
 
 
 def fold_table(store: Store, genes: Sequence[str], model: str, folds: Sequence[int] | None = None) -> pd.DataFrame:

@@ -237,3 +237,15 @@ def test_early_exit_waits_out_a_rise_from_the_null_model(few_people):
             rising = np.diff(whole.mean_mse[:6]) > 0
             from_null += bool(rising.all() and whole.mean_mse.argmin() > 0)
     assert from_null >= 1  # the case that needs the wait is in this cohort
+
+
+def test_a_gene_given_twice_is_fitted_once(tiny_store, tmp_path):
+    """--gene X --gene X: the warning other commands give, X fitted once and its folds counted once."""
+    store = tmp_path / "store.zarr"
+    shutil.copytree(tiny_store, store)
+    result = pstore("enet", "--store", str(store), "--gene", "ENSG00000000004.1", "--gene", "ENSG00000000004.1", "--folds", "1", "--quiet")
+    assert "Warning: 1 gene(s) given more than once (first: ENSG00000000004.1); each is used once" in result.output
+    assert "fitted 1 genes, 0 already complete" in result.output
+    assert "folds: 1 no variants" in result.output
+    assert enet.plan_enet(Store(store), ["ENSG00000000001.1"] * 2, [0], "enet", "early") == [
+        enet.EnetTask(store, "ENSG00000000001.1", "enet", (0,), "early")]
