@@ -410,9 +410,13 @@ def _fold_list(value: str | None) -> tuple[int, ...] | None:
     if value is None:
         return None
     try:
-        return tuple(int(part) for part in value.split(",") if part.strip())
+        folds = tuple(int(part) for part in value.split(",") if part.strip())
     except ValueError:
         raise click.BadParameter(f"{value!r}: give fold numbers separated by commas, e.g. 0,1,2", param_hint="--folds") from None
+    if not folds:
+        raise click.BadParameter(f"{value!r} names no fold; give fold numbers separated by commas, e.g. 0,1,2, or leave "
+                                 "--folds out for every fold", param_hint="--folds")
+    return folds
 
 
 @main.command()
@@ -449,6 +453,9 @@ def enet(store: Path, gene_ids: tuple[str, ...], folds: str | None, model: str, 
     gene_ids = _gene_list(gene_ids, None)
     if from_store is not None:
         return _enet_transfer(store, from_store, gene_ids, _fold_list(folds), model, name)
+    if name is not None:
+        raise click.BadParameter("applies to --from-store only (fitted results are named by --model: enet or lasso); "
+                                 "drop --name, or add --from-store STORE", param_hint="--name")
     from .enet import run_enet
 
     table, fitted = run_enet(store, gene_ids, _fold_list(folds), model, solver, workers, scheduler, progress=not quiet)

@@ -185,6 +185,8 @@ def plan_enet(store: Store, genes: Sequence[str], folds: Sequence[int] | None, m
     if solver not in SOLVERS:
         raise InputError(f"--solver {solver}: unknown; choose one of {', '.join(SOLVERS)}")
     n_folds = store.root["sample_split"].shape[0]
+    if folds is not None and not folds:
+        raise InputError(f"--folds: no fold given; give fold numbers separated by commas (0-{n_folds - 1}), or leave it out for every fold")
     folds = sorted(set(range(n_folds) if folds is None else folds))
     for fold in folds:
         store.split(fold)  # refuses folds the store does not have

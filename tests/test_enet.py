@@ -249,3 +249,17 @@ def test_a_gene_given_twice_is_fitted_once(tiny_store, tmp_path):
     assert "folds: 1 no variants" in result.output
     assert enet.plan_enet(Store(store), ["ENSG00000000001.1"] * 2, [0], "enet", "early") == [
         enet.EnetTask(store, "ENSG00000000001.1", "enet", (0,), "early")]
+
+
+def test_options_that_would_do_nothing_are_refused(tiny_store, tmp_path):
+    """--name without --from-store, an empty --folds: one-line errors, nothing written."""
+    store = tmp_path / "store.zarr"
+    shutil.copytree(tiny_store, store)
+    name = pstore("enet", "--store", str(store), "--name", "foo", expect=2)
+    assert "Invalid value for --name: applies to --from-store only" in name.output and "drop --name, or add --from-store" in name.output
+    for empty in ("", ","):
+        folds = pstore("enet", "--store", str(store), "--folds", empty, expect=2)
+        assert "names no fold; give fold numbers separated by commas" in folds.output
+    with pytest.raises(enet.InputError, match="--folds: no fold given"):
+        enet.plan_enet(Store(store), [], [], "enet", "early")
+    assert not any((store / "genes" / g / "results").exists() for g in Store(store).genes.index)
