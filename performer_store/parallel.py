@@ -79,12 +79,26 @@ def connect(address: str) -> Client:
 
     timeout = dask.config.get("distributed.comm.timeouts.connect")
     fix = "start one (`dask scheduler`) and give the address it prints, e.g. tcp://HOST:8786"
+    before = _default_client()
     try:
         return Client(address, timeout=timeout)
-    except ValueError as error:
-        raise InputError(f"--scheduler {address}: not a scheduler address ({_first_line(error)}); {fix}") from None
-    except (OSError, TimeoutError) as error:
+    except (ValueError, OSError, TimeoutError) as error:
+        failed = _default_client()
+        if failed is not None and failed is not before:
+            failed.close()  # a Client that failed to start stays dask's default (and its scheduler) until closed
+        if isinstance(error, ValueError):
+            raise InputError(f"--scheduler {address}: not a scheduler address ({_first_line(error)}); {fix}") from None
         raise InputError(f"--scheduler {address}: no dask scheduler answered there within {timeout} ({_first_line(error)}); {fix}") from None
+
+
+def _default_client() -> Client | None:
+    """dask.distributed's default Client, or None when there is none."""
+    from distributed import default_client
+
+    try:
+        return default_client()
+    except ValueError:
+        return None
 
 
 def _first_line(error: BaseException) -> str:

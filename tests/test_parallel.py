@@ -57,12 +57,15 @@ def test_a_scheduler_address_nothing_answers_at_is_a_one_line_error(tiny, tiny_s
     import shutil
 
     import dask
+    import dask.array
     from conftest import build_args, pstore
 
     from performer_store.inputs import InputError
     from performer_store.parallel import connect
     from performer_store.store import Store
     from performer_store.validate import validate_store
+
+    import distributed  # noqa: F401 (its config defaults, before dask.config.set below: leaving the block restores them)
 
     unreachable = f"tcp://127.0.0.1:{unused_port()}"
     store = tmp_path / "store.zarr"
@@ -82,3 +85,5 @@ def test_a_scheduler_address_nothing_answers_at_is_a_one_line_error(tiny, tiny_s
             assert "start one (`dask scheduler`) and give the address it prints" in result.output
     assert not (tmp_path / "q.tsv").exists() and validate_store(store) == [] and len(Store(store).genes) == 4
     assert not (store / "genes" / "ENSG00000000001.1" / "results").exists()
+    assert dask.config.get("scheduler", None) is None  # the failed Clients left dask's default scheduler alone
+    assert dask.array.ones(3).sum().compute() == 3
