@@ -36,7 +36,7 @@ from .inputs import (
     select_genes,
     strip_version,
 )
-from .parallel import map_tasks
+from .parallel import connected, map_tasks
 from .store import (
     check_format,
     complete_gene_ids,
@@ -416,7 +416,7 @@ def build_store(config: BuildConfig) -> BuildReport:
     plan = plan_build(config)
     if config.force:
         _check_removable(config.store)
-    with store_lock(config.store):
+    with connected(config.scheduler) as scheduler, store_lock(config.store):  # a bad --scheduler is refused before anything is written
         if config.force:
             _empty(config.store)
         prepare_root(config, plan)
@@ -426,7 +426,7 @@ def build_store(config: BuildConfig) -> BuildReport:
         report = BuildReport(config.store, len(plan.people), plan.samples_report,
                              skipped=[t.gene.gene_id for t in plan.tasks if t.gene.gene_id in done], left_out=plan.left_out)
         try:
-            results = map_tasks(build_gene, todo, workers=config.workers, scheduler=config.scheduler, progress=config.progress)
+            results = map_tasks(build_gene, todo, workers=config.workers, scheduler=scheduler, progress=config.progress)
         finally:
             write_gene_index(config.store)  # genes published before an error stay listed: the store stays valid
         report.built = [t.gene.gene_id for t in todo]

@@ -442,9 +442,13 @@ def _fold_list(value: str | None) -> tuple[int, ...] | None:
     if value is None:
         return None
     try:
-        return tuple(int(part) for part in value.split(",") if part.strip())
+        folds = tuple(int(part) for part in value.split(",") if part.strip())
     except ValueError:
         raise click.BadParameter(f"{value!r}: give fold numbers separated by commas, e.g. 0,1,2", param_hint="--folds") from None
+    if not folds:
+        raise click.BadParameter(f"{value!r} names no fold; give fold numbers separated by commas, e.g. 0,1,2, or leave "
+                                 "--folds out for every fold", param_hint="--folds")
+    return folds
 
 
 @main.command()
@@ -453,22 +457,25 @@ def _fold_list(value: str | None) -> tuple[int, ...] | None:
 @click.option("--folds", help="Folds to fit, comma-separated (e.g. 0,1,2). Default: every fold of the store.")
 @click.option("--model", type=click.Choice(["enet", "lasso"]), default="enet", show_default=True,
               help="enet: ElasticNetCV, l1_ratio 0.5; lasso: LassoCV. Results go to genes/<gene>/results/<model>.")
-@click.option("--solver", type=click.Choice(["early", "gram", "sklearn"]), default="early", show_default=True,
+@click.option("--solver", type=click.Choice(["early", "gram", "sklearn"]),
               help="early: scikit-learn's Gram coordinate descent down the alpha grid until the validation error has "
-                   "clearly risen past its minimum; gram: the same over the whole grid; sklearn: scikit-learn's defaults.")
+                   "clearly risen past its minimum; gram: the same over the whole grid; sklearn: scikit-learn's defaults. "
+                   "Default: early for folds not yet fitted, stored folds kept whatever their solver; a named solver "
+                   "refuses requested folds stored with another one (--force refits them).")
+@click.option("--force", is_flag=True, help="Refit the requested folds (replacing the stored ones), with --solver (default early).")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="Local worker processes (1 = fit in this process).")
 @click.option("--scheduler", help="Address of a running dask.distributed scheduler (store path must be shared).")
 @click.option("--from-store", type=PathArg, help="Fit nothing: this other store's --model results predict every person of --store (cross-cohort).")
 @click.option("--name", help="With --from-store: name of the results in --store (default: <model>_from_<other store's name>).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def enet(store: Path, gene_ids: tuple[str, ...], folds: str | None, model: str, solver: str, workers: int,
+def enet(store: Path, gene_ids: tuple[str, ...], folds: str | None, model: str, solver: str | None, force: bool, workers: int,
          scheduler: str | None, from_store: Path | None, name: str | None, quiet: bool) -> None:
     """Elastic-net (or lasso) baselines per gene and fold, on the same people as the deep models.
 
     Per gene and fold: the 0/1/2 ALT dosage of every SNV in the window (missing = 0), the fold's train people
     with a target, VarianceThreshold + ElasticNetCV (100 alphas, 5-fold inner CV, max_iter 2000). Stored:
     coefficients aligned with the variant table, intercept, alpha, predictions of the tune and test people,
-    test Pearson r and R2. Folds already in the store are kept and skipped; a killed run resumes.
+    test Pearson r and R2. Folds already in the store are kept and skipped (--force refits them); a killed run resumes.
 
     A fold with fewer than 10 train people predicts nothing; with no SNV varying among its train people, or a
     constant target, it predicts the train mean with NaN metrics; its status says which.
@@ -480,12 +487,21 @@ def enet(store: Path, gene_ids: tuple[str, ...], folds: str | None, model: str, 
     who are, by sample ID, train or tune people of A's fold are left out of that fold and counted; a store of
     mostly such people is refused.
     """
+    gene_ids = _gene_list(gene_ids, None)
     if from_store is not None:
+        for option, given in (("--solver", solver is not None), ("--force", force)):
+            if given:
+                raise click.BadParameter("applies to fitting only; --from-store fits nothing (it predicts with the other "
+                                         f"store's models): drop {option}", param_hint=option)
         return _enet_transfer(store, from_store, gene_ids, _fold_list(folds), model, name)
+    if name is not None:
+        raise click.BadParameter("applies to --from-store only (fitted results are named by --model: enet or lasso); "
+                                 "drop --name, or add --from-store STORE", param_hint="--name")
     from .enet import run_enet
 
-    table, fitted = run_enet(store, gene_ids, _fold_list(folds), model, solver, workers, scheduler, progress=not quiet)
-    click.echo(f"{store}: fitted {fitted} genes, {table['gene_id'].nunique() - fitted} already complete ({model}, {solver})")
+    table, fitted = run_enet(store, gene_ids, _fold_list(folds), model, solver, workers, scheduler, progress=not quiet, force=force)
+    solvers = ", ".join(sorted(set(table["solver"])))
+    click.echo(f"{store}: fitted {fitted} genes, {table['gene_id'].nunique() - fitted} already complete ({model}; solver {solvers})")
     statuses = table["status"].str.split(":").str[0].value_counts()
     click.echo("folds: " + ", ".join(f"{count} {status}" for status, count in statuses.items()))
     scored, correlated = table["r2"].notna(), table["pearson_r"].notna()
@@ -582,19 +598,16 @@ def query_command(store: Path, fold: int, gene_ids: tuple[str, ...], min_maf: fl
                   flags: tuple[str, ...], scheduler: str | None, out: Path) -> None:
     """Export variant weights: per gene and SNV, position, alleles, MAF, signed TSS distance, elastic-net
     coefficient, each model's ISM score, and its HSV and driver flags (see `performer_store.analysis`)."""
-    from contextlib import nullcontext
-
     from .analysis import query
     from .compare import write_table
+    from .parallel import connected
 
     _check_table_out(out)
     if min_maf is not None and max_maf is not None and min_maf > max_maf:
         raise click.BadParameter(f"{min_maf} is above --max-maf {max_maf}, which keeps no SNV; give --min-maf <= --max-maf",
                                  param_hint="--min-maf")
     genes = _gene_list(gene_ids, None)
-    if scheduler:
-        from distributed import Client
-    with Client(scheduler) if scheduler else nullcontext() as client:
+    with connected(scheduler) as client:
         table = query(store, fold, genes, min_maf, max_maf, flags, client)
     write_table(table, out)
     click.echo(f"wrote {out}: {len(table)} variants of {table['gene_id'].nunique()} genes (fold {fold})")

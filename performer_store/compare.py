@@ -84,17 +84,25 @@ def compare_models(path: Path, runs: Sequence[str] | None = None, baseline: str 
     return Comparison(table.reset_index(), summary)
 
 
+def paired_r2(folds: pd.DataFrame, model: str, baseline: str) -> pd.DataFrame:
+    """Per gene, the model's and the baseline's mean test R2 over the folds where both have a finite one."""
+    r2 = folds[folds["model"].isin([model, baseline])].pivot_table(index=["gene_id", "fold"], columns="model", values="r2", aggfunc="first")
+    both = r2.reindex(columns=[model, baseline]).replace([np.inf, -np.inf], np.nan).dropna()
+    return both.groupby("gene_id").mean()
+
+
 def _summary(table: pd.DataFrame, folds: pd.DataFrame, models: Sequence[str], baseline: str) -> pd.DataFrame:
     """Per model: kind, genes compared (those with an R2 difference), the headline fraction, both mean R2s and the
-    mean R2 difference per group, every number over those same genes."""
+    mean R2 difference per group, every number over those same genes; the mean R2s over the folds both models have
+    (as the differences are), so mean_r2 - mean_<baseline>_r2 is the mean difference."""
     kinds = folds.drop_duplicates("model").set_index("model")[["kind", "trained_in"]]
     rows = []
     for model in models:
         difference = table[f"{model}_minus_{baseline}_r2"].dropna()
-        compared = table.loc[difference.index]
+        paired = paired_r2(folds, model, baseline).reindex(difference.index)
         row = {"model": model, "kind": kinds.loc[model, "kind"], "trained_in": kinds.loc[model, "trained_in"], "genes": len(difference),
                f"within_{WITHIN}_of_{baseline}_or_better": float((difference >= -WITHIN).mean()) if len(difference) else np.nan,
-               "mean_r2": float(compared[f"{model}_r2"].mean()), f"mean_{baseline}_r2": float(compared[f"{baseline}_r2"].mean())}
+               "mean_r2": float(paired[model].mean()), f"mean_{baseline}_r2": float(paired[baseline].mean())}
         for group in GROUP_NAMES:
             in_group = difference[table.loc[difference.index, "group"] == group]
             row[f"genes_{group}"] = len(in_group)

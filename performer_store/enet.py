@@ -178,44 +178,75 @@ def fit_gene(task: EnetTask) -> None:
     write_result(task.store, task.gene_id, task.model, task.model, task.folds, values, attrs, SPECS)
 
 
-def plan_enet(store: Store, genes: Sequence[str], folds: Sequence[int] | None, model: str, solver: str) -> list[EnetTask]:
-    """Tasks for the (gene, model) groups that miss a requested fold (checking the request first)."""
+def plan_enet(store: Store, genes: Sequence[str], folds: Sequence[int] | None, model: str, solver: str | None = None,
+              force: bool = False) -> list[EnetTask]:
+    """Tasks for the (gene, model) groups that miss a requested fold, or all of them with `force` (checking the request first).
+
+    `solver` None fits missing folds with "early" and keeps stored folds whatever their solver; a named solver
+    refuses folds stored with another one unless `force` refits them, so no result claims a solver that did not fit it.
+    """
     if model not in L1_RATIOS:
         raise InputError(f"--model {model}: unknown; choose one of {', '.join(L1_RATIOS)}")
-    if solver not in SOLVERS:
+    if solver is not None and solver not in SOLVERS:
         raise InputError(f"--solver {solver}: unknown; choose one of {', '.join(SOLVERS)}")
     n_folds = store.root["sample_split"].shape[0]
+    if folds is not None and not folds:
+        raise InputError(f"--folds: no fold given; give fold numbers separated by commas (0-{n_folds - 1}), or leave it out for every fold")
     folds = sorted(set(range(n_folds) if folds is None else folds))
     for fold in folds:
         store.split(fold)  # refuses folds the store does not have
-    genes = list(genes) or list(store.genes.index)
+    genes = list(dict.fromkeys(genes)) or list(store.genes.index)
     store.check_genes(genes)
+    stored = {gene_id: stored_solvers(store, gene_id, model) for gene_id in genes}
+    if solver is not None and not force:
+        _refuse_other_solver(stored, folds, model, solver)
     tasks = []
     for gene_id in genes:
-        previous = read_result(store.path, gene_id, model)
-        done = set(previous[1]["folds"]) if previous else set()
-        missing = tuple(f for f in folds if f not in done)
-        if missing:
-            tasks.append(EnetTask(store.path, gene_id, model, missing, solver))
+        todo = tuple(folds) if force else tuple(f for f in folds if f not in stored[gene_id])
+        if todo:
+            tasks.append(EnetTask(store.path, gene_id, model, todo, solver or "early"))
     return tasks
 
 
+def stored_solvers(store: Store, gene_id: str, model: str) -> dict[int, str]:
+    """The solver of each fold a gene's linear model has stored ('unknown' where the result does not record it)."""
+    previous = read_result(store.path, gene_id, model)
+    if previous is None:
+        return {}
+    recorded = previous[1].get("solver", {})
+    return {fold: recorded.get(str(fold), "unknown") for fold in previous[1]["folds"]}
+
+
+def _refuse_other_solver(stored: dict[str, dict[int, str]], folds: Sequence[int], model: str, solver: str) -> None:
+    """InputError when a requested fold is stored with another solver than `solver`, naming it and the fixes."""
+    other = [(gene_id, fold, used) for gene_id, by_fold in stored.items() for fold, used in by_fold.items()
+             if fold in folds and used != solver]
+    if other:
+        gene_id, fold, used = other[0]
+        raise InputError(f"--solver {solver}: {len(other)} requested folds of {model} are stored fitted with another solver "
+                         f"(first: {gene_id} fold {fold}, solver {used}); add --force to refit them with {solver}, "
+                         f"or leave out --solver to keep them")
+
+
 def run_enet(store: Path, genes: Sequence[str] = (), folds: Sequence[int] | None = None, model: str = "enet",
-             solver: str = "early", workers: int = 1, scheduler: str | None = None, progress: bool = True) -> tuple[pd.DataFrame, int]:
-    """Fit the missing (gene, fold) models of a store; returns every requested gene's fold table and the number fitted."""
+             solver: str | None = None, workers: int = 1, scheduler: str | None = None, progress: bool = True,
+             force: bool = False) -> tuple[pd.DataFrame, int]:
+    """Fit the missing (gene, fold) models of a store (every requested one with `force`); returns every requested
+    gene's fold table and the number of genes fitted."""
     opened = Store(store)
-    tasks = plan_enet(opened, genes, folds, model, solver)
+    tasks = plan_enet(opened, genes, folds, model, solver, force)
     map_tasks(fit_gene, tasks, workers=workers, scheduler=scheduler, progress=progress, desc=model)
-    return fold_table(opened, list(genes) or list(opened.genes.index), model, folds), len(tasks)
+    return fold_table(opened, list(dict.fromkeys(genes)) or list(opened.genes.index), model, folds), len(tasks)
 
 
 def fold_table(store: Store, genes: Sequence[str], model: str, folds: Sequence[int] | None = None) -> pd.DataFrame:
-    """One row per gene and run fold of a linear model: status, test r and R2, chosen alpha, non-zero coefficients."""
+    """One row per gene and run fold of a linear model: status, solver, test r and R2, chosen alpha, non-zero coefficients."""
     records = []
     for gene_id in genes:
         arrays, attrs = read_result(store.path, gene_id, model)
         for fold in attrs["folds"] if folds is None else sorted(set(folds)):
             records.append({"gene_id": gene_id, "fold": fold, "status": arrays["status"][fold],
+                            "solver": attrs.get("solver", {}).get(str(fold), "unknown"),
                             "pearson_r": float(arrays["pearson_r"][fold]), "r2": float(arrays["r2"][fold]),
                             "alpha": float(arrays["enet_alpha"][fold]), "n_nonzero": int(arrays["enet_n_nonzero"][fold])})
-    return pd.DataFrame(records, columns=["gene_id", "fold", "status", "pearson_r", "r2", "alpha", "n_nonzero"])
+    return pd.DataFrame(records, columns=["gene_id", "fold", "status", "solver", "pearson_r", "r2", "alpha", "n_nonzero"])

@@ -127,8 +127,52 @@ def test_summary_means_are_over_the_genes_compared(scored, tmp_path):
     shutil.rmtree(copy / "genes" / genes[3] / "results" / "enet")
     shutil.rmtree(copy / "genes" / genes[2] / "results" / "my_run")
     comparison = compare_models(copy)
-    table = comparison.table.set_index("gene_id").loc[genes[:2]]
     row = comparison.summary.set_index("model").loc["my_run"]
     assert row["genes"] == 2
-    assert row["mean_r2"] == pytest.approx(table["my_run_r2"].mean(), abs=1e-12)
-    assert row["mean_enet_r2"] == pytest.approx(table["enet_r2"].mean(), abs=1e-12)
+    expected = paired_means(copy, genes[:2])
+    assert row["mean_r2"] == pytest.approx(expected["my_run"], abs=1e-12)
+    assert row["mean_enet_r2"] == pytest.approx(expected["enet"], abs=1e-12)
+
+
+def paired_means(path: Path, genes: list[str], model: str = "my_run") -> pd.Series:
+    """Mean over genes of each model's and the elastic net's mean test R2 over the folds both have a finite R2 for,
+    recomputed here with pandas from the stored per-fold arrays."""
+    rows = []
+    for gene_id in genes:
+        for name in (model, "enet"):
+            arrays, attrs = read_result(path, gene_id, name)
+            rows += [{"gene_id": gene_id, "fold": f, "model": name, "r2": float(arrays["r2"][f])} for f in attrs["folds"]]
+    wide = pd.DataFrame(rows).pivot(index=["gene_id", "fold"], columns="model", values="r2").dropna()
+    return wide.groupby("gene_id").mean().mean()
+
+
+def test_summary_means_pair_the_baseline_with_the_models_folds(scored):
+    """A gene the model has one fold of (the elastic net has two): both means of the summary row are over the
+    folds both have, so mean_r2 - mean_enet_r2 is the mean difference (one group: the group's difference)."""
+    genes = list(Store(scored).genes.index)
+    assert read_result(scored, genes[0], "my_run")[1]["folds"] == [0] and read_result(scored, genes[0], "enet")[1]["folds"] == [0, 1]
+    comparison = compare_models(scored)
+    row = comparison.summary.set_index("model").loc["my_run"]
+    expected = paired_means(scored, genes)
+    assert row["mean_r2"] == pytest.approx(expected["my_run"], abs=1e-12)
+    assert row["mean_enet_r2"] == pytest.approx(expected["enet"], abs=1e-12)
+    difference = comparison.table["my_run_minus_enet_r2"].mean()
+    assert row["mean_r2"] - row["mean_enet_r2"] == pytest.approx(difference, abs=1e-12)
+
+
+
+def test_summary_of_a_one_fold_run_compares_its_fold(scored, tmp_path):
+    """A run of one gene and fold 0 (the elastic net has folds 0-1): mean_enet_r2 is the elastic net's fold 0 R2,
+    and mean_r2 - mean_enet_r2 the row's group difference."""
+    import shutil
+
+    copy = tmp_path / "one.zarr"
+    shutil.copytree(scored, copy)
+    genes = list(Store(copy).genes.index)
+    for gene_id in genes[1:]:
+        shutil.rmtree(copy / "genes" / gene_id / "results" / "my_run")
+    comparison = compare_models(copy)
+    row = comparison.summary.set_index("model").loc["my_run"]
+    group = comparison.table.set_index("gene_id").loc[genes[0], "group"]
+    assert row["genes"] == 1 and row["mean_enet_r2"] == pytest.approx(read_result(copy, genes[0], "enet")[0]["r2"][0], abs=1e-12)
+    assert row["mean_r2"] - row["mean_enet_r2"] == pytest.approx(row[f"minus_enet_r2_{group}"], abs=1e-12)

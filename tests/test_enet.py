@@ -284,3 +284,64 @@ def test_early_exit_skips_only_expensive_alphas(tmp_path):
         first = int(np.argmin(whole.mean_mse[:40]))
         assert whole.mean_mse.min() < whole.mean_mse[first] < whole.mean_mse[first + 20] / 1.05  # the shape that fooled the exit
         assert elastic_net_cv(X, y, l1_ratio).alpha == whole.alpha
+
+
+def test_another_solver_is_refused_until_force_refits(sim_store, tmp_path):
+    """Folds stored with the early solver: --solver sklearn refuses them (one line naming the stored solver and
+    --force) and writes nothing; --force refits them with sklearn (the solver recorded and printed); a run
+    without --solver keeps them and prints the solver that fitted them."""
+    store = tmp_path / "store.zarr"
+    shutil.copytree(sim_store, store)
+    gene_id = Store(store).genes.index[0]
+    first = pstore("enet", "--store", str(store), "--gene", gene_id, "--folds", "0", "--quiet")
+    assert "fitted 1 genes, 0 already complete (enet; solver early)" in first.output
+    before, _ = read_result(store, gene_id, "enet")
+
+    refused = pstore("enet", "--store", str(store), "--gene", gene_id, "--folds", "0", "--solver", "sklearn", "--quiet", expect=1)
+    assert isinstance(refused.exception, SystemExit) and len(refused.output.strip().splitlines()) == 1
+    assert (f"--solver sklearn: 1 requested folds of enet are stored fitted with another solver (first: {gene_id} fold 0, "
+            "solver early); add --force to refit them with sklearn, or leave out --solver to keep them") in refused.output
+    assert read_result(store, gene_id, "enet")[1]["solver"] == {"0": "early"}
+
+    forced = pstore("enet", "--store", str(store), "--gene", gene_id, "--folds", "0", "--solver", "sklearn", "--force", "--quiet")
+    assert "fitted 1 genes, 0 already complete (enet; solver sklearn)" in forced.output
+    after, attrs = read_result(store, gene_id, "enet")
+    assert attrs["solver"] == {"0": "sklearn"} and attrs["folds"] == [0]
+    dosage, target, train, _, _ = fold_data(store, gene_id, 0)
+    X = VarianceThreshold().fit_transform(dosage[train])
+    assert after["enet_alpha"][0] == ElasticNetCV(max_iter=2000).fit(X, target[train]).alpha_
+    np.testing.assert_allclose(after["enet_coefficient"][0], before["enet_coefficient"][0], atol=1e-4)  # same model, to rounding
+
+    kept = pstore("enet", "--store", str(store), "--gene", gene_id, "--quiet")  # folds 1-2 added with early, fold 0 kept
+    assert "fitted 1 genes, 0 already complete (enet; solver early, sklearn)" in kept.output
+    assert read_result(store, gene_id, "enet")[1]["solver"] == {"0": "sklearn", "1": "early", "2": "early"}
+    assert pstore("enet", "--store", str(store), "--gene", gene_id, "--solver", "early", "--quiet", expect=1).exception.code == 1
+
+
+def test_a_gene_given_twice_is_fitted_once(tiny_store, tmp_path):
+    """--gene X --gene X: the warning other commands give, X fitted once and its folds counted once."""
+    store = tmp_path / "store.zarr"
+    shutil.copytree(tiny_store, store)
+    result = pstore("enet", "--store", str(store), "--gene", "ENSG00000000004.1", "--gene", "ENSG00000000004.1", "--folds", "1", "--quiet")
+    assert "Warning: 1 gene(s) given more than once (first: ENSG00000000004.1); each is used once" in result.output
+    assert "fitted 1 genes, 0 already complete" in result.output
+    assert "folds: 1 no variants" in result.output
+    assert enet.plan_enet(Store(store), ["ENSG00000000001.1"] * 2, [0], "enet", "early") == [
+        enet.EnetTask(store, "ENSG00000000001.1", "enet", (0,), "early")]
+
+
+def test_options_that_would_do_nothing_are_refused(tiny_store, tmp_path):
+    """--name without --from-store, an empty --folds, --solver/--force with --from-store: one-line errors, nothing written."""
+    store = tmp_path / "store.zarr"
+    shutil.copytree(tiny_store, store)
+    name = pstore("enet", "--store", str(store), "--name", "foo", expect=2)
+    assert "Invalid value for --name: applies to --from-store only" in name.output and "drop --name, or add --from-store" in name.output
+    for empty in ("", ","):
+        folds = pstore("enet", "--store", str(store), "--folds", empty, expect=2)
+        assert "names no fold; give fold numbers separated by commas" in folds.output
+    with pytest.raises(enet.InputError, match="--folds: no fold given"):
+        enet.plan_enet(Store(store), [], [], "enet", "early")
+    for option in (["--solver", "gram"], ["--force"]):
+        transfer = pstore("enet", "--store", str(store), "--from-store", str(tiny_store), *option, expect=2)
+        assert f"Invalid value for {option[0]}: applies to fitting only; --from-store fits nothing" in transfer.output
+    assert not any((store / "genes" / g / "results").exists() for g in Store(store).genes.index)
