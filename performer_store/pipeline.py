@@ -278,9 +278,11 @@ def _check_model(train: TrainStep, build: BuildStep, evaluate: EvaluateStep, whe
 
 
 def _check_folds(folds: list[int], where: str) -> None:
-    """Folds of the people split, which has `schemas.N_FOLDS` in every store."""
+    """Folds of the people split, which has `schemas.N_FOLDS` in every store; at least one."""
     from .schemas import N_FOLDS
 
+    if not folds:
+        raise InputError(f"{where}: no fold given; give some of 0-{N_FOLDS - 1}, e.g. [0]")
     wrong = [fold for fold in folds if not 0 <= fold < N_FOLDS]
     if wrong:
         raise InputError(f"{where}: fold {wrong[0]} does not exist; every store has folds 0-{N_FOLDS - 1}")

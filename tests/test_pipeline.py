@@ -82,6 +82,8 @@ BORZOI = '[train]\nbackbone = "borzoi"\n{}\n[evaluate]\nbase = false\n'
     (TRAIN + "folds = [0, 0]", "[train].folds: 0 is listed twice; list each once"),
     (TRAIN + 'genes = ["G1", "G2", "G1"]', "[train].genes: 'G1' is listed twice"),
     (TRAIN + "[enet]\nfolds = [0, 3]", "[enet].folds: fold 3 does not exist; every store has folds 0-2"),
+    (TRAIN + "[enet]\nfolds = []", "[enet].folds: no fold given; give some of 0-2, e.g. [0]"),
+    (TRAIN + "folds = []", "[train].folds: no fold given; give some of 0-2, e.g. [0]"),
     (TRAIN + "[report]\nfold = 5", "[report].fold: fold 5 does not exist"),
     (TRAIN + "micro_batch = 0", "[train].micro_batch: 0 is not in the range x>=1, as for `pstore train --micro-batch`"),
     (TRAIN + "accumulation = -4", "[train].accumulation: -4 is not in the range x>=1"),
