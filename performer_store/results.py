@@ -57,8 +57,16 @@ def temporary_path(path: Path) -> Path:
 def replace_atomically(path: Path, write: Callable[[Path], Any]) -> None:
     """Write an output file (`write(temporary_path)`) beside `path` and rename it into place: a kill leaves the
     previous file or the new one, never half of one. The parent directory is created if missing; a path that
-    cannot be written is one InputError naming it (never masked by the clean-up of the partial file)."""
-    path = Path(path)
+    cannot be written is one InputError naming it (never masked by the clean-up of the partial file). A symlink's
+    target is replaced (the link is kept); a path that is not a regular file (a device such as /dev/stdout, a pipe)
+    is refused rather than replaced by one."""
+    given = Path(path)
+    with writing(given):  # a name too long for the file system is an OSError here already
+        path = Path(os.path.realpath(given))
+        regular = path.is_file() or not path.exists()
+    if not regular:
+        raise InputError(f"{given}: not a regular file (a directory, device or pipe), so it cannot be replaced by the "
+                         "output; give the path of a file")
     make_directory(path.parent)
     temporary = temporary_path(path)
     try:

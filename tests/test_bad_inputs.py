@@ -543,3 +543,26 @@ def test_version_hint_keeps_a_par_genes_copies_apart():
                                                   "ENSG00000182378": "ENSG00000182378.14",
                                                   "ENSG00000182378.13": "ENSG00000182378.14",
                                                   "ENSG00000000001.1": "ENSG00000000001.2"}
+
+
+def test_replace_atomically_keeps_links_and_refuses_devices(tiny_store, tmp_path):
+    """An output path that is a symlink has its target rewritten (the link stays); a pipe or device (e.g. /dev/stdout
+    given as --out) is refused and left as it is, not replaced by a regular file."""
+    import os
+
+    from performer_store.inputs import InputError
+    from performer_store.results import replace_atomically
+
+    target = tmp_path / "real.tsv"
+    target.write_text("old")
+    link = tmp_path / "link.tsv"
+    link.symlink_to(target)
+    replace_atomically(link, lambda temporary: temporary.write_text("new"))
+    assert link.is_symlink() and target.read_text() == "new"
+    pipe = tmp_path / "pipe.tsv"
+    os.mkfifo(pipe)
+    with pytest.raises(InputError, match=f"{pipe}: not a regular file"):
+        replace_atomically(pipe, lambda temporary: temporary.write_text("x"))
+    assert pipe.is_fifo() and sorted(p.name for p in tmp_path.iterdir()) == ["link.tsv", "pipe.tsv", "real.tsv"]
+    result = pstore("query", "--store", str(tiny_store), "--out", str(pipe), expect=1)  # through a command
+    assert pipe.is_fifo() and f"{pipe}: not a regular file" in result.output
