@@ -37,7 +37,8 @@ STEPS = ("build", "enet", "train", "evaluate", "ism", "report")
 
 
 def parse_steps(text: str | None) -> tuple[str, ...]:
-    """The steps a comma-separated `--steps` names (None: every step), or a one-line error listing the steps."""
+    """The steps a comma-separated `--steps` names (None: every step), or a one-line error listing the steps (or
+    naming a step given twice: each runs once, in the order of STEPS, so a repeat is a mistake)."""
     if text is None:
         return STEPS
     chosen = tuple(s.strip() for s in text.split(",") if s.strip())
@@ -47,6 +48,9 @@ def parse_steps(text: str | None) -> tuple[str, ...]:
     unknown = [s for s in chosen if s not in STEPS]
     if unknown:
         raise InputError(f"--steps: unknown step {unknown[0]!r}; steps are {', '.join(STEPS)}")
+    repeated = [s for i, s in enumerate(chosen) if s in chosen[:i]]
+    if repeated:
+        raise InputError(f"--steps {text!r} names step {repeated[0]!r} twice; name each step once")
     return chosen
 
 

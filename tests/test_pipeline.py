@@ -211,9 +211,12 @@ def test_missing_input_key_and_missing_file(tmp_path):
     ("build,trian", "--steps: unknown step 'trian'; steps are build, enet, train, evaluate, ism, report"),
     ("", "--steps '' names no step; give some of build, enet, train, evaluate, ism, report"),
     (" , ", "--steps ' , ' names no step; give some of build, enet, train, evaluate, ism, report"),
+    ("train,train", "--steps 'train,train' names step 'train' twice; name each step once"),
+    ("build, enet,build", "--steps 'build, enet,build' names step 'build' twice; name each step once"),
 ])
 def test_steps_that_name_no_known_step_are_one_line_errors(tmp_path, steps, message):
-    """An empty --steps runs nothing rather than every step: refused before the config is read, listing the steps."""
+    """An empty --steps runs nothing rather than every step, and a step named twice runs once: refused before the config
+    is read, listing the steps or naming the repeat."""
     output = pstore("run", str(write(tmp_path, MINIMAL)), "--steps", steps, expect=1).output
     assert message in output and len(output.strip().splitlines()) == 1, output
 
