@@ -234,7 +234,8 @@ def _gene_file(path: Path) -> list[str]:
 @click.option("--mask-variants", help="Set these SNVs to the reference in every input (training, tune, and `pstore evaluate`): "
               "top-enet:K (per gene the K largest |enet coefficients| of the fold; run `pstore enet` first) or a TSV of "
               "variants (header: contig, position (1-based); gene_id, ref, alt matched when present).")
-@click.option("--lr", type=FiniteFloatRange(min=0, min_open=True), help="AdamW learning rate (default: 5e-6 finetune, 1e-3 transfer).")
+@click.option("--lr", type=FiniteFloatRange(min=0, max=1, min_open=True),
+              help="AdamW learning rate (default: 5e-6 finetune, 1e-3 transfer), at most 1: a step moves each weight by about lr.")
 @click.option("--micro-batch", type=click.IntRange(min=1), default=32, show_default=True, help="People per forward pass (all of one gene).")
 @click.option("--gradient-checkpointing", is_flag=True,
               help="Recompute activations in the backward pass instead of keeping them: much less memory per sample "

@@ -441,6 +441,16 @@ def test_bad_train_options_are_one_line(sim_store, tmp_path, args):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("lr", ["1e38", "1e300", "1.01"])
+def test_a_learning_rate_above_1_is_one_line(sim_store, tmp_path, lr):
+    """AdamW moves each weight by about lr per step: above 1 nothing trains, and from ~3.4e37 (its first step, lr / 0.1,
+    overflows float32) torch raised a traceback. Refused before anything is written."""
+    result = pstore("train", "--store", str(sim_store), "--gene", genes(sim_store)[0], "--fold", "0", "--config", "tiny",
+                    "--out", str(tmp_path / "run"), "--lr", lr, expect=2)
+    assert result.output.strip().splitlines()[-1] == f"Error: Invalid value for '--lr': {float(lr)} is not in the range 0<x<=1."
+    assert not (tmp_path / "run").exists()
+
+
 def _damage(path: Path, how: str) -> None:
     if how == "truncated":
         path.write_bytes(path.read_bytes()[:2000])
@@ -528,13 +538,13 @@ def test_a_step_making_weights_non_finite_names_gene_and_step(sim_store, tmp_pat
 
 
 def test_diverged_tune_predictions_are_one_line_and_leave_no_finished_run(sim_store, tmp_path):
-    """--lr 1e10 and one optimizer step an epoch: finite but huge weights predict nan for the tune people; one line
-    naming gene and epoch, exit 1; --out holds only run.json, and --resume stops the same way."""
+    """lr 1e10 and one optimizer step an epoch: finite but huge weights predict nan for the tune people; one line
+    naming gene and epoch; --out holds only run.json, and a resume stops the same way. (The library, not the CLI,
+    whose --lr stops at 1: with lr <= 1 the tiny model takes many epochs to diverge.)"""
     run, gene = tmp_path / "diverged", genes(sim_store)[0]
-    args = ["train", "--store", str(sim_store), "--gene", gene, "--fold", "0", "--config", "tiny", "--lr", "1e10",
-            "--micro-batch", "8", "--accumulation", "8", "--max-epochs", "2", "--device", "cpu", "--quiet", "--out", str(run)]
-    for extra in ([], ["--resume"]):
-        output = pstore(*args, *extra, expect=1).output
-        assert output.strip() == (f"Error: tune predictions of gene {gene} are not finite after epoch 0; the weights diverged: "
-                                  "lower --lr and train anew into another --out"), output
+    for resume in (False, True):
+        with pytest.raises(TrainingError) as error:
+            train(tiny_config(sim_store, run, genes=(gene,), lr=1e10, accumulation=8, max_epochs=2, resume=resume))
+        assert str(error.value) == (f"tune predictions of gene {gene} are not finite after epoch 0; the weights diverged: "
+                                    "lower --lr and train anew into another --out")
         assert [p.name for p in run.iterdir()] == ["run.json"]
