@@ -23,6 +23,7 @@ from . import schemas
 from .crosscohort import (CROSS_SPECS, GeneMatch, check_result_name, cross_values, match_genes, resolve_genes, seen_people,
                           source_record)
 from .inputs import InputError
+from .predict import check_finite
 from .results import check_name, read_result, write_result
 from .store import Store
 from .train import store_identity
@@ -75,9 +76,18 @@ def _window_disagreement(source: Store, source_id: str, target: Store, target_id
             f"{b['gene_contig']}:{b['gene_window_start']}-{b['gene_window_stop']} in {target.path.name}")
 
 
+def _check_source_model(prediction: np.ndarray, gene_id: str, source: Store, model: str, source_gene: str, fold: int) -> None:
+    """Refuse predictions that are not finite as stored (float32), e.g. from a hand-edited source store whose
+    coefficients or intercept are nan or inf (`predict.check_finite`), naming the gene, the source store and the fix."""
+    refit = f"pstore enet --store {source.path} --model {model} --gene {source_gene} --folds {fold} --force"
+    check_finite(prediction.astype(np.float32), gene_id, f"{model} of store {source.path}",
+                 f"its fold {fold} of gene {source_gene} has coefficients or an intercept that are not finite (or too large): "
+                 f"refit it with `{refit}`")
+
+
 def transfer_values(target: Store, gene_id: str, source: tuple[dict[str, np.ndarray], zarr.Group], folds: Sequence[int],
-                    source_name: str, seen: dict[int, np.ndarray]) -> dict[str, np.ndarray]:
-    """Result arrays of the given folds: each source fold's model applied to every target person it did not see
+                    origin: Store, model: str, seen: dict[int, np.ndarray]) -> dict[str, np.ndarray]:
+    """Result arrays of the given folds: each fold of `origin`'s `model` applied to every target person it did not see
     (`seen`: per fold, the target people who were the source fold's train or tune people)."""
     fitted, source_group = source
     group = target.gene(gene_id)
@@ -87,14 +97,15 @@ def transfer_values(target: Store, gene_id: str, source: tuple[dict[str, np.ndar
     values: dict[str, np.ndarray] = {}
     for fold in folds:
         status, intercept = fitted["status"][fold], float(fitted["enet_intercept"][fold])
-        nonzero = np.flatnonzero(np.nan_to_num(fitted["enet_coefficient"][fold]))
+        nonzero = np.flatnonzero(fitted["enet_coefficient"][fold] != 0)  # nan counts: it must not vanish unnoticed
         if np.isnan(intercept):
             prediction = np.full(calls.shape[1], np.nan)
             counts = (-1, -1, -1)
-            status = f"no model in {source_name}: {status}"
+            status = f"no model in {origin.path.name}: {status}"
         else:
             dosage = source_dosage(calls, rows[nonzero], flipped[nonzero])
             prediction = dosage @ fitted["enet_coefficient"][fold][nonzero].astype(np.float64) + intercept
+            _check_source_model(prediction, gene_id, origin, model, str(source_group.attrs["gene_id"]), fold)
             counts = (len(nonzero), int((rows[nonzero] >= 0).sum()), int(flipped[nonzero].sum()))
             status = "ok" if status == "ok" else f"ok (source fold: {status})"
         row = cross_values(target, gene_id, fold, prediction, status, seen[fold], SPECS)
@@ -167,7 +178,7 @@ def run_transfer(store: Path, source: Path, genes: Sequence[str] = (), folds: Se
             continue  # done, and with the people the source saw left out (results from before that are made again)
         source_id = match.pairs[gene_id]
         fitted = (_source_result(origin, source_id, model, folds), origin.gene(source_id))
-        values = transfer_values(target, gene_id, fitted, folds, origin.path.name, seen)
+        values = transfer_values(target, gene_id, fitted, folds, origin, model, seen)
         write_result(target.path, gene_id, name, f"{model}_transfer", folds, values,
                      {"source_store": record, "source_gene_id": source_id, "source_model": model,
                       "seen_in_training": {str(fold): int(seen[fold].sum()) for fold in folds}}, SPECS)

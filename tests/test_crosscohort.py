@@ -315,6 +315,27 @@ def test_non_finite_predictions_are_one_line_errors_and_store_nothing(cohorts, r
         check_predictions({"G": (np.arange(2), np.array([0.5, np.inf], np.float32), np.zeros(2))}, None, {"model": "config tiny"})
 
 
+@pytest.mark.parametrize("array, value, shown", [("enet_coefficient", np.nan, "nan"), ("enet_intercept", np.inf, "inf")])
+def test_non_finite_source_models_are_one_line_errors_and_store_nothing(cohorts, tmp_path, array, value, shown):
+    """A hand-corrupted source store: a nan coefficient (once dropped as if 0, giving finite but wrong predictions) or
+    an inf intercept (once stored as inf predictions) stops `pstore enet --from-store` with one line naming the gene,
+    the source store and the refit; nothing of that gene is written in B."""
+    source, store = copy_store(cohorts["store_a"], tmp_path, "a.zarr"), copy_store(cohorts["store_b"], tmp_path)
+    gene_a, gene_b = Store(source).genes.index[0], Store(store).genes.index[0]
+    corrupted = zarr.open_group(str(source / "genes" / gene_a / "results" / "enet"), mode="r+")[array]
+    if array == "enet_coefficient":
+        corrupted[0, int(np.flatnonzero(corrupted[0] == 0)[0])] = value  # a coefficient of 0: no finite one moves
+    else:
+        corrupted[0] = value
+    before, people = sorted(store.rglob("*")), len(Store(store).sample_id)  # every person of B is predicted, then checked
+    output = pstore("enet", "--store", str(store), "--from-store", str(source), "--gene", gene_b, "--folds", "0,1", expect=1).output
+    assert output == (f"Error: enet of store {source}: predictions of gene {gene_b} are not finite ({people} of {people} "
+                      f"are {shown}); its fold 0 of gene {gene_a} has coefficients or an intercept that are not finite (or too "
+                      f"large): refit it with `pstore enet --store {source} --model enet --gene {gene_a} --folds 0 --force`; "
+                      "nothing of it was stored\n"), output
+    assert sorted(store.rglob("*")) == before and read_result(store, gene_b, "enet_from_a") is None
+
+
 def same_people_store(cohorts, tmp_path: Path) -> Path:
     """Cohort A's inputs built again with another --seed: the same people in other splits, another cohort digest."""
     a = cohorts["a"]
