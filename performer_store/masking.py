@@ -53,12 +53,21 @@ def gene_table(store: Store, gene_id: str) -> tuple[pd.DataFrame, np.ndarray]:
     return table, position - 1 - int(group.attrs["window_start"])
 
 
+class MissingEnet(InputError):
+    """A top-enet:K mask met a gene without the elastic net of the fold it ranks variants by. The message advises
+    `pstore enet`; a caller with another way to fit it (`pstore run`'s enet step) rewords it from the fields."""
+
+    def __init__(self, store: Path, gene_id: str, fold: int, k: int):
+        self.store, self.gene_id, self.fold, self.k = store, gene_id, fold, k
+        super().__init__(f"store {store}: gene {gene_id} has no elastic net for fold {fold}, which --mask-variants "
+                         f"top-enet:{k} ranks variants by; run `pstore enet --store {store} --folds {fold}` first")
+
+
 def top_enet_rows(store: Store, gene_id: str, fold: int, k: int) -> np.ndarray:
     """Variant-table rows of the K largest non-zero |elastic-net coefficients| of a gene's fold."""
     found = read_result(store.path, gene_id, ENET_MODEL)
     if found is None or found[0]["status"][fold] == NOT_RUN:
-        raise InputError(f"store {store.path}: gene {gene_id} has no elastic net for fold {fold}, which --mask-variants "
-                         f"top-enet:{k} ranks variants by; run `pstore enet --store {store.path} --folds {fold}` first")
+        raise MissingEnet(store.path, gene_id, fold, k)
     weight = np.nan_to_num(np.abs(found[0]["enet_coefficient"][fold].astype(np.float64)))
     order = np.argsort(-weight, kind="stable")[:k]
     return order[weight[order] > 0]

@@ -360,8 +360,39 @@ def check_inputs(config: PipelineConfig, steps: tuple[str, ...]) -> None:
     store = existing_store(config, steps)
     check_genes(config, steps)
     if "train" in steps and store is not None:
-        for run in planned_runs(config, list(store.genes.index)):
+        runs = planned_runs(config, list(store.genes.index))
+        for run in runs:
             check_run(config, run, store)
+        if "enet" not in steps:  # else the enet step first fits what top-enet:K masks rank variants by
+            check_masks(runs, store)
+
+
+@contextmanager
+def enet_step_advice(config: PipelineConfig) -> Iterator[None]:
+    """Reword a top-enet:K mask's missing elastic net in the config's store (`masking.MissingEnet`, which advises
+    `pstore enet`) to advise the config's enet step; other stores' (cross-cohort) keep the `pstore enet` advice."""
+    from .masking import MissingEnet
+
+    try:
+        yield
+    except MissingEnet as error:
+        if Path(error.store).resolve() != config.store.resolve():
+            raise
+        raise InputError(f"config {config.path}: [train].mask_variants top-enet:{error.k}: gene {error.gene_id} has no "
+                         f"elastic net for fold {error.fold} in store {error.store}, which it ranks variants by; run the "
+                         f"enet step first (`pstore run {config.path} --steps enet,train`, or no --steps) with {error.fold} "
+                         f"in [enet].folds and the gene in [enet].genes (or no [enet].genes)") from None
+
+
+def check_masks(runs: list[Run], store: Store) -> None:
+    """Resolve the masks of the masked runs in this process before any run trains, so that a missing elastic net of a
+    top-enet:K mask stops `pstore run` here, where `enet_step_advice` rewords it, rather than in a `pstore train`
+    process after the runs before it trained."""
+    from .masking import parse_mask, resolve_mask
+
+    for run in runs:
+        if run.mask:
+            resolve_mask(store, run.genes, run.fold, parse_mask(run.mask))
 
 
 def existing_store(config: PipelineConfig, steps: tuple[str, ...]) -> Store | None:
@@ -572,7 +603,8 @@ def finished(config: PipelineConfig, run: Run) -> TrainState | None:
 
 def run_training(config: PipelineConfig, runs: list[Run], store: Store) -> None:
     """Train (or finish) every run, each in its own process so a failure names its run; finished runs made with the
-    config's settings are skipped without starting one."""
+    config's settings are skipped without starting one; every mask is resolved before the first run starts."""
+    check_masks(runs, store)
     for run in runs:
         state = finished(config, run) if check_run(config, run, store) else None
         if state is not None:
@@ -723,7 +755,8 @@ def run_pipeline(config: PipelineConfig, steps: tuple[str, ...] = STEPS,
     """Run the asked steps in order; returns the per-gene summary table (None unless a step of `TABLE_STEPS` ran)."""
     from .store import Store
 
-    check_inputs(config, steps)
+    with enet_step_advice(config):
+        check_inputs(config, steps)
     if "build" in steps:
         log("== build")
         run_build(config)
@@ -740,7 +773,8 @@ def run_pipeline(config: PipelineConfig, steps: tuple[str, ...] = STEPS,
     for name, action in actions.items():
         if name in steps:
             log(f"== {name}")
-            action()
+            with enet_step_advice(config):
+                action()
     return summary_table(config, runs) if set(TABLE_STEPS) & set(steps) else None
 
 

@@ -459,3 +459,23 @@ def test_train_config_is_what_train_command_passes(tmp_path):
             name = names.get(field.name, field.name)
             if name is not None:
                 assert params.get(name, field.default) == getattr(expected, field.name), field.name
+
+
+@pytest.mark.parametrize("steps, enet", [("train", ""), ("enet,train", "[enet]\nfolds = [1]\n")])
+def test_a_top_enet_mask_without_its_enet_advises_the_enet_step(tmp_path, sim_store, monkeypatch, steps, enet):
+    """Inside `pstore run` the fix for a missing elastic net is the config's enet step, not `pstore enet`: said up front
+    when the steps leave the enet out, else when the run's turn comes (here [enet] fits fold 1 only), in this process
+    (no `pstore train` started) and in one line."""
+    from performer_store import pipeline
+
+    store = tmp_path / "store.zarr"
+    shutil.copytree(sim_store, store)
+    gene = Store(store).genes.index[0]
+    config = write(tmp_path, run_config(store, tmp_path / "out", TRAIN + TRAINED.format(gene=gene) + 'mask_variants = ["top-enet:3"]\n' + enet))
+    monkeypatch.setattr(pipeline.subprocess, "run", lambda *args, **kwargs: pytest.fail(f"started {args}"))
+    output = pstore("run", str(config), "--steps", steps, expect=1).output
+    assert output.splitlines()[-1] == (
+        f"Error: config {config}: [train].mask_variants top-enet:3: gene {gene} has no elastic net for fold 0 in store "
+        f"{store}, which it ranks variants by; run the enet step first (`pstore run {config} --steps enet,train`, or no "
+        "--steps) with 0 in [enet].folds and the gene in [enet].genes (or no [enet].genes)"), output
+    assert "pstore enet --store" not in output and not (tmp_path / "out").exists()
