@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -11,10 +12,23 @@ from typing import Callable
 import click
 
 from . import __version__
-from .inputs import InputError
+from .inputs import InputError, name_too_long
 
-PathArg = click.Path(path_type=Path)
-ExistingFile = click.Path(path_type=Path, exists=True, dir_okay=False)
+
+class PathType(click.Path):
+    """click.Path that refuses a path the file system cannot name (`inputs.name_too_long`: a name over 255 bytes) in one
+    line naming the option and the limit, instead of the OSError traceback of its first use."""
+
+    def convert(self, value, param, ctx) -> Path:
+        """The path, or click's one-line 'Invalid value' when it is too long."""
+        problem = name_too_long(Path(os.fsdecode(value)))
+        if problem:
+            self.fail(problem, param, ctx)
+        return super().convert(value, param, ctx)
+
+
+PathArg = PathType(path_type=Path)
+ExistingFile = PathType(path_type=Path, exists=True, dir_okay=False)
 DEVICE = dict(type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
               help="auto (cuda when available), cpu or cuda.")
 """The --device option of train, evaluate and ism."""

@@ -106,7 +106,10 @@ def _unreadable(error: Exception) -> str:
 
 
 def require_file(path: Path, what: str) -> Path:
-    """Check an input file exists, is not a directory and is readable."""
+    """Check an input file exists, is not a directory and is readable (and has a name the file system can hold)."""
+    problem = name_too_long(path)
+    if problem:
+        raise InputError(f"{what} {path}: {problem}")
     if path.is_dir():
         raise InputError(f"{what} {path}: is a directory; give the {what} file itself")
     if not path.is_file():
@@ -114,6 +117,30 @@ def require_file(path: Path, what: str) -> Path:
     if not os.access(path, os.R_OK):
         raise InputError(f"{what} {path}: not readable; check its permissions")
     return path
+
+
+def _system_limit(path: Path, name: str, default: int) -> int:
+    """A pathconf limit (PC_NAME_MAX, PC_PATH_MAX) of the file system `path` would be on: its nearest existing folder's."""
+    folder = next((p for p in path.parents if os.path.isdir(p)), Path("."))
+    try:
+        return os.pathconf(folder, name)
+    except (OSError, ValueError):
+        return default
+
+
+def name_too_long(path: Path) -> str | None:
+    """Why the file system cannot name `path` (a file or folder name over NAME_MAX bytes, or the whole path over
+    PATH_MAX), or None: every use of such a path, even `exists()`, is an OSError (ENAMETOOLONG)."""
+    name_max = _system_limit(path, "PC_NAME_MAX", 255)
+    for part in path.parts:
+        size = len(os.fsencode(part))
+        if size > name_max:
+            shown = part if len(part) <= 24 else part[:21] + "..."
+            return f"{shown!r} is {size} bytes, longer than the {name_max} bytes a file or folder name can have; choose a shorter name"
+    size, path_max = len(os.fsencode(path)), _system_limit(path, "PC_PATH_MAX", 4096)
+    if size >= path_max:
+        return f"the path is {size} bytes, longer than the {path_max - 1} bytes a path can have; choose a shorter path"
+    return None
 
 
 def _unwritable(folder: Path, error: OSError) -> str:

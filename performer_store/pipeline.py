@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 import click
 import pandas as pd
 
-from .inputs import InputError, unversioned
+from .inputs import InputError, name_too_long, unversioned
 from .parallel import dying_with_this_process
 
 if TYPE_CHECKING:
@@ -193,7 +193,8 @@ def _naming(where: str) -> Iterator[None]:
 
 
 def _check_value(value: Any, kind: Any, where: str) -> Any:
-    """`value` as the annotated type (paths from strings), or a one-line error naming the key; lists hold no repeats."""
+    """`value` as the annotated type (paths from strings, with names the file system can hold), or a one-line error
+    naming the key; lists hold no repeats."""
     if typing.get_origin(kind) in (typing.Union, types.UnionType):
         options = [k for k in typing.get_args(kind) if k is not type(None)]
         return _check_value(value, options[0], where)
@@ -206,7 +207,10 @@ def _check_value(value: Any, kind: Any, where: str) -> Any:
             raise InputError(f"{where}: {repeated[0]!r} is listed twice; list each once")
         return [_check_value(v, item, where) for v in value]
     if kind is Path:
-        kind = str
+        problem = name_too_long(Path(_check_value(value, str, where)))
+        if problem:
+            raise InputError(f"{where}: {problem}")
+        return value
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
@@ -326,6 +330,7 @@ def load_config(path: Path) -> PipelineConfig:
         with _naming(f"{where}: [train].mask_variants"):
             parse_mask(mask)
     parsed["train"] = dataclasses.replace(train, mask_variants=masks)
+    _check_mask_names(parsed["train"], where)
     if not (train.single_gene or train.multi_gene):
         raise InputError(f"{where}: [train] single_gene and multi_gene are both false, so there is no run to train; set one "
                          "to true (or run `--steps build,enet` alone)")
@@ -487,20 +492,39 @@ def planned_runs(config: PipelineConfig, store_genes: list[str]) -> list[Run]:
 
     train = config.train
     genes = train.genes or store_genes
-    family = "performer" if (train.backbone, train.mode) == ("enformer", "finetune") else f"{train.backbone}_{train.mode}"
     settings = [(f, None, "" if f == 1 else f"_frac{f:g}") for f in train.train_fractions]
     settings += [(1.0, m, f"_{mask_name(m)}") for m in train.mask_variants]
     runs = []
     for fraction, mask, suffix in settings:
         for fold in train.folds:
             if train.single_gene:
-                runs += [Run(config.out / "runs" / f"{family}{suffix}_{gene}_fold{fold}", f"{family}{suffix}", (gene,), fold,
+                name = run_name(train, suffix, multi=False)
+                runs += [Run(config.out / "runs" / f"{name}_{gene}_fold{fold}", name, (gene,), fold,
                              fraction=fraction, mask=mask) for gene in genes]
             if train.multi_gene:
                 chosen = tuple(g for g in genes if g not in train.held_out_genes)
-                runs.append(Run(config.out / "runs" / f"{family}_multi{suffix}_fold{fold}", f"{family}_multi{suffix}", chosen,
-                                fold, multi=True, fraction=fraction, mask=mask))
+                name = run_name(train, suffix, multi=True)
+                runs.append(Run(config.out / "runs" / f"{name}_fold{fold}", name, chosen, fold, multi=True, fraction=fraction, mask=mask))
     return runs
+
+
+def run_name(train: TrainStep, suffix: str, multi: bool) -> str:
+    """A run's results name: `performer` (Enformer fine-tuning, else `<backbone>_<mode>`), `_multi` for the multi-gene
+    run, then the suffix of its train fraction or mask."""
+    family = "performer" if (train.backbone, train.mode) == ("enformer", "finetune") else f"{train.backbone}_{train.mode}"
+    return f"{family}{'_multi' if multi else ''}{suffix}"
+
+
+def _check_mask_names(train: TrainStep, where: str) -> None:
+    """The results names a mask file gives its runs (`_mask_<file stem>`) are results names (`results.check_name`: e.g.
+    at most 128 characters, no spaces), refused here rather than when the train step reaches them."""
+    from .masking import mask_name
+    from .results import check_name
+
+    for mask in train.mask_variants:
+        for multi in [False] * train.single_gene + [True] * train.multi_gene:
+            check_name(run_name(train, f"_{mask_name(mask)}", multi), f"{where}: [train].mask_variants {mask!r} gives the "
+                       "results name", "rename the file: its name without the extension ends the results name")
 
 
 def run_build(config: PipelineConfig) -> None:

@@ -566,3 +566,59 @@ def test_replace_atomically_keeps_links_and_refuses_devices(tiny_store, tmp_path
     assert pipe.is_fifo() and sorted(p.name for p in tmp_path.iterdir()) == ["link.tsv", "pipe.tsv", "real.tsv"]
     result = pstore("query", "--store", str(tiny_store), "--out", str(pipe), expect=1)  # through a command
     assert pipe.is_fifo() and f"{pipe}: not a regular file" in result.output
+
+
+LONG = "n" * 256
+"""A file or folder name one byte over NAME_MAX: every use of a path holding it is ENAMETOOLONG, even exists()."""
+
+
+def too_long(option: str, name: str, folder: Path) -> str:
+    """click's line for a name over the file system's NAME_MAX (read from pathconf here, not from the code)."""
+    limit = os.pathconf(folder, "PC_NAME_MAX")
+    return (f"Error: Invalid value for '{option}': '{name[:21]}...' is {len(name.encode())} bytes, longer than the {limit} "
+            "bytes a file or folder name can have; choose a shorter name")
+
+
+@pytest.mark.parametrize("command, option", [
+    (["train", "--store", "{store}", "--gene", "ENSG00000000001.1", "--fold", "0", "--config", "tiny", "--out", "{long}"], "--out"),
+    (["train", "--store", "{store}", "--gene", "ENSG00000000001.1", "--fold", "0", "--config", "tiny", "--name", "x",
+      "--out", "{long}/run"], "--out"),
+    (["report", "--store", "{store}", "--out", "{long}"], "--out"),
+    (["export", "predictdb", "--store", "{store}", "--out", "{long}/model.db"], "--out"),
+    (["query", "--store", "{store}", "--out", "{long}/w.tsv"], "--out"),
+    (["compare", "--store", "{store}", "--out", "{long}/c.tsv"], "--out"),
+    (["simulate", "{long}", "--individuals", "20", "--genes", "1", "--quiet"], "OUT_DIR"),
+    (["simulate", "{tmp}/a", "--second-cohort", "{long}", "--individuals", "20", "--genes", "1", "--quiet"], "--second-cohort"),
+    (["enet", "--store", "{long}/s.zarr"], "--store"),
+    (["evaluate", "--store", "{store}", "--run", "{long}"], "--run"),
+])
+def test_a_name_too_long_for_the_file_system_is_one_line(tiny_store, tmp_path, command, option):
+    """An output (or any) path with a name over 255 bytes ended in an OSError traceback from the first exists() or
+    mkdir (make_directory's own error message called exists() again); now click's one line naming the option and the
+    limit, before anything is written."""
+    args = [arg.format(store=tiny_store, long=tmp_path / LONG, tmp=tmp_path) for arg in command]
+    result = pstore(*args, expect=2)
+    assert result.output.strip().splitlines()[-1] == too_long(option, LONG, tmp_path), result.output
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_build_into_a_store_name_too_long_is_one_line(tiny, tmp_path):
+    result = pstore(*build_args(tiny, tmp_path / LONG / "store.zarr"), expect=2)
+    assert result.output.strip().splitlines()[-1] == too_long("--store", LONG, tmp_path)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_input_name_too_long_is_one_line(tiny_store, tmp_path):
+    """Input files too (here a --mask-variants TSV, a plain string option read by `require_file`)."""
+    path = tmp_path / (LONG + ".tsv")
+    result = pstore("train", "--store", str(tiny_store), "--gene", "ENSG00000000001.1", "--fold", "0", "--config", "tiny",
+                    "--out", str(tmp_path / "run"), "--mask-variants", str(path), expect=1)
+    assert result.output == (f"Error: variant list {path}: '{LONG[:21]}...' is 260 bytes, longer than the "
+                             f"{os.pathconf(tmp_path, 'PC_NAME_MAX')} bytes a file or folder name can have; choose a shorter name\n")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_results_name_too_long_is_one_line(tiny_store, tmp_path):
+    """A results name becomes a folder name: --name is held to 128 characters (already before the other fixes)."""
+    result = pstore("ism", "--store", str(tiny_store), "--run", str(tmp_path), "--name", LONG, expect=1)
+    assert result.output.startswith(f"Error: --name '{LONG}': not a results name; ") and "at most 128 characters" in result.output

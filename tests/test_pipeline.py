@@ -479,3 +479,29 @@ def test_a_top_enet_mask_without_its_enet_advises_the_enet_step(tmp_path, sim_st
         f"{store}, which it ranks variants by; run the enet step first (`pstore run {config} --steps enet,train`, or no "
         "--steps) with 0 in [enet].folds and the gene in [enet].genes (or no [enet].genes)"), output
     assert "pstore enet --store" not in output and not (tmp_path / "out").exists()
+
+
+def test_names_too_long_or_not_results_names_are_refused_up_front(tmp_path):
+    """A config path with a name over NAME_MAX, and a mask file whose name makes its runs' results name one that `pstore
+    train --name` refuses (spaces, over 128 characters), are one-line errors naming the key before any step; they used
+    to stop the run with an OSError traceback, or its train step after the build and the elastic nets."""
+    import os
+
+    long = "n" * 256
+    with pytest.raises(InputError) as error:
+        load_config(write(tmp_path, MINIMAL.replace('out = "out"', f'out = "{long}"')))
+    assert str(error.value) == (f"config {tmp_path / 'config.toml'}: out: '{long[:21]}...' is 256 bytes, longer than the "
+                                f"{os.pathconf(tmp_path, 'PC_NAME_MAX')} bytes a file or folder name can have; choose a shorter name")
+    for stem in ("my eqtls", "e" * 114):
+        (tmp_path / f"{stem}.tsv").write_text("contig\tposition\nchr1\t100\n")
+        with pytest.raises(InputError) as error:
+            load_config(write(tmp_path, MINIMAL + f'multi_gene = true\nmask_variants = ["{stem}.tsv"]\n'))
+        assert str(error.value) == (
+            f"config {tmp_path / 'config.toml'}: [train].mask_variants '{tmp_path / stem}.tsv' gives the results name "
+            f"'performer_mask_{stem}': not a results name; use letters, digits, '.', '_' and '-', not starting with '.', "
+            "at most 128 characters; rename the file: its name without the extension ends the results name")
+    assert len(f"performer_multi_mask_{'e' * 113}") == 134 and len(f"performer_mask_{'e' * 113}") == 128
+    (tmp_path / f"{'e' * 113}.tsv").write_text("contig\tposition\nchr1\t100\n")
+    with pytest.raises(InputError, match=f"gives the results name 'performer_multi_mask_{'e' * 113}'"):
+        load_config(write(tmp_path, MINIMAL + f'multi_gene = true\nmask_variants = ["{"e" * 113}.tsv"]\n'))
+    assert load_config(write(tmp_path, MINIMAL + f'mask_variants = ["{"e" * 113}.tsv"]\n')).train.mask_variants  # single-gene only: 128
