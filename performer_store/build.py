@@ -38,6 +38,7 @@ from .inputs import (
 )
 from .parallel import connected, map_tasks
 from .store import (
+    GENE_INDEX,
     check_format,
     complete_gene_ids,
     create_array,
@@ -399,7 +400,7 @@ def write_gene_index(store: Path) -> None:
         "gene_window_stop": [a["window_stop"] for a in attrs],
         "gene_n_variants": [g["variant_position"].shape[0] for g in groups],
     }
-    staging = staging_path(store, "gene-index")
+    staging = staging_path(store, GENE_INDEX)
     group = zarr.open_group(str(staging), mode="w")
     for name, values in columns.items():
         spec = schemas.ROOT.array(name)
@@ -420,7 +421,6 @@ def build_store(config: BuildConfig) -> BuildReport:
         if config.force:
             _empty(config.store)
         prepare_root(config, plan)
-        shutil.rmtree(config.store / schemas.STAGING_DIR, ignore_errors=True)  # leftovers of a killed build
         done = set(complete_gene_ids(config.store))
         todo = [t for t in plan.tasks if t.gene.gene_id not in done]
         report = BuildReport(config.store, len(plan.people), plan.samples_report,

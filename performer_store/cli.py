@@ -185,15 +185,21 @@ def info(store: Path) -> None:
 @click.argument("store", type=PathArg)
 @click.option("--deep", is_flag=True, help="Also recompute every dosage one-hot from the variant table and compare.")
 def validate(store: Path, deep: bool) -> None:
-    """Check a store against the schema; print each problem and exit 1 if there are any."""
-    from .validate import validate_store
+    """Check a store against the schema; print each problem and exit 1 if there are any.
+
+    Leftovers of interrupted writes are listed as warnings: nothing reads them, so they do not make a store invalid.
+    """
+    from .validate import leftovers, validate_store
 
     problems = validate_store(store, deep=deep)
+    left = leftovers(store)
+    for line in left:
+        click.echo(f"Warning: {line}", err=True)
     for problem in problems:
         click.echo(problem)
     if problems:
         raise click.ClickException(f"store {store}: {len(problems)} problems")
-    click.echo(f"{store}: valid")
+    click.echo(f"{store}: valid" + (f" (the {len(left)} leftover(s) of interrupted writes above are not part of it)" if left else ""))
 
 
 def _gene_list(gene_ids: tuple[str, ...], genes_file: Path | None) -> tuple[str, ...]:

@@ -2,7 +2,8 @@
 
 A gene group is written under `<store>/.pstore-staging/` and renamed into `<store>/genes/<gene_id>` only
 after its last array and its `complete: true` attribute are on disk, so a reader (or a re-run after a
-kill) never mistakes a half-written gene for a complete one.
+kill) never mistakes a half-written gene for a complete one. Writers stage only while they hold the store lock,
+so whatever the staging directory holds when the lock is taken was left by a killed writer, and is deleted then.
 """
 
 from __future__ import annotations
@@ -60,15 +61,29 @@ def gene_path(store: Path, gene_id: str) -> Path:
     return store / schemas.GENES_GROUP / gene_id
 
 
-def staging_path(store: Path, gene_id: str) -> Path:
-    """A fresh staging directory for a gene (unique, inside the store so the rename stays on one filesystem)."""
-    return store / schemas.STAGING_DIR / f"{gene_id}.{uuid.uuid4().hex}"
+RETIRED = "retired"
+"""The staging key of a group's previous version that `publish` moves aside."""
+
+GENE_INDEX = "gene-index"
+"""The staging key of the root's gene index that the build writes."""
+
+
+def staging_path(store: Path, key: str) -> Path:
+    """A fresh staging directory '<key>.<uuid hex>' for a group (a gene ID, 'gene-index', or '<gene>.<group>.<model>'
+    for a result): unique, inside the store so the rename stays on one filesystem."""
+    return store / schemas.STAGING_DIR / f"{key}.{uuid.uuid4().hex}"
+
+
+def clear_staging(store: Path) -> None:
+    """Delete what killed writers left in the staging directory: call only while holding the store lock, under which
+    every writer stages, so nothing there is in use."""
+    shutil.rmtree(store / schemas.STAGING_DIR, ignore_errors=True)
 
 
 def publish(staging: Path, final: Path) -> None:
     """Move a finished group into place atomically, replacing an older version of it."""
     if final.exists():
-        retired = staging.parent / f"retired.{uuid.uuid4().hex}"
+        retired = staging.parent / f"{RETIRED}.{uuid.uuid4().hex}"
         os.rename(final, retired)
         os.rename(staging, final)
         shutil.rmtree(retired)
@@ -82,7 +97,8 @@ def publish(staging: Path, final: Path) -> None:
 
 @contextmanager
 def store_lock(path: Path, wait: bool = False) -> Iterator[None]:
-    """Hold an exclusive lock on the store directory while writing it (released even on kill -9).
+    """Hold an exclusive lock on the store directory while writing it (released even on kill -9), and first delete the
+    leftovers of killed writers (`clear_staging`): every command that writes a store cleans up after interrupted ones.
 
     Builds refuse to wait (two builds of one store are a mistake); short writes of results wait their turn.
     """
@@ -94,6 +110,7 @@ def store_lock(path: Path, wait: bool = False) -> Iterator[None]:
         os.close(descriptor)
         raise InputError(f"store {path}: another pstore command is writing it; wait for it or stop it") from None
     try:
+        clear_staging(path)
         yield
     finally:
         os.close(descriptor)

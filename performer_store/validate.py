@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from itertools import product
 from pathlib import Path
 from typing import Iterator
@@ -16,7 +17,7 @@ from zarr.codecs import ZstdCodec
 from . import schemas
 from .encode import base_codes, dosage_onehot_delta, haplotype_carriers
 from .results import NOT_RUN
-from .store import Store, complete_gene_ids, directory_size, is_complete
+from .store import GENE_INDEX, RETIRED, Store, complete_gene_ids, directory_size, is_complete
 
 
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
@@ -246,6 +247,58 @@ def validate_store(path: Path, deep: bool = False) -> list[str]:
         problems += gene_problems or _readable_gene_values(group, where, deep)
         problems += _check_results(directory, gene_sizes, where, deep)
     return problems
+
+
+STAGED = re.compile(r"(?P<key>.+)\.[0-9a-f]{32}")
+"""A staging directory: '<key>.<uuid hex>' (`store.staging_path`)."""
+
+STAGED_RESULT = re.compile(rf"(?P<gene>.+)\.(?P<group>{schemas.RESULTS_GROUP}|{schemas.ISM_GROUP}|{schemas.REFERENCE_GROUP})\.(?P<model>.+)")
+"""The staging key of a result group: '<gene>.<group>.<model>' (`results._publish_result`)."""
+
+ZARR_PARTIAL = re.compile(r".+\.[0-9a-f]{32}\.partial")
+"""A file zarr-python writes before renaming it into place ('<key>.<uuid hex>.partial'); a kill leaves it behind."""
+
+LEFT = "nothing reads it"
+
+
+def _staged_writer(entry: Path, group: str) -> str:
+    """The command that was writing a staged result group: by its kind when its attributes got written, else by group."""
+    try:
+        kind = json.loads((entry / "zarr.json").read_text()).get("attributes", {}).get("kind")
+    except (OSError, ValueError):
+        kind = None
+    if kind is None and group == schemas.RESULTS_GROUP:
+        return "pstore enet, enet --from-store or evaluate"
+    return _result_writer(group, str(kind))
+
+
+def _staged(entry: Path) -> str:
+    """One line on an entry of the staging directory: what its writer was writing, and the fix."""
+    match = STAGED.fullmatch(entry.name)
+    key = match["key"] if match else entry.name
+    again = "run that command again to finish its work (any command that writes this store deletes this), or delete it"
+    if key == RETIRED:
+        return (f"{entry}: the previous version of a gene's group or gene-index array, moved aside by an interrupted "
+                f"replacement; {LEFT}: run the interrupted command again (any command that writes this store deletes "
+                "this), or delete it")
+    if key == GENE_INDEX:
+        return f"{entry}: an unfinished gene index of an interrupted `pstore build`; {LEFT}: {again}"
+    result = STAGED_RESULT.fullmatch(key)
+    if result:
+        return (f"{entry}: an unfinished {result['group']} '{result['model']}' of gene {result['gene']} from an interrupted "
+                f"`{_staged_writer(entry, result['group'])}`; {LEFT}: {again}")
+    return f"{entry}: an unfinished gene {key} of an interrupted `pstore build`; {LEFT}: {again}"
+
+
+def leftovers(path: Path) -> list[str]:
+    """What killed writes left in a store, one line each: staging directories (`store.staging_path`) and zarr's
+    partial files. They never make the store wrong (groups are read only once renamed into place complete, and the
+    next command that writes the store deletes its staging directory), so `pstore validate` warns and still passes."""
+    store = Path(path)
+    staging = store / schemas.STAGING_DIR
+    lines = [_staged(entry) for entry in sorted(staging.iterdir())] if staging.is_dir() else []
+    partial = sorted(p for p in store.rglob("*.partial") if ZARR_PARTIAL.fullmatch(p.name) and staging not in p.parents)
+    return lines + [f"{p}: a partial file of an interrupted zarr write; {LEFT}: delete it" for p in partial]
 
 
 def describe_store(path: Path) -> tuple[dict, pd.DataFrame]:

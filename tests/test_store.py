@@ -61,6 +61,41 @@ def test_validate_names_each_problem(tiny_store, tmp_path):
     assert "variant_maf is missing" in result.output
 
 
+def test_leftovers_of_interrupted_writes_are_warnings_and_the_next_writer_deletes_them(tiny_store, tmp_path):
+    """What a kill -9 leaves (staging directories named as the writers name them, a zarr partial file) is listed by
+    `pstore validate`, one line each saying what it is and the fix, as warnings: nothing reads them, so the store
+    stays valid (exit 0). The next command that writes the store (here `pstore enet`) deletes the staging ones."""
+    store = tmp_path / "store.zarr"
+    shutil.copytree(tiny_store, store)
+    gene, staging = "ENSG00000000001.1", store / schemas.STAGING_DIR
+    entries = {kind: staging / f"{key}.{kind * 32}" for kind, key in
+               (("a", gene), ("b", f"{gene}.results.enet"), ("c", f"{gene}.ism.my.run"), ("d", "gene-index"), ("e", "retired"))}
+    for kind, entry in entries.items():
+        zarr.open_group(str(entry), mode="w", attributes={"kind": "performer"} if kind == "c" else {})
+    partial = store / "genes" / gene / "results" / f"zarr.{'f' * 32}.partial"
+    partial.parent.mkdir()
+    partial.write_text("{")
+    again = "nothing reads it: run that command again to finish its work (any command that writes this store deletes this), or delete it"
+    expected = [
+        f"Warning: {entries['a']}: an unfinished gene {gene} of an interrupted `pstore build`; {again}",
+        f"Warning: {entries['c']}: an unfinished ism 'my.run' of gene {gene} from an interrupted `pstore ism`; {again}",
+        f"Warning: {entries['b']}: an unfinished results 'enet' of gene {gene} from an interrupted `pstore enet, enet "
+        f"--from-store or evaluate`; {again}",
+        f"Warning: {entries['d']}: an unfinished gene index of an interrupted `pstore build`; {again}",
+        f"Warning: {entries['e']}: the previous version of a gene's group or gene-index array, moved aside by an interrupted "
+        "replacement; nothing reads it: run the interrupted command again (any command that writes this store deletes "
+        "this), or delete it",
+        f"Warning: {partial}: a partial file of an interrupted zarr write; nothing reads it: delete it",
+    ]
+    assert validate_store(store) == []
+    output = pstore("validate", str(store)).output.splitlines()
+    assert output == expected + [f"{store}: valid (the 6 leftover(s) of interrupted writes above are not part of it)"]
+    pstore("enet", "--store", str(store), "--gene", gene, "--folds", "0", "--quiet")
+    assert not staging.exists()
+    assert pstore("validate", str(store)).output.splitlines() == expected[-1:] + [
+        f"{store}: valid (the 1 leftover(s) of interrupted writes above are not part of it)"]
+
+
 def test_info_reports_sizes(tiny_store):
     """`pstore info` gives people, genes, and a compression ratio equal to raw bytes over stored bytes."""
     output = pstore("info", str(tiny_store)).output
