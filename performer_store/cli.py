@@ -199,7 +199,8 @@ def validate(store: Path, deep: bool) -> None:
         click.echo(problem)
     if problems:
         raise click.ClickException(f"store {store}: {len(problems)} problems")
-    click.echo(f"{store}: valid" + (f" (the {len(left)} leftover(s) of interrupted writes above are not part of it)" if left else ""))
+    aside = f" (the {len(left)} leftover(s) of interrupted writes above are not part of it)" if left else ""
+    click.echo(f"{store}: valid{aside}")
 
 
 def _gene_list(gene_ids: tuple[str, ...], genes_file: Path | None) -> tuple[str, ...]:

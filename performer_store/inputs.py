@@ -136,7 +136,8 @@ def name_too_long(path: Path) -> str | None:
         size = len(os.fsencode(part))
         if size > name_max:
             shown = part if len(part) <= 24 else part[:21] + "..."
-            return f"{shown!r} is {size} bytes, longer than the {name_max} bytes a file or folder name can have; choose a shorter name"
+            return (f"{shown!r} is {size} bytes, longer than the {name_max} bytes a file or folder name can have; "
+                    "choose a shorter name")
     size, path_max = len(os.fsencode(path)), _system_limit(path, "PC_PATH_MAX", 4096)
     if size >= path_max:
         return f"the path is {size} bytes, longer than the {path_max - 1} bytes a path can have; choose a shorter path"

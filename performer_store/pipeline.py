@@ -504,7 +504,8 @@ def planned_runs(config: PipelineConfig, store_genes: list[str]) -> list[Run]:
             if train.multi_gene:
                 chosen = tuple(g for g in genes if g not in train.held_out_genes)
                 name = run_name(train, suffix, multi=True)
-                runs.append(Run(config.out / "runs" / f"{name}_fold{fold}", name, chosen, fold, multi=True, fraction=fraction, mask=mask))
+                runs.append(Run(config.out / "runs" / f"{name}_fold{fold}", name, chosen, fold, multi=True, fraction=fraction,
+                                mask=mask))
     return runs
 
 

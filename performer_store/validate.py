@@ -252,7 +252,8 @@ def validate_store(path: Path, deep: bool = False) -> list[str]:
 STAGED = re.compile(r"(?P<key>.+)\.[0-9a-f]{32}")
 """A staging directory: '<key>.<uuid hex>' (`store.staging_path`)."""
 
-STAGED_RESULT = re.compile(rf"(?P<gene>.+)\.(?P<group>{schemas.RESULTS_GROUP}|{schemas.ISM_GROUP}|{schemas.REFERENCE_GROUP})\.(?P<model>.+)")
+STAGED_RESULT = re.compile(
+    rf"(?P<gene>.+)\.(?P<group>{schemas.RESULTS_GROUP}|{schemas.ISM_GROUP}|{schemas.REFERENCE_GROUP})\.(?P<model>.+)")
 """The staging key of a result group: '<gene>.<group>.<model>' (`results._publish_result`)."""
 
 ZARR_PARTIAL = re.compile(r".+\.[0-9a-f]{32}\.partial")
