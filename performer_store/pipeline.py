@@ -390,13 +390,13 @@ def enet_step_advice(config: PipelineConfig) -> Iterator[None]:
 
 
 def check_masks(runs: list[Run], store: Store) -> None:
-    """Resolve the masks of the masked runs in this process before any run trains, so that a missing elastic net of a
-    top-enet:K mask stops `pstore run` here, where `enet_step_advice` rewords it, rather than in a `pstore train`
-    process after the runs before it trained."""
-    from .masking import parse_mask, resolve_mask
+    """Resolve the top-enet:K masks of the runs in this process before any run trains, so that a missing elastic net
+    stops `pstore run` here, where `enet_step_advice` rewords it, rather than in a `pstore train` process after the
+    runs before it trained."""
+    from .masking import TOP_ENET, parse_mask, resolve_mask
 
     for run in runs:
-        if run.mask:
+        if run.mask and run.mask.startswith(TOP_ENET):
             resolve_mask(store, run.genes, run.fold, parse_mask(run.mask))
 
 

@@ -259,9 +259,6 @@ STAGED_RESULT = re.compile(
 ZARR_PARTIAL = re.compile(r".+\.[0-9a-f]{32}\.partial")
 """A file zarr-python writes before renaming it into place ('<key>.<uuid hex>.partial'); a kill leaves it behind."""
 
-LEFT = "nothing reads it"
-
-
 def _staged_writer(entry: Path, group: str) -> str:
     """The command that was writing a staged result group: by its kind when its attributes got written, else by group."""
     try:
@@ -269,8 +266,8 @@ def _staged_writer(entry: Path, group: str) -> str:
     except (OSError, ValueError):
         kind = None
     if kind is None and group == schemas.RESULTS_GROUP:
-        return "pstore enet, enet --from-store or evaluate"
-    return _result_writer(group, str(kind))
+        return "`pstore enet`, `pstore enet --from-store` or `pstore evaluate`"
+    return f"`{_result_writer(group, str(kind))}`"
 
 
 def _staged(entry: Path) -> str:
@@ -280,15 +277,15 @@ def _staged(entry: Path) -> str:
     again = "run that command again to finish its work (any command that writes this store deletes this), or delete it"
     if key == RETIRED:
         return (f"{entry}: the previous version of a gene's group or gene-index array, moved aside by an interrupted "
-                f"replacement; {LEFT}: run the interrupted command again (any command that writes this store deletes "
-                "this), or delete it")
+                "replacement; nothing reads it: run the interrupted command again (any command that writes this store "
+                "deletes this), or delete it")
     if key == GENE_INDEX:
-        return f"{entry}: an unfinished gene index of an interrupted `pstore build`; {LEFT}: {again}"
+        return f"{entry}: an unfinished gene index of an interrupted `pstore build`; nothing reads it: {again}"
     result = STAGED_RESULT.fullmatch(key)
     if result:
         return (f"{entry}: an unfinished {result['group']} '{result['model']}' of gene {result['gene']} from an interrupted "
-                f"`{_staged_writer(entry, result['group'])}`; {LEFT}: {again}")
-    return f"{entry}: an unfinished gene {key} of an interrupted `pstore build`; {LEFT}: {again}"
+                f"{_staged_writer(entry, result['group'])}; nothing reads it: {again}")
+    return f"{entry}: an unfinished gene {key} of an interrupted `pstore build`; nothing reads it: {again}"
 
 
 def leftovers(path: Path) -> list[str]:
@@ -299,7 +296,7 @@ def leftovers(path: Path) -> list[str]:
     staging = store / schemas.STAGING_DIR
     lines = [_staged(entry) for entry in sorted(staging.iterdir())] if staging.is_dir() else []
     partial = sorted(p for p in store.rglob("*.partial") if ZARR_PARTIAL.fullmatch(p.name) and staging not in p.parents)
-    return lines + [f"{p}: a partial file of an interrupted zarr write; {LEFT}: delete it" for p in partial]
+    return lines + [f"{p}: a partial file of an interrupted zarr write; nothing reads it: delete it" for p in partial]
 
 
 def describe_store(path: Path) -> tuple[dict, pd.DataFrame]:

@@ -79,8 +79,8 @@ def test_leftovers_of_interrupted_writes_are_warnings_and_the_next_writer_delete
     expected = [
         f"Warning: {entries['a']}: an unfinished gene {gene} of an interrupted `pstore build`; {again}",
         f"Warning: {entries['c']}: an unfinished ism 'my.run' of gene {gene} from an interrupted `pstore ism`; {again}",
-        f"Warning: {entries['b']}: an unfinished results 'enet' of gene {gene} from an interrupted `pstore enet, enet "
-        f"--from-store or evaluate`; {again}",
+        f"Warning: {entries['b']}: an unfinished results 'enet' of gene {gene} from an interrupted `pstore enet`, "
+        f"`pstore enet --from-store` or `pstore evaluate`; {again}",
         f"Warning: {entries['d']}: an unfinished gene index of an interrupted `pstore build`; {again}",
         f"Warning: {entries['e']}: the previous version of a gene's group or gene-index array, moved aside by an interrupted "
         "replacement; nothing reads it: run the interrupted command again (any command that writes this store deletes "
