@@ -2,25 +2,34 @@
 
 Reads every complete `genes/<gene>/results/<model>` group (elastic nets, lasso, base Enformer, Performer
 runs). A model's r and R2 for a gene are the means over the folds it has (finite values only); its
-difference from the baseline is the mean over the folds both have, so both are scored on the same people.
-Genes are grouped by the baseline's R2 as in the method's paper (Fig. 1c): none (<= 0), low (0-0.06) and
-medium/high (> 0.06); the headline is the fraction of genes where a model is within 0.02 R2 of the
-baseline or better (84% for Performer in the paper). `trained_in` tells a model of another store (cross-cohort,
-`source_store` attribute) from one trained on this store's people.
+difference from the baseline is the mean over the folds both have, each fold scored on the test people both
+models predicted: a cross-cohort model (`pstore evaluate --run` of another store's run, `pstore enet
+--from-store`) leaves out the people its source store trained on (`crosscohort.seen_people`), so where one
+model scored people the other did not, it is scored again from its stored predictions on the shared people
+(`predict.gene_metrics`); a fold whose stored metric is NaN (undefined) stays NaN. Genes are grouped by the
+baseline's R2 as in the method's paper (Fig. 1c): none (<= 0), low (0-0.06) and medium/high (> 0.06); the
+headline is the fraction of genes where a model is within 0.02 R2 of the baseline or better (84% for Performer
+in the paper). `trained_in` tells a model of another store (cross-cohort, `source_store` attribute) from one
+trained on this store's people.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
+from . import schemas
 from .inputs import InputError
+from .predict import gene_metrics
 from .results import read_result, result_models, result_source
 from .store import Store
+
+Predictions = Mapping[tuple[str, str], np.ndarray]
+"""Each result's `prediction` array (folds x people) by gene ID and model."""
 
 WITHIN = 0.02  # R2 margin of the paper's headline
 GROUP_EDGES = (0.0, 0.06)  # baseline R2: none <= 0 < low <= 0.06 < medium/high
@@ -35,18 +44,52 @@ class Comparison:
     summary: pd.DataFrame
 
 
-def fold_metrics(store: Store, runs: Sequence[str] | None = None) -> pd.DataFrame:
-    """One row per gene, model and fold that was run: kind, status, test r and R2."""
-    records = []
+def read_results(store: Store, runs: Sequence[str] | None = None) -> tuple[pd.DataFrame, dict[tuple[str, str], np.ndarray]]:
+    """`fold_metrics`' table, and the predictions of the results read (to score two models on the same people)."""
+    records, predictions = [], {}
     for gene_id in store.genes.index:
         for model in result_models(store.path, gene_id):
             if runs and model not in runs:
                 continue
             arrays, attrs = read_result(store.path, gene_id, model)
+            predictions[gene_id, model] = arrays["prediction"]
             records += [{"gene_id": gene_id, "model": model, "kind": attrs["kind"], "trained_in": result_source(attrs), "fold": fold,
                          "status": arrays["status"][fold], "pearson_r": float(arrays["pearson_r"][fold]),
                          "r2": float(arrays["r2"][fold])} for fold in attrs["folds"]]
-    return pd.DataFrame(records, columns=["gene_id", "model", "kind", "trained_in", "fold", "status", "pearson_r", "r2"])
+    columns = ["gene_id", "model", "kind", "trained_in", "fold", "status", "pearson_r", "r2"]
+    return pd.DataFrame(records, columns=columns), predictions
+
+
+def fold_metrics(store: Store, runs: Sequence[str] | None = None) -> pd.DataFrame:
+    """One row per gene, model and fold that was run: kind, status, test r and R2 (as stored)."""
+    return read_results(store, runs)[0]
+
+
+def shared_people_metrics(store: Store, folds: pd.DataFrame, predictions: Predictions, model: str, baseline: str) -> pd.DataFrame:
+    """Per gene and fold both models ran (rows), each one's test r and R2 (columns: metric, model) on the test people
+    both predicted (`on_shared_people`), so that their difference compares them on the same people."""
+    stored = folds[folds["model"].isin([model, baseline])].set_index(["gene_id", "fold", "model"])[["pearson_r", "r2"]]
+    pairs = stored.index.droplevel("model")
+    table = stored.unstack("model").reindex(pairs[pairs.duplicated()])
+    targets = {gene_id: store.gene(gene_id)["target"][:] for gene_id in table.index.unique("gene_id")}
+    tests = store.root["sample_split"][:] == schemas.SPLIT_CODES["test"]
+    scores = [on_shared_people(scored, {m: predictions[gene_id, m][fold] for m in (model, baseline)}, targets[gene_id], tests[fold])
+              for (gene_id, fold), scored in table.iterrows()]
+    return pd.DataFrame(scores, index=table.index, columns=table.columns, dtype=np.float64)
+
+
+def on_shared_people(stored: pd.Series, rows: Mapping[str, np.ndarray], target: np.ndarray, test: np.ndarray) -> np.ndarray:
+    """One fold's stored (metric, model) values, but a model that scored test people another did not predict (a
+    cross-cohort model leaves out its source's train and tune people) scored again on those both predicted, from its
+    stored predictions (`gene_metrics`); a stored NaN (undefined metric) stays NaN."""
+    test = test & ~np.isnan(target)
+    shared = test & np.logical_and.reduce([np.isfinite(row) for row in rows.values()])
+    scores = stored.copy()
+    for model, row in rows.items():
+        if np.count_nonzero(test & np.isfinite(row)) > np.count_nonzero(shared):
+            for metric, value in zip(("pearson_r", "r2"), gene_metrics(row[shared], target[shared])):
+                scores[metric, model] = np.nan if np.isnan(stored[metric, model]) else value
+    return scores.to_numpy(np.float64)
 
 
 def heritability_group(r2: pd.Series) -> pd.Series:
@@ -58,7 +101,7 @@ def heritability_group(r2: pd.Series) -> pd.Series:
 def compare_models(path: Path, runs: Sequence[str] | None = None, baseline: str = "enet") -> Comparison:
     """Per gene: every model's mean r and R2, its difference from the baseline, and the baseline's group."""
     store = Store(path)
-    folds = fold_metrics(store, runs if not runs else [*runs, baseline])
+    folds, predictions = read_results(store, runs if not runs else [*runs, baseline])
     if not (folds["model"] == baseline).any():
         raise InputError(f"store {path}: no {baseline} results to compare against; run `pstore enet --store {path}` (--model lasso for lasso) first")
     if runs:
@@ -68,41 +111,42 @@ def compare_models(path: Path, runs: Sequence[str] | None = None, baseline: str 
                              f"{', '.join(sorted(set(fold_metrics(store)['model'])))}")
     means = folds.groupby(["gene_id", "model"])[["pearson_r", "r2"]].mean().unstack("model")
     table = pd.DataFrame({"gene_id": store.genes.index, "gene_name": store.genes["gene_name"].to_numpy()}).set_index("gene_id")
-    base = folds[folds["model"] == baseline].set_index(["gene_id", "fold"])[["pearson_r", "r2"]]
     table["group"] = heritability_group(means["r2"][baseline].reindex(table.index))
     models = sorted(set(folds["model"]), key=lambda m: (m != baseline, m))
+    paired = {model: shared_people_metrics(store, folds, predictions, model, baseline) for model in models[1:]}
     for model in models:
         table[f"{model}_r"] = means["pearson_r"][model].reindex(table.index)
         table[f"{model}_r2"] = means["r2"][model].reindex(table.index)
         if model == baseline:
             continue
-        paired = folds[folds["model"] == model].set_index(["gene_id", "fold"])[["pearson_r", "r2"]] - base
-        difference = paired.groupby("gene_id").mean()
+        pair = paired[model]
+        difference = (pair.xs(model, axis=1, level="model") - pair.xs(baseline, axis=1, level="model")).groupby("gene_id").mean()
         table[f"{model}_minus_{baseline}_r"] = difference["pearson_r"].reindex(table.index)
         table[f"{model}_minus_{baseline}_r2"] = difference["r2"].reindex(table.index)
-    summary = _summary(table, folds, models[1:], baseline)
+    summary = _summary(table, folds, paired, baseline)
     return Comparison(table.reset_index(), summary)
 
 
-def paired_r2(folds: pd.DataFrame, model: str, baseline: str) -> pd.DataFrame:
-    """Per gene, the model's and the baseline's mean test R2 over the folds where both have a finite one."""
-    r2 = folds[folds["model"].isin([model, baseline])].pivot_table(index=["gene_id", "fold"], columns="model", values="r2", aggfunc="first")
-    both = r2.reindex(columns=[model, baseline]).replace([np.inf, -np.inf], np.nan).dropna()
+def paired_r2(paired: pd.DataFrame, model: str, baseline: str) -> pd.DataFrame:
+    """Per gene, the model's and the baseline's mean test R2 (`shared_people_metrics`) over the folds where both
+    have a finite one."""
+    both = paired["r2"][[model, baseline]].replace([np.inf, -np.inf], np.nan).dropna()
     return both.groupby("gene_id").mean()
 
 
-def _summary(table: pd.DataFrame, folds: pd.DataFrame, models: Sequence[str], baseline: str) -> pd.DataFrame:
-    """Per model: kind, genes compared (those with an R2 difference), the headline fraction, both mean R2s and the
-    mean R2 difference per group, every number over those same genes; the mean R2s over the folds both models have
-    (as the differences are), so mean_r2 - mean_<baseline>_r2 is the mean difference."""
+def _summary(table: pd.DataFrame, folds: pd.DataFrame, paired: Mapping[str, pd.DataFrame], baseline: str) -> pd.DataFrame:
+    """Per model (`paired`: its `shared_people_metrics`): kind, genes compared (those with an R2 difference), the
+    headline fraction, both mean R2s and the mean R2 difference per group, every number over those same genes; the
+    mean R2s over the folds both models have, on the same people (as the differences are), so mean_r2 -
+    mean_<baseline>_r2 is the mean difference."""
     kinds = folds.drop_duplicates("model").set_index("model")[["kind", "trained_in"]]
     rows = []
-    for model in models:
+    for model in paired:
         difference = table[f"{model}_minus_{baseline}_r2"].dropna()
-        paired = paired_r2(folds, model, baseline).reindex(difference.index)
+        means = paired_r2(paired[model], model, baseline).reindex(difference.index)
         row = {"model": model, "kind": kinds.loc[model, "kind"], "trained_in": kinds.loc[model, "trained_in"], "genes": len(difference),
                f"within_{WITHIN}_of_{baseline}_or_better": float((difference >= -WITHIN).mean()) if len(difference) else np.nan,
-               "mean_r2": float(paired[model].mean()), f"mean_{baseline}_r2": float(paired[baseline].mean())}
+               "mean_r2": float(means[model].mean()), f"mean_{baseline}_r2": float(means[baseline].mean())}
         for group in GROUP_NAMES:
             in_group = difference[table.loc[difference.index, "group"] == group]
             row[f"genes_{group}"] = len(in_group)
