@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -28,12 +28,14 @@ from .predict import gene_metrics
 from .results import read_result, result_models, result_source
 from .store import Store
 
-Predictions = Mapping[tuple[str, str], np.ndarray]
-"""Each result's `prediction` array (folds x people) by gene ID and model."""
-
 WITHIN = 0.02  # R2 margin of the paper's headline
 GROUP_EDGES = (0.0, 0.06)  # baseline R2: none <= 0 < low <= 0.06 < medium/high
 GROUP_NAMES = ("none", "low", "medium/high")
+FOLD_COLUMNS = ["gene_id", "model", "kind", "trained_in", "fold", "status", "pearson_r", "r2"]
+PAIRED_COLUMNS = ["gene_id", "model", "fold", "pearson_r", "r2", "baseline_pearson_r", "baseline_r2"]
+
+Results = dict[str, tuple[dict[str, np.ndarray], dict[str, Any]]]
+"""One gene's results: arrays and attributes by model name."""
 
 
 @dataclass(frozen=True)
@@ -44,52 +46,55 @@ class Comparison:
     summary: pd.DataFrame
 
 
-def read_results(store: Store, runs: Sequence[str] | None = None) -> tuple[pd.DataFrame, dict[tuple[str, str], np.ndarray]]:
-    """`fold_metrics`' table, and the predictions of the results read (to score two models on the same people)."""
-    records, predictions = [], {}
+def gene_results(store: Store, runs: Sequence[str] | None = None) -> Iterator[tuple[str, Results]]:
+    """Each gene's complete results (only `runs` when given), one gene at a time: a store's predictions are never all
+    in memory."""
     for gene_id in store.genes.index:
-        for model in result_models(store.path, gene_id):
-            if runs and model not in runs:
-                continue
-            arrays, attrs = read_result(store.path, gene_id, model)
-            predictions[gene_id, model] = arrays["prediction"]
-            records += [{"gene_id": gene_id, "model": model, "kind": attrs["kind"], "trained_in": result_source(attrs), "fold": fold,
-                         "status": arrays["status"][fold], "pearson_r": float(arrays["pearson_r"][fold]),
-                         "r2": float(arrays["r2"][fold])} for fold in attrs["folds"]]
-    columns = ["gene_id", "model", "kind", "trained_in", "fold", "status", "pearson_r", "r2"]
-    return pd.DataFrame(records, columns=columns), predictions
+        yield gene_id, {model: read_result(store.path, gene_id, model) for model in result_models(store.path, gene_id)
+                        if not runs or model in runs}
+
+
+def fold_records(gene_id: str, results: Results) -> list[dict[str, Any]]:
+    """One gene's rows of `fold_metrics`."""
+    return [{"gene_id": gene_id, "model": model, "kind": attrs["kind"], "trained_in": result_source(attrs), "fold": fold,
+             "status": arrays["status"][fold], "pearson_r": float(arrays["pearson_r"][fold]), "r2": float(arrays["r2"][fold])}
+            for model, (arrays, attrs) in results.items() for fold in attrs["folds"]]
 
 
 def fold_metrics(store: Store, runs: Sequence[str] | None = None) -> pd.DataFrame:
     """One row per gene, model and fold that was run: kind, status, test r and R2 (as stored)."""
-    return read_results(store, runs)[0]
+    return pd.DataFrame([row for gene_id, results in gene_results(store, runs) for row in fold_records(gene_id, results)],
+                        columns=FOLD_COLUMNS)
 
 
-def shared_people_metrics(store: Store, folds: pd.DataFrame, predictions: Predictions, model: str, baseline: str) -> pd.DataFrame:
-    """Per gene and fold both models ran (rows), each one's test r and R2 (columns: metric, model) on the test people
-    both predicted (`on_shared_people`), so that their difference compares them on the same people."""
-    stored = folds[folds["model"].isin([model, baseline])].set_index(["gene_id", "fold", "model"])[["pearson_r", "r2"]]
-    pairs = stored.index.droplevel("model")
-    table = stored.unstack("model").reindex(pairs[pairs.duplicated()])
-    targets = {gene_id: store.gene(gene_id)["target"][:] for gene_id in table.index.unique("gene_id")}
-    tests = store.root["sample_split"][:] == schemas.SPLIT_CODES["test"]
-    scores = [on_shared_people(scored, {m: predictions[gene_id, m][fold] for m in (model, baseline)}, targets[gene_id], tests[fold])
-              for (gene_id, fold), scored in table.iterrows()]
-    return pd.DataFrame(scores, index=table.index, columns=table.columns, dtype=np.float64)
+def paired_records(store: Store, gene_id: str, results: Results, baseline: str, tests: np.ndarray) -> list[dict[str, Any]]:
+    """One gene's rows per model and fold it shares with the baseline: both one's test r and R2 on the test people
+    both predicted (`on_shared_people`; `tests`: folds x people), so that their difference compares the same people."""
+    if baseline not in results or len(results) < 2:
+        return []
+    target, (base, base_attrs) = store.gene(gene_id)["target"][:], results[baseline]
+    rows = []
+    for model, (arrays, attrs) in results.items():
+        for fold in sorted(set(attrs["folds"]) & set(base_attrs["folds"])) if model != baseline else []:
+            ours, theirs = on_shared_people([arrays, base], fold, target, tests[fold])
+            rows.append(dict(zip(PAIRED_COLUMNS, (gene_id, model, fold, *ours, *theirs))))
+    return rows
 
 
-def on_shared_people(stored: pd.Series, rows: Mapping[str, np.ndarray], target: np.ndarray, test: np.ndarray) -> np.ndarray:
-    """One fold's stored (metric, model) values, but a model that scored test people another did not predict (a
-    cross-cohort model leaves out its source's train and tune people) scored again on those both predicted, from its
-    stored predictions (`gene_metrics`); a stored NaN (undefined metric) stays NaN."""
+def on_shared_people(results: Sequence[dict[str, np.ndarray]], fold: int, target: np.ndarray, test: np.ndarray) -> list[np.ndarray]:
+    """Each result's stored test (r, R2) of a fold, but one that scored test people another did not predict (a
+    cross-cohort model leaves out its source's train and tune people) is scored again on those all predicted, from
+    its stored predictions (`gene_metrics`, float64); a stored NaN (an undefined metric) stays NaN."""
     test = test & ~np.isnan(target)
-    shared = test & np.logical_and.reduce([np.isfinite(row) for row in rows.values()])
-    scores = stored.copy()
-    for model, row in rows.items():
-        if np.count_nonzero(test & np.isfinite(row)) > np.count_nonzero(shared):
-            for metric, value in zip(("pearson_r", "r2"), gene_metrics(row[shared], target[shared])):
-                scores[metric, model] = np.nan if np.isnan(stored[metric, model]) else value
-    return scores.to_numpy(np.float64)
+    predicted = [np.isfinite(arrays["prediction"][fold]) for arrays in results]
+    shared = test & np.logical_and.reduce(predicted)
+    scores = []
+    for arrays, finite in zip(results, predicted):
+        stored = np.array([arrays["pearson_r"][fold], arrays["r2"][fold]], dtype=np.float64)
+        if np.count_nonzero(test & finite) > np.count_nonzero(shared):
+            stored = np.where(np.isnan(stored), np.nan, gene_metrics(arrays["prediction"][fold][shared], target[shared]))
+        scores.append(stored)
+    return scores
 
 
 def heritability_group(r2: pd.Series) -> pd.Series:
@@ -101,7 +106,12 @@ def heritability_group(r2: pd.Series) -> pd.Series:
 def compare_models(path: Path, runs: Sequence[str] | None = None, baseline: str = "enet") -> Comparison:
     """Per gene: every model's mean r and R2, its difference from the baseline, and the baseline's group."""
     store = Store(path)
-    folds, predictions = read_results(store, runs if not runs else [*runs, baseline])
+    tests = store.root["sample_split"][:] == schemas.SPLIT_CODES["test"]
+    records, pairs = [], []
+    for gene_id, results in gene_results(store, runs if not runs else [*runs, baseline]):
+        records += fold_records(gene_id, results)
+        pairs += paired_records(store, gene_id, results, baseline, tests)
+    folds, paired = pd.DataFrame(records, columns=FOLD_COLUMNS), pd.DataFrame(pairs, columns=PAIRED_COLUMNS)
     if not (folds["model"] == baseline).any():
         raise InputError(f"store {path}: no {baseline} results to compare against; run `pstore enet --store {path}` (--model lasso for lasso) first")
     if runs:
@@ -113,40 +123,38 @@ def compare_models(path: Path, runs: Sequence[str] | None = None, baseline: str 
     table = pd.DataFrame({"gene_id": store.genes.index, "gene_name": store.genes["gene_name"].to_numpy()}).set_index("gene_id")
     table["group"] = heritability_group(means["r2"][baseline].reindex(table.index))
     models = sorted(set(folds["model"]), key=lambda m: (m != baseline, m))
-    paired = {model: shared_people_metrics(store, folds, predictions, model, baseline) for model in models[1:]}
     for model in models:
         table[f"{model}_r"] = means["pearson_r"][model].reindex(table.index)
         table[f"{model}_r2"] = means["r2"][model].reindex(table.index)
         if model == baseline:
             continue
-        pair = paired[model]
-        difference = (pair.xs(model, axis=1, level="model") - pair.xs(baseline, axis=1, level="model")).groupby("gene_id").mean()
+        pair = paired[paired["model"] == model]
+        difference = pd.DataFrame({m: pair[m] - pair[f"baseline_{m}"] for m in ("pearson_r", "r2")}).groupby(pair["gene_id"]).mean()
         table[f"{model}_minus_{baseline}_r"] = difference["pearson_r"].reindex(table.index)
         table[f"{model}_minus_{baseline}_r2"] = difference["r2"].reindex(table.index)
-    summary = _summary(table, folds, paired, baseline)
+    summary = _summary(table, folds, paired, models[1:], baseline)
     return Comparison(table.reset_index(), summary)
 
 
-def paired_r2(paired: pd.DataFrame, model: str, baseline: str) -> pd.DataFrame:
-    """Per gene, the model's and the baseline's mean test R2 (`shared_people_metrics`) over the folds where both
-    have a finite one."""
-    both = paired["r2"][[model, baseline]].replace([np.inf, -np.inf], np.nan).dropna()
+def paired_r2(paired: pd.DataFrame, model: str) -> pd.DataFrame:
+    """Per gene, the model's and the baseline's mean test R2 on the same people (`paired_records`) over the folds
+    where both have a finite one."""
+    both = paired.loc[paired["model"] == model, ["gene_id", "r2", "baseline_r2"]].replace([np.inf, -np.inf], np.nan).dropna()
     return both.groupby("gene_id").mean()
 
 
-def _summary(table: pd.DataFrame, folds: pd.DataFrame, paired: Mapping[str, pd.DataFrame], baseline: str) -> pd.DataFrame:
-    """Per model (`paired`: its `shared_people_metrics`): kind, genes compared (those with an R2 difference), the
-    headline fraction, both mean R2s and the mean R2 difference per group, every number over those same genes; the
-    mean R2s over the folds both models have, on the same people (as the differences are), so mean_r2 -
-    mean_<baseline>_r2 is the mean difference."""
+def _summary(table: pd.DataFrame, folds: pd.DataFrame, paired: pd.DataFrame, models: Sequence[str], baseline: str) -> pd.DataFrame:
+    """Per model: kind, genes compared (those with an R2 difference), the headline fraction, both mean R2s and the
+    mean R2 difference per group, every number over those same genes; the mean R2s over the folds both models have,
+    on the same people (`paired`, as the differences are), so mean_r2 - mean_<baseline>_r2 is the mean difference."""
     kinds = folds.drop_duplicates("model").set_index("model")[["kind", "trained_in"]]
     rows = []
-    for model in paired:
+    for model in models:
         difference = table[f"{model}_minus_{baseline}_r2"].dropna()
-        means = paired_r2(paired[model], model, baseline).reindex(difference.index)
+        means = paired_r2(paired, model).reindex(difference.index)
         row = {"model": model, "kind": kinds.loc[model, "kind"], "trained_in": kinds.loc[model, "trained_in"], "genes": len(difference),
                f"within_{WITHIN}_of_{baseline}_or_better": float((difference >= -WITHIN).mean()) if len(difference) else np.nan,
-               "mean_r2": float(means[model].mean()), f"mean_{baseline}_r2": float(means[baseline].mean())}
+               "mean_r2": float(means["r2"].mean()), f"mean_{baseline}_r2": float(means["baseline_r2"].mean())}
         for group in GROUP_NAMES:
             in_group = difference[table.loc[difference.index, "group"] == group]
             row[f"genes_{group}"] = len(in_group)
