@@ -8,10 +8,10 @@ What `pstore evaluate --run` (another store's run) and `pstore enet --from-store
   predicted: people are matched by sample ID, and the target's people among the source's fold-f train and tune
   people (tune people chose the checkpoint or alpha) are left out of the predictions and of every metric, their
   count recorded per fold (`seen_in_training`) and printed; a target whose people are mostly such people is
-  not another cohort and is refused. `pearson_r`/`r2` score the target fold's other test people, the people the
-  target's own models are scored on, so `pstore compare` on the target pairs a transferred model with the
-  target's own elastic net fold by fold; `cross_pearson_r`/`cross_r2` score every person predicted with a
-  target (schemas.CROSS_RESULT);
+  not another cohort and is refused. `pearson_r`/`r2` score the target fold's other test people, so
+  `pstore compare` on the target pairs a transferred model with the target's own elastic net fold by fold on
+  those people (it scores the elastic net again without the people left out); `cross_pearson_r`/`cross_r2`
+  score every person predicted with a target (schemas.CROSS_RESULT);
 - the result records its source store (`source_store`: identity, path, name) and the gene's source ID, and a
   result name already used by a model from another source is refused.
 """

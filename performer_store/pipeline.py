@@ -6,8 +6,8 @@ step resumes by itself (the build skips complete genes, the elastic net fits mis
 `last.pt` and finished runs are skipped, ISM skips scored genes), and evaluation is skipped where a run's result for
 its fold is already in the store, so an interrupted `pstore run` is resumed by running it again. The config is TOML;
 `configs/example.toml` documents every key, and relative paths are relative to the config file. Every value
-(`load_config`) and every file the asked steps read (`check_inputs`) is checked before the first step runs, so no
-bad value stops a step after earlier ones ran for hours.
+(`load_config`), every file the asked steps read and every run they use (`check_inputs`) is checked before the first
+step runs, so no bad value stops a step after earlier ones ran for hours.
 """
 
 from __future__ import annotations
@@ -340,8 +340,9 @@ def load_config(path: Path) -> PipelineConfig:
 
 
 def check_inputs(config: PipelineConfig, steps: tuple[str, ...]) -> None:
-    """The files the asked steps read and the device their models run on, checked before the first step (each
-    error names the config key): a missing one would otherwise stop a step after earlier ones ran for hours."""
+    """The files the asked steps read, the device their models run on and the runs they use (`check_runs`), checked
+    before the first step (each error names the config key): a missing one would otherwise stop a step after earlier
+    ones ran for hours."""
     from .inputs import require_file
     from .store import Store
     from .train import choose_device
@@ -364,11 +365,10 @@ def check_inputs(config: PipelineConfig, steps: tuple[str, ...]) -> None:
             choose_device(config.train.device)
     store = existing_store(config, steps)
     check_genes(config, steps)
-    if "train" in steps and store is not None:
+    if store is not None:
         runs = planned_runs(config, list(store.genes.index))
-        for run in runs:
-            check_run(config, run, store)
-        if "enet" not in steps:  # else the enet step first fits what top-enet:K masks rank variants by
+        check_runs(config, steps, runs, store)
+        if "train" in steps and "enet" not in steps:  # else the enet step first fits what top-enet:K masks rank variants by
             check_masks(runs, store)
 
 
@@ -573,10 +573,11 @@ def short(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
-def check_run(config: PipelineConfig, run: Run, store: Store) -> bool:
+def check_run(config: PipelineConfig, run: Run, store: Store, steps: tuple[str, ...] = ("train",)) -> bool:
     """A run with checkpoints was made with what the config asks (`train.run_difference` of its run.json, as
-    `pstore train --resume` checks last.pt), else a one-line error naming the config key, both values and the fix;
-    whether it was checked (False: no checkpoint or record yet, training starts anew or `pstore train` checks)."""
+    `pstore train --resume` checks last.pt), else a one-line error naming the config key, both values and the fix
+    (without the train step among `steps`: to run it); whether it was checked (False: no checkpoint or record yet,
+    training starts anew or `pstore train` checks)."""
     from .masking import parse_mask, resolve_mask
     from .train import RESUME_KEYS, recorded_meta, run_difference, run_meta
 
@@ -589,10 +590,39 @@ def check_run(config: PipelineConfig, run: Run, store: Store) -> bool:
     if difference is None:
         return True
     key, made, value = difference
-    setting, anew = RESUME_KEYS.get(key, key).removeprefix("--"), f"move or delete {run.out} (or set another `out`) to train it anew"
+    setting, anew = RESUME_KEYS.get(key, key).removeprefix("--"), f"move or delete {run.out} (or set another `out`) " + (
+        "to train it anew" if "train" in steps else f"and train it anew with the train step: {train_steps(config, steps)}")
     where = f"config {config.path}: {RUN_KEYS.get(key, setting)}: run {run.out}"
-    fix = f"put the recorded {short(made)} back in {RUN_KEYS[key]} to continue the run, or {anew}" if key in RUN_KEYS else anew
+    use = "continue the run" if "train" in steps else "use the run as trained"
+    fix = f"put the recorded {short(made)} back in {RUN_KEYS[key]} to {use}, or {anew}" if key in RUN_KEYS else anew
     raise InputError(f"{where} was trained with {setting} {short(made)}, this config gives {short(value)}; {fix}")
+
+
+def train_steps(config: PipelineConfig, steps: tuple[str, ...]) -> str:
+    """The command that runs the train step before the asked ones."""
+    return f"`pstore run {config.path} --steps {','.join(s for s in STEPS if s == 'train' or s in steps)}`"
+
+
+def used_runs(config: PipelineConfig, steps: tuple[str, ...], runs: list[Run]) -> list[Run]:
+    """The runs whose models the asked evaluate and ism steps load."""
+    if "evaluate" in steps:
+        return runs
+    return ism_runs(runs) if "ism" in steps and config.ism.enabled else []
+
+
+def check_runs(config: PipelineConfig, steps: tuple[str, ...], runs: list[Run], store: Store) -> None:
+    """The runs the asked steps use were made with the config's [train] settings (`check_run`): those the train step
+    resumes, or without it those the evaluate and ism steps load, which must have a trained model; else one line
+    naming the run and saying to run the train step."""
+    if "train" in steps:
+        for run in runs:
+            check_run(config, run, store)
+        return
+    for run in used_runs(config, steps, runs):
+        if not (run.out / "best.pt").is_file():
+            raise InputError(f"config {config.path}: run {run.out} has no trained model (no best.pt); run the train step "
+                             f"first: {train_steps(config, steps)} (or without --steps)")
+        check_run(config, run, store, steps)
 
 
 def train_command(config: PipelineConfig, run: Run) -> list[str]:
@@ -748,6 +778,11 @@ def run_cross_cohort(config: PipelineConfig, runs: list[Run]) -> None:
                                             device=config.train.device), run.out, name)
 
 
+def ism_runs(runs: list[Run]) -> list[Run]:
+    """The runs ISM scores: those trained on all their train people (learning-curve runs are only evaluated)."""
+    return [run for run in runs if run.fraction == 1]
+
+
 def run_ism_step(config: PipelineConfig, runs: list[Run]) -> None:
     """ISM of every run trained on all its train people (learning-curve runs are only evaluated) and of base
     Enformer on their genes (scored genes are skipped)."""
@@ -756,7 +791,7 @@ def run_ism_step(config: PipelineConfig, runs: list[Run]) -> None:
 
     store = Store(config.store)
     method = "full" if config.ism.exact_full or config.train.backbone != "enformer" else "splice"  # splice: Enformer's
-    runs = [run for run in runs if run.fraction == 1]
+    runs = ism_runs(runs)
     for run in runs:
         run_ism(IsmConfig(store=config.store, genes=run.genes, batch=config.ism.batch, method=method,
                           device=config.train.device), performer_model(run.out, store))
@@ -788,6 +823,8 @@ def run_pipeline(config: PipelineConfig, steps: tuple[str, ...] = STEPS,
     store = Store(config.store)  # the store exists only after the build
     store_genes = list(store.genes.index)
     runs = planned_runs(config, store_genes)
+    if "build" in steps:  # checked again: the build may have made the store or added genes (more runs)
+        check_runs(config, steps, runs, store)
     actions: dict[str, Callable[[], Any]] = {
         "enet": lambda: run_enet_step(config),
         "train": lambda: run_training(config, runs, store),

@@ -248,7 +248,7 @@ CROSS_RESULT = GroupSpec(
         "predicts every person of this store it did not see. The source's fold f fills this store's fold f: people "
         "who are, by sample ID, train or tune people of the source's fold f are left out (NaN `prediction`, in no "
         "metric; counted in `seen_in_training`); `prediction` holds every other person, `pearson_r`/`r2` score the "
-        "fold's other test people (the people this store's own models are scored on, so `pstore compare` pairs "
+        "fold's other test people (`pstore compare` scores this store's own models again on those people to pair "
         "them), and these arrays score every other person with a target."
     ),
     arrays=(

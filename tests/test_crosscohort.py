@@ -442,3 +442,45 @@ def test_cross_cohort_run_needs_its_training_store(cohorts, run_a, tmp_path):
         message = pstore("evaluate", "--store", str(store), "--run", str(run), "--device", "cpu", expect=1).output
         assert message.count("\n") == 1 and expected in message and f"correct config.store in {run / 'run.json'}" in message, message
     assert sorted(store.rglob("*")) == before
+
+
+def direct_scores(prediction: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Pearson r (scipy; NaN for a constant prediction) and R2 (sklearn) in float64."""
+    prediction = prediction.astype(np.float64)
+    return np.array([np.nan if np.ptp(prediction) == 0 else pearsonr(prediction, target).statistic, r2_score(target, prediction)])
+
+
+def test_compare_scores_cross_cohort_models_on_the_people_both_predicted(cohorts, tmp_path):
+    """B with 5 fold-0 test people renamed to A's fold-0 train people: A's elastic nets leave them out, B's own does
+    not; `pstore compare`'s differences and summary means score both on the test people both predicted (recomputed
+    here with scipy/sklearn from the raw arrays), not B's elastic net on 5 more people."""
+    from performer_store.compare import compare_models
+
+    store = copy_store(cohorts["store_b"], tmp_path)
+    a, root = zarr.open_group(str(cohorts["store_a"]), mode="r"), zarr.open_group(str(store), mode="r+")
+    ids_b, splits = root["sample_id"][:], root["sample_split"][:]
+    ids_b[np.flatnonzero(splits[0] == 2)[:5]] = a["sample_id"][:][a["sample_split"][0] == 0][:5]
+    root["sample_id"][:] = ids_b
+    seen = seen_by_fold(cohorts["store_a"], store)
+    pstore("enet", "--store", str(store), "--from-store", str(cohorts["store_a"]), "--quiet")
+    comparison = compare_models(store)
+    table, differences, means, stored = comparison.table.set_index("gene_id"), {}, [], {}
+    for gene_id in table.index:
+        target = zarr.open_group(str(store / "genes" / gene_id), mode="r")["target"][:].astype(np.float64)
+        results = [read_result(store, gene_id, name)[0] for name in ("enet_from_a", "enet")]
+        assert all(np.isfinite(arrays["r2"]).all() for arrays in results)
+        scores = []
+        for fold in range(len(splits)):
+            people = np.setdiff1d(np.flatnonzero((splits[fold] == 2) & ~np.isnan(target)), seen[fold])
+            scores.append([direct_scores(arrays["prediction"][fold][people], target[people]) for arrays in results])
+        scores = np.array(scores)  # folds x (cross, own) x (r, r2)
+        differences[gene_id] = pd.DataFrame(scores[:, 0] - scores[:, 1]).mean().to_numpy()  # over the folds with both
+        means.append(scores[:, :, 1].mean(axis=0))
+        stored[gene_id] = np.mean(results[0]["r2"] - results[1]["r2"])
+    assert [np.count_nonzero(splits[fold][seen[fold]] == 2) for fold in range(len(splits))] == [5, 0, 0]
+    expected = pd.DataFrame(differences, index=["enet_from_a_minus_enet_r", "enet_from_a_minus_enet_r2"]).T
+    np.testing.assert_allclose(table.loc[expected.index, expected.columns], expected, atol=1e-6)
+    assert max(abs(stored[g] - differences[g][1]) for g in differences) > 1e-3  # B's enet on all its test people differs
+    row = comparison.summary.set_index("model").loc["enet_from_a"]
+    assert [row["mean_r2"], row["mean_enet_r2"]] == pytest.approx(np.mean(means, axis=0), abs=1e-6)
+    assert row["trained_in"] == "a.zarr" and row["genes"] == len(differences)

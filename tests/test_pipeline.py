@@ -398,6 +398,41 @@ def test_a_changed_setting_of_an_existing_run_is_refused_before_any_step(tmp_pat
     assert len(output.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize("steps", ["evaluate", "ism", "evaluate,ism,report"])
+def test_evaluate_and_ism_refuse_a_run_trained_with_other_settings(tmp_path, sim_store, trained_run, steps):
+    """Without the train step, the runs the evaluate and ism steps would load are checked against [train] as the
+    train step checks them: one line naming the key, the run, both values and the train step to run; nothing written."""
+    out, train, run = trained_run
+    store = tmp_path / "store.zarr"
+    shutil.copytree(sim_store, store)  # a copy is the run's own store (same cohort digest)
+    before = sorted(store.rglob("*"))
+    config = write(tmp_path, run_config(store, out, train.replace("lr = 5e-4", "lr = 1e-3")))
+    output = pstore("run", str(config), "--steps", steps, expect=1).output
+    assert output.startswith(f"Error: config {config}: [train].lr: run {run} was trained with lr 0.0005, this config gives 0.001; "
+                             f"put the recorded 0.0005 back in [train].lr to use the run as trained, or move or delete {run} (or "
+                             f"set another `out`) and train it anew with the train step: `pstore run {config} --steps train,{steps}`"), output
+    assert len(output.strip().splitlines()) == 1 and sorted(store.rglob("*")) == before
+
+
+def test_evaluate_without_the_train_step_needs_every_run_trained(tmp_path, sim_store, trained_run):
+    """A run the config plans but nobody trained (here fold 1) is one line saying to run the train step, before any
+    step; with the config the run was trained with, `--steps evaluate` scores it."""
+    out, train, run = trained_run
+    store = tmp_path / "store.zarr"
+    shutil.copytree(sim_store, store)
+    before = sorted(store.rglob("*"))
+    config = write(tmp_path, run_config(store, out, train + "folds = [0, 1]\n"))
+    output = pstore("run", str(config), "--steps", "evaluate", expect=1).output
+    missing = out / "runs" / run.name.replace("fold0", "fold1")
+    assert output.startswith(f"Error: config {config}: run {missing} has no trained model (no best.pt); run the train step "
+                             f"first: `pstore run {config} --steps train,evaluate` (or without --steps)"), output
+    assert len(output.strip().splitlines()) == 1 and sorted(store.rglob("*")) == before
+    write(tmp_path, run_config(store, out, train) + "[evaluate]\nbase = false\nreference = false\n")
+    pstore("run", str(config), "--steps", "evaluate")
+    gene = Store(store).genes.index[0]
+    assert read_result(store, gene, "performer")[1]["runs"] == {"0": str(run.resolve())}
+
+
 def test_a_finished_run_is_skipped_without_starting_pstore_train(tmp_path, sim_store, trained_run, monkeypatch):
     """Running the same config again decides in-process that the run is over (its log as `pstore train` would
     resume it): one line, no `pstore train` process, no progress bar."""
