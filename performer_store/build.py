@@ -38,7 +38,9 @@ from .inputs import (
 )
 from .parallel import connected, map_tasks
 from .store import (
+    EMPTIED,
     GENE_INDEX,
+    clear_staging,
     check_format,
     complete_gene_ids,
     create_array,
@@ -296,8 +298,20 @@ def check_store_path(path: Path) -> None:
         os.unlink(probe)
     except OSError as error:
         raise InputError(f"store {path}: cannot write in {parent} ({error.strerror}); choose another --store") from None
-    if path.is_dir() and any(path.iterdir()) and not (path / "zarr.json").is_file():
+    if path.is_dir() and has_contents(path) and not (path / "zarr.json").is_file():
         raise InputError(f"store {path}: exists and is not a Zarr store; choose a new path or empty it")
+
+
+def has_contents(path: Path) -> bool:
+    """Whether a directory holds anything but a staging directory (all a killed `--force` emptying may leave)."""
+    return any(entry.name != schemas.STAGING_DIR for entry in path.iterdir())
+
+
+def only_store_entries(path: Path) -> bool:
+    """Whether a directory with a root zarr.json holds only what a build writes at the root (a killed build may leave
+    its root without the format attribute, which is written last)."""
+    names = {"zarr.json", schemas.STAGING_DIR, schemas.GENES_GROUP, *(spec.name for spec in schemas.ROOT.arrays)}
+    return (path / "zarr.json").is_file() and all(entry.name in names for entry in path.iterdir())
 
 
 def fingerprint(path: Path) -> dict:
@@ -345,7 +359,7 @@ def prepare_root(config: BuildConfig, plan: Plan) -> None:
         if schemas.FORMAT_ATTRIBUTE in root.attrs:
             _check_same_build(config, plan, root, inputs)
             return
-        if complete_gene_ids(config.store):
+        if complete_gene_ids(config.store) and schemas.EMPTYING_ATTRIBUTE not in root.attrs:
             raise InputError(f"store {config.store}: has genes but no root attributes; rebuild it with --force")
     _empty(config.store)  # a new store, or a root whose creation was interrupted: start it again
     root = zarr.open_group(str(config.store), mode="w-")  # not "w": it deletes the directory, and with it the lock
@@ -440,13 +454,25 @@ def build_store(config: BuildConfig) -> BuildReport:
 
 def _check_removable(path: Path) -> None:
     """--force deletes a store's contents: refuse anything that is not a store."""
-    if path.is_dir() and any(path.iterdir()):
+    if path.is_dir() and has_contents(path) and not only_store_entries(path):
         root_meta = path / "zarr.json"
-        if not root_meta.is_file() or schemas.FORMAT_ATTRIBUTE not in root_meta.read_text():
+        text = root_meta.read_text() if root_meta.is_file() else ""
+        if schemas.FORMAT_ATTRIBUTE not in text and schemas.EMPTYING_ATTRIBUTE not in text:
             raise InputError(f"store {path}: --force would delete it, but it is not a performer-store store; remove it yourself")
 
 
 def _empty(path: Path) -> None:
-    """Delete everything inside a directory (the directory itself stays: it holds the lock)."""
+    """Delete a store's contents (the directory itself stays: it holds the lock). The root is first marked as being
+    emptied, everything else is moved whole into the staging directory and the root's zarr.json goes last, so a killed
+    `--force` leaves a store that the next build empties again."""
+    root_meta, trash = path / "zarr.json", staging_path(path, EMPTIED)
+    trash.mkdir(parents=True)
+    if root_meta.is_file():  # first, in one step: the store is no longer complete, and only a store being emptied
+        marked = trash / "marked-zarr.json"  # no store entry has this name
+        marked.write_text(json.dumps({**json.loads(root_meta.read_text()), "attributes": {schemas.EMPTYING_ATTRIBUTE: True}}))
+        os.replace(marked, root_meta)
     for entry in path.iterdir():
-        shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+        if entry.name not in (schemas.STAGING_DIR, "zarr.json"):
+            os.rename(entry, trash / entry.name)
+    (path / "zarr.json").unlink(missing_ok=True)
+    clear_staging(path)

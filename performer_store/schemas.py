@@ -13,6 +13,7 @@ import numpy as np
 
 FORMAT_VERSION = 1
 FORMAT_ATTRIBUTE = "performer_store_format"
+EMPTYING_ATTRIBUTE = "performer_store_emptying"  # replaces the format attribute while `build --force` empties a store
 GENES_GROUP = "genes"
 STAGING_DIR = ".pstore-staging"
 BASES = "ACGT"

@@ -8,6 +8,7 @@ so whatever the staging directory holds when the lock is taken was left by a kil
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import json
 import os
@@ -64,6 +65,9 @@ def gene_path(store: Path, gene_id: str) -> Path:
 RETIRED = "retired"
 """The staging key of a group's previous version that `publish` moves aside."""
 
+EMPTIED = "emptied"
+"""The staging key of what `pstore build --force` moves out of a store before deleting it."""
+
 GENE_INDEX = "gene-index"
 """The staging key of the root's gene index that the build writes."""
 
@@ -112,8 +116,27 @@ def store_lock(path: Path, wait: bool = False) -> Iterator[None]:
     try:
         clear_staging(path)
         yield
+    except OSError as error:
+        raise write_error(path, error) from None
     finally:
         os.close(descriptor)
+
+
+WRITE_FIXES = {errno.ENOSPC: "free space on its disk", errno.EDQUOT: "free space within your disk quota",
+               errno.EROFS: "give a store on a writable file system", errno.EACCES: "make it writable for you",
+               errno.EPERM: "make it writable for you"}
+"""What to do about each error that stops a store from being written."""
+
+
+def write_error(path: Path, error: OSError) -> OSError | InputError:
+    """A failed write to the store as one line naming the store, the cause and the fix (the command resumes once fixed,
+    its staged work deleted by the next writer); other errors (such as an unreadable input) unchanged."""
+    ours = error.filename is None or Path(os.path.abspath(error.filename)).is_relative_to(os.path.abspath(path))
+    if error.errno not in WRITE_FIXES or not (ours or error.errno in (errno.ENOSPC, errno.EDQUOT)):
+        return error
+    where = f" {error.filename}" if error.filename else ""
+    return InputError(f"store {path}: cannot write{where} ({error.strerror}); {WRITE_FIXES[error.errno]}, then run the "
+                      "same command again: it resumes where it stopped")
 
 
 def is_complete(group_dir: Path) -> bool:
@@ -136,6 +159,8 @@ def complete_gene_ids(store: Path) -> list[str]:
 def check_format(root: zarr.Group, path: Path) -> None:
     """Refuse a store of another format version, saying what to do."""
     found = root.attrs.get(schemas.FORMAT_ATTRIBUTE)
+    if found is None and schemas.EMPTYING_ATTRIBUTE in root.attrs:
+        raise InputError(f"store {path}: a `pstore build --force` was stopped while it emptied the store; run that build again")
     if found is None:
         raise InputError(f"store {path}: not a performer-store store (no {schemas.FORMAT_ATTRIBUTE} attribute); build one with `pstore build`")
     if found != schemas.FORMAT_VERSION:

@@ -17,7 +17,7 @@ from zarr.codecs import ZstdCodec
 from . import schemas
 from .encode import base_codes, dosage_onehot_delta, haplotype_carriers
 from .results import NOT_RUN
-from .store import GENE_INDEX, RETIRED, Store, complete_gene_ids, directory_size, is_complete
+from .store import EMPTIED, GENE_INDEX, RETIRED, Store, complete_gene_ids, directory_size, is_complete
 
 
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
@@ -279,6 +279,9 @@ def _staged(entry: Path) -> str:
         return (f"{entry}: the previous version of a gene's group or gene-index array, moved aside by an interrupted "
                 "replacement; nothing reads it: run the interrupted command again (any command that writes this store "
                 "deletes this), or delete it")
+    if key == EMPTIED:
+        return (f"{entry}: what an interrupted `pstore build --force` was deleting; nothing reads it: run that build "
+                "again (any command that writes this store deletes this), or delete it")
     if key == GENE_INDEX:
         return f"{entry}: an unfinished gene index of an interrupted `pstore build`; nothing reads it: {again}"
     result = STAGED_RESULT.fullmatch(key)

@@ -7,10 +7,13 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pytest
 import zarr
+from click.testing import CliRunner
 
 from conftest import build_args, pstore
 from performer_store import schemas
+from performer_store.cli import main
 from performer_store.inputs import read_gtf_genes
 from performer_store.store import Store
 from performer_store.validate import validate_store
@@ -176,3 +179,104 @@ def test_a_gene_id_of_another_version_names_the_stores_id(tiny_store, tmp_path):
     assert result.output.strip() == f"Error: store {tiny_store}: no gene ENSG00000000001; {hint}"
     with pytest.raises(InputError, match="no gene NOPE; genes are listed by `pstore info"):
         store.check_genes(["NOPE"])
+
+
+class Killed(BaseException):
+    """Stands for a SIGKILL: raised inside a build, nothing after it runs (not even the command's error handling)."""
+
+
+def killing_at(moment: int, monkeypatch) -> list[int]:
+    """Make the build's file system changes (renames, deletions) raise Killed at the `moment`-th one (never if < 0);
+    returns the list that counts them."""
+    import os
+
+    count = [0]
+
+    def counted(original):
+        def step(*args, **kwargs):
+            count[0] += 1
+            if count[0] == moment:
+                raise Killed
+            return original(*args, **kwargs)
+        return step
+
+    for name in ("rename", "replace", "unlink", "rmdir"):
+        monkeypatch.setattr(os, name, counted(getattr(os, name)))
+    monkeypatch.setattr(shutil, "rmtree", counted(shutil.rmtree))
+    return count
+
+
+def test_a_force_rebuild_killed_at_any_step_is_finished_by_the_next_build(tiny, tiny_store, tmp_path, monkeypatch):
+    """`pstore build --force` killed at any of its renames or deletions (emptying the old store, then writing the new
+    one) leaves nothing that looks complete but is not, and running it again finishes a store equal to a fresh build.
+    (Deleting the old store's files in place left, after a kill, a directory that no build would touch again.)"""
+    with monkeypatch.context() as patch:
+        steps = killing_at(-1, patch)
+        first = tmp_path / "count.zarr"
+        shutil.copytree(tiny_store, first)
+        pstore(*build_args(tiny, first, "--force"))
+    assert steps[0] > 20
+    for moment in sorted({*range(1, 12), *np.linspace(12, steps[0], 8).astype(int)}):
+        store = tmp_path / f"killed{moment}.zarr"
+        shutil.copytree(tiny_store, store)
+        with monkeypatch.context() as patch:
+            killing_at(moment, patch)
+            with pytest.raises(Killed):
+                CliRunner().invoke(main, build_args(tiny, store, "--force"), catch_exceptions=False)
+        complete = [d.name for d in (store / "genes").glob("*") if d.is_dir()] if (store / "zarr.json").is_file() else []
+        if complete and "performer_store_format" in (store / "zarr.json").read_text():
+            problems = validate_store(store, deep=True)  # a killed build's gene index may lag behind its genes
+            assert [p for p in problems if not p.startswith("gene index lists")] == [], (moment, problems)
+        pstore(*build_args(tiny, store, "--force"))
+        assert_same_arrays(tiny_store, store)
+        assert validate_store(store) == [] and not (store / schemas.STAGING_DIR).exists()
+
+
+def test_writes_that_fail_on_the_store_are_one_line(tiny_store, tmp_path):
+    """A full disk, a read-only or unwritable store stop a writer with one line naming the store, the cause and the fix;
+    an error of another file (an unreadable input) is left as it is."""
+    import errno
+
+    from performer_store.inputs import InputError
+    from performer_store.store import store_lock
+
+    store = tmp_path / "store.zarr"
+    shutil.copytree(tiny_store, store)
+    again = "then run the same command again: it resumes where it stopped"
+    cases = [(OSError(errno.ENOSPC, "No space left on device"), f"store {store}: cannot write (No space left on device); "
+              f"free space on its disk, {again}"),
+             (OSError(errno.EROFS, "Read-only file system", str(store / ".pstore-staging")),
+              f"store {store}: cannot write {store / '.pstore-staging'} (Read-only file system); give a store on a writable "
+              f"file system, {again}")]
+    for error, message in cases:
+        with pytest.raises(InputError) as raised, store_lock(store):
+            raise error
+        assert str(raised.value) == message
+    elsewhere = OSError(errno.EACCES, "Permission denied", str(tmp_path / "input.vcf.gz"))
+    with pytest.raises(OSError) as raised, store_lock(store):
+        raise elsewhere
+    assert raised.value is elsewhere
+
+
+def test_a_full_disk_stops_enet_with_one_line_and_a_valid_store(tiny_store, tmp_path, monkeypatch):
+    """`pstore enet` whose result cannot be written (the disk is full when its group is renamed into place): one line,
+    exit 1, and the store still valid without that result; the re-run once there is space writes it."""
+    import errno
+
+    from performer_store import results
+
+    store = tmp_path / "store.zarr"
+    shutil.copytree(tiny_store, store)
+    gene = "ENSG00000000001.1"
+
+    def full(staging, final):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(results, "publish", full)
+        output = pstore("enet", "--store", str(store), "--gene", gene, "--folds", "0", "--quiet", expect=1).output
+    assert output.splitlines() == [f"Error: store {store}: cannot write (No space left on device); free space on its disk, "
+                                   "then run the same command again: it resumes where it stopped"]
+    assert validate_store(store, deep=True) == [] and not (store / "genes" / gene / "results" / "enet").exists()
+    pstore("enet", "--store", str(store), "--gene", gene, "--folds", "0", "--quiet")
+    assert (store / "genes" / gene / "results" / "enet" / "zarr.json").is_file()
