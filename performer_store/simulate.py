@@ -352,7 +352,7 @@ def check_out_dirs(out_dirs: Sequence[Path], force: bool) -> None:
                              "give each cohort its own folder")
         seen[out_dir.resolve()] = out_dir
         found = [name for name in FILE_NAMES.values() if (out_dir / name).exists()]
-        if found and not force:
+        if found and not force and not interrupted(out_dir):
             listed = ", ".join(found[:3]) + ", ..." * (len(found) > 3)
             raise InputError(f"cohort folder {out_dir}: holds a cohort already ({listed}); "
                              "pass --force to replace it, or choose another folder")
@@ -1229,17 +1229,32 @@ def _cohort_stats(
     }
 
 
+STAGING_PREFIX = ".simulate-"
+"""The hidden folder a simulation writes its files in before they replace the cohort's."""
+
+
 @contextmanager
 def _staging(out_dir: Path) -> Iterator[Path]:
-    """A hidden folder in ``out_dir`` whose files replace those of ``out_dir`` once all are written."""
+    """A hidden folder in ``out_dir`` whose files replace those of ``out_dir`` once all are written. ``cohort.json``
+    marks a whole cohort: it is removed before the first file is replaced and written last, so a killed simulation
+    never leaves a mixed or partial cohort that looks whole (`interrupted` lets the same command run again)."""
     make_directory(out_dir)
-    staging = Path(tempfile.mkdtemp(prefix=".simulate-", dir=out_dir))
+    staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=out_dir))
     try:
         yield staging
-        for path in sorted(staging.iterdir()):
+        marker = FILE_NAMES["cohort"]
+        (out_dir / marker).unlink(missing_ok=True)
+        for path in sorted(staging.iterdir(), key=lambda p: p.name == marker):
             os.replace(path, out_dir / path.name)
+        for left in out_dir.glob(f"{STAGING_PREFIX}*"):  # what killed simulations of this folder left
+            shutil.rmtree(left, ignore_errors=True)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def interrupted(out_dir: Path) -> bool:
+    """Whether a folder holds what a killed simulation left: its staging folder and no ``cohort.json``."""
+    return not (out_dir / FILE_NAMES["cohort"]).exists() and any(out_dir.glob(f"{STAGING_PREFIX}*"))
 
 
 def _write_outputs(

@@ -14,9 +14,11 @@ import pandas as pd
 import pyfaidx
 import pysam
 import pytest
+from click.testing import CliRunner
 from conftest import pstore
 from scipy.special import ndtri
 
+from performer_store.cli import main
 from performer_store.simulate import FILE_NAMES, WINDOW, CohortFiles, simulate_cohort
 
 HALF = WINDOW // 2
@@ -484,3 +486,45 @@ def test_an_existing_cohort_is_replaced_only_with_force(tmp_path: Path) -> None:
     assert (cohort / FILE_NAMES["vcf"]).read_bytes() == vcf
     pstore("simulate", str(cohort), *TINY_CLI, "--seed", "1", "--force")
     assert (cohort / FILE_NAMES["vcf"]).read_bytes() != vcf
+
+
+class Killed(BaseException):
+    """Stands for a SIGKILL: raised inside a simulation, nothing after it runs."""
+
+
+def test_a_simulation_killed_while_it_replaces_files_is_finished_by_running_it_again(tmp_path: Path,
+                                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """`pstore simulate --force` over another cohort, killed before each of its file moves: the folder never holds a
+    cohort.json beside files of another simulation, and the same command again (and, after a killed first simulation,
+    the same command without --force) writes the cohort an uninterrupted simulation writes, byte for byte. (The moves
+    went in name order, so a kill left new and old files mixed, and a killed first simulation could not be re-run.)"""
+    import os
+
+    from performer_store import simulate
+
+    whole = tmp_path / "whole"
+    pstore("simulate", str(whole), *TINY_CLI, "--seed", "1")
+    names = sorted(p.name for p in whole.iterdir())
+    replace = os.replace
+    for moment in range(1, len(names) + 1):
+        for first in (True, False):
+            cohort = tmp_path / f"killed{moment}{first}"
+            if not first:
+                pstore("simulate", str(cohort), *TINY_CLI)
+            moves = iter(range(moment, 0, -1))
+
+            def move(source, target, moves=moves):
+                if next(moves, 0) == 1:
+                    raise Killed
+                replace(source, target)
+
+            with monkeypatch.context() as patch:
+                patch.setattr(simulate.os, "replace", move)
+                patch.setattr(simulate.shutil, "rmtree", lambda *args, **kwargs: None)  # a SIGKILL runs no clean-up
+                with pytest.raises(Killed):
+                    CliRunner().invoke(main, ["simulate", str(cohort), *TINY_CLI, "--seed", "1", "--force"], catch_exceptions=False)
+            assert not (cohort / FILE_NAMES["cohort"]).exists(), moment
+            pstore("simulate", str(cohort), *TINY_CLI, "--seed", "1", *([] if first else ["--force"]))
+            assert sorted(p.name for p in cohort.iterdir()) == names
+            for name in names:
+                assert (cohort / name).read_bytes() == (whole / name).read_bytes(), (moment, first, name)
