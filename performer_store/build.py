@@ -205,7 +205,7 @@ def _gene_task(config: BuildConfig, gene: Gene, reference: Reference, vcf: Varia
     return GeneTask(
         gene=gene,
         fasta_contig=fasta_contig,
-        vcf_contig=vcf.contig(gene.contig, what),
+        vcf_contig=vcf.contig(gene.contig, what, reference),
         targets=expression.targets(gene.gene_id, columns),
         samples=tuple(people),
         store=config.store,

@@ -155,7 +155,8 @@ def build(store: Path, fasta: Path, vcf: Path, gtf: Path, expression: Path, tiss
     if report.built:
         counts = report.counts
         click.echo(f"variants: {counts['variants']} SNV rows; left out {counts['indel_alleles']} indel and "
-                   f"{counts['symbolic_alleles']} symbolic alleles, {counts['ref_mismatch_skipped']} REF mismatches; "
+                   f"{counts['symbolic_alleles']} symbolic alleles, {counts['ref_mismatch_skipped']} REF mismatches, "
+                   f"{counts['records_without_gt']} records without GT (uncalled); "
                    f"{counts['multiallelic_sites']} multi-allelic sites split; {counts['nan_targets']} NaN targets")
     if report.left_out:
         contigs = ", ".join(f"{contig} ({n})" for contig, n in report.left_out.items())

@@ -9,6 +9,7 @@ from __future__ import annotations
 import gzip
 import os
 import re
+import struct
 import sys
 import tempfile
 import threading
@@ -459,6 +460,71 @@ def check_vcf_file(path: Path) -> None:
         if index.stat().st_mtime < path.stat().st_mtime - 1:
             raise InputError(f"VCF {path}: index {index} is older than the file; re-index with "
                              f"`bcftools index -f {VCF_INDEX_FLAGS[index.suffix]} {path}` or delete the index")
+        _check_index_matches(path, index)
+
+
+def _check_index_matches(path: Path, index: Path) -> None:
+    """An index must point at this file's records: each contig's first record lies where the index says (an index
+    of another file, newer than this one, is otherwise read as htslib noise or as a contig without records)."""
+    fix = f"re-index with `bcftools index -f {VCF_INDEX_FLAGS[index.suffix]} {path}`"
+    try:
+        firsts = _index_first_records(index)
+    except (OSError, EOFError, zlib.error, struct.error, ValueError):
+        raise InputError(f"VCF {path}: index {index} cannot be read (damaged, or not a {index.suffix} index); {fix}") from None
+    with open(path, "rb") as handle:
+        if not all(_record_at(handle, offset, name) for name, offset in firsts):
+            raise InputError(f"VCF {path}: index {index} does not match the file (it was made for another file or "
+                             f"another version of it); {fix}")
+
+
+def _index_first_records(index: Path) -> list[tuple[bytes | None, int]]:
+    """(contig name, virtual offset of its first record) of each contig a .tbi/.csi holds records for."""
+    data = gzip.decompress(index.read_bytes())
+    names, at = _index_names(data)
+    tbi = data[:4] == b"TBI\x01"
+    bin_size = 8 if tbi else 16  # a bin's bin and n_chunk (.csi: bin, loffset, n_chunk) before its chunks
+    firsts = []
+    for name in names:
+        (n_bin,), at, first = struct.unpack_from("<i", data, at), at + 4, None
+        for _ in range(n_bin):  # chunks are (begin, end) virtual offsets, sorted within a bin
+            (n_chunk,) = struct.unpack_from("<i", data, at + bin_size - 4)
+            if n_chunk:
+                begin = struct.unpack_from("<Q", data, at + bin_size)[0]
+                first = begin if first is None else min(first, begin)
+            at += bin_size + 16 * n_chunk
+        if tbi:  # the linear index: n_intv offsets
+            at += 4 + 8 * struct.unpack_from("<i", data, at)[0]
+        if first is not None:
+            firsts.append((name, first))
+    return firsts
+
+
+def _index_names(data: bytes) -> tuple[list[bytes | None], int]:
+    """A decompressed .tbi/.csi's contig names (None each in a BCF's .csi: the BCF header names them) and where
+    its per-contig bins start."""
+    if data[:4] == b"TBI\x01":  # magic, n_ref, 6 ints of tabix conf, l_nm, names
+        (n_ref,), (l_nm,) = struct.unpack_from("<i", data, 4), struct.unpack_from("<i", data, 32)
+        return data[36 : 36 + l_nm].split(b"\0")[:n_ref], 36 + l_nm
+    if data[:4] == b"CSI\x01":  # magic, min_shift, depth, l_aux, aux (a VCF's: 6 ints of tabix conf, l_nm, names), n_ref
+        (l_aux,) = struct.unpack_from("<i", data, 12)
+        (n_ref,) = struct.unpack_from("<i", data, 16 + l_aux)
+        return (data[16 + 28 : 16 + l_aux].split(b"\0")[:n_ref] if l_aux else [None] * n_ref), 20 + l_aux
+    raise ValueError("no TBI or CSI magic")
+
+
+def _record_at(handle, offset: int, name: bytes | None) -> bool:
+    """Whether a virtual offset points into a BGZF block of the file, at a line of contig `name` when given."""
+    handle.seek(offset >> 16)
+    header = handle.read(18)
+    if header[:2] != b"\x1f\x8b" or not _is_bgzf(header):
+        return False
+    block = handle.read(struct.unpack_from("<H", header, 16)[0] + 1 - 18)
+    try:
+        data = zlib.decompress(block[:-8], -15)
+    except zlib.error:
+        return True  # a damaged block is the file's problem, said when its region is read
+    within = offset & 0xFFFF
+    return within <= len(data) and (name is None or (name + b"\t").startswith(data[within : within + len(name) + 1]))
 
 
 def _check_bgzf(path: Path) -> None:
@@ -593,27 +659,34 @@ class VariantSource:
 
     @cache
     def has_records(self, contig: str) -> bool:
-        """Whether the index holds any record on this contig (per-chromosome VCFs list every contig in the header)."""
+        """Whether the index holds any record on this contig (a per-chromosome VCF may list every contig in its header)."""
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # cyvcf2: "no intervals found" for a contig not indexed
             return next(iter(self._vcf(contig)), None) is not None
 
-    def contig(self, name: str, what: str) -> str:
-        """This VCF's name for a contig named `name` elsewhere, or a clear error."""
+    def contig(self, name: str, what: str, reference: Reference) -> str:
+        """This VCF's name for a contig named `name` elsewhere. A contig it does not know keeps `name` and has no
+        records (a per-chromosome VCF whose header lists its own contig only), unless none of the VCF's contigs is a
+        FASTA contig: then the two name contigs differently, a clear error."""
         found = contig_alias(name, self.contigs)
-        if found is None:
+        if found is None and not self._shares_contigs(reference):
             shown = ", ".join(self.contigs[:8]) or "none"
             raise InputError(
                 f"VCF {self.path}: has no contig {name!r} ({what}); it has {shown}; rename contigs with "
                 f"`bcftools annotate --rename-chrs` or use a VCF of the same genome build"
             )
-        return found
+        return found or name
+
+    @cache
+    def _shares_contigs(self, reference: Reference) -> bool:
+        """Whether any contig of this VCF is a contig of the FASTA (by name, `chr1`/`1` and `chrM`/`MT` reconciled)."""
+        return any(contig_alias(contig, reference.lengths) is not None for contig in self.contigs)
 
     def window(self, contig: str, start: int, stop: int, reference: Reference, ref_contig: str,
                skip_ref_mismatch: bool) -> WindowVariants:
         """SNV rows with POS in [start, stop) (0-based), REF checked against the FASTA (`ref_contig`)."""
         counts = dict.fromkeys(("records", "snv_alleles", "indel_alleles", "symbolic_alleles", "multiallelic_sites",
-                                "ref_mismatch_skipped", "missing_calls"), 0)
+                                "ref_mismatch_skipped", "records_without_gt", "missing_calls"), 0)
         sequence = reference.fetch(ref_contig, start, stop + REF_MARGIN).decode()
         kept: list[tuple[int, str, list[str], str, np.ndarray]] = []
         last = (-1, "")
@@ -631,17 +704,41 @@ class VariantSource:
             if not self._ref_matches(ref, fasta, where, reference, skip_ref_mismatch):
                 counts["ref_mismatch_skipped"] += 1
                 continue
-            kept.append((record.POS, ref, [a.upper() for a in record.ALT], record.ID or ".", self._calls(record)))
+            calls = self._calls(record)
+            if calls is None:
+                counts["records_without_gt"] += 1  # uncalled for everyone: the reference, as a missing genotype is
+                continue
+            kept.append((record.POS, ref, [a.upper() for a in record.ALT], record.ID or ".", calls))
         return self._split(kept, counts)
 
-    def _calls(self, record) -> np.ndarray:
-        """A record's GT allele indices for the chosen people, (people, 2): -1 missing, -2 no second call."""
-        gt = record.genotype.array()[self._order, :-1]
+    def _calls(self, record) -> np.ndarray | None:
+        """A record's GT allele indices for the chosen people, (people, 2): -1 missing, -2 no second call; None for a
+        record whose FORMAT lacks GT (optional per record in the VCF spec, e.g. a DS-only record)."""
+        try:
+            genotype = record.genotype
+        except Exception:  # cyvcf2 raises bare Exception; the attempt unpacked FORMAT (read lazily, it would crash)
+            if "GT" in record.FORMAT:
+                raise
+            return None
+        gt = genotype.array()[self._order, :-1]
+        self._check_allele_indices(record, gt)
         if gt.shape[1] > 2:
             raise InputError(f"VCF {self.path}: record {record.CHROM}:{record.POS} has ploidy {gt.shape[1]}; only diploid/haploid calls are supported")
         if gt.shape[1] == 1:
             gt = np.pad(gt, ((0, 0), (0, 1)), constant_values=-2)  # haploid: no second call, as bcftools consensus
         return gt
+
+    def _check_allele_indices(self, record, gt: np.ndarray) -> None:
+        """A GT allele index beyond the record's ALTs (0/3 at a bi-allelic site) is a malformed VCF, not a reference call."""
+        bad = np.flatnonzero((gt > len(record.ALT)).any(axis=1))
+        if len(bad):
+            call = "/".join("." if a == -1 else str(a) for a in gt[bad[0]] if a != -2)
+            where, fixed = f"{record.CHROM}:{record.POS}", _rewritten_name(self.path, "fixed")
+            raise InputError(
+                f"VCF {self.path}: record {where} gives sample {self.samples[self._order[bad[0]]]} GT {call}, but it has "
+                f"{len(record.ALT)} ALT allele(s); the file is malformed: fix the record or drop it "
+                f"(`bcftools view -t ^{where} -Oz -o {fixed} {self.path} && bcftools index -t {fixed}`)"
+            )
 
     def _split(self, kept: list[tuple[int, str, list[str], str, np.ndarray]], counts: dict[str, int]) -> WindowVariants:
         """One row per SNV ALT (multi-allelic sites split, as bcftools norm -m-); other ALTs are counted."""

@@ -176,7 +176,7 @@ GENE = GroupSpec(
         "window_start": "Window start, 0-based inclusive.",
         "window_stop": "Window stop, 0-based exclusive.",
         "counts": "What the build left out or found: indels, symbolic alleles, REF mismatches skipped, "
-        "multi-allelic sites, missing calls, NaN targets.",
+        "records without GT (uncalled for everyone), multi-allelic sites, missing calls, NaN targets.",
     },
     optional={
         "mean_expression": "The gene's mean expression across people on a raw scale (e.g. mean log TPM) from "

@@ -184,16 +184,56 @@ def test_a_damaged_block_inside_the_vcf_stops_the_read(tiny_copy, tmp_path):
             source.window("chr1", 0, 4000, reference, "chr1", skip_ref_mismatch=False)
 
 
-def test_genes_on_contigs_without_vcf_records(tiny_copy, tmp_path):
-    """A per-chromosome VCF (chr1 records, chr2 still in its header): chr2's gene is left out and said so, never
+@pytest.mark.parametrize("dropped", ["chr2\t", "##contig=<ID=chr2,"], ids=["header lists chr2", "header without chr2"])
+def test_genes_on_contigs_without_vcf_records(tiny_copy, tmp_path, dropped):
+    """A per-chromosome VCF (chr1 records; chr2 in its header or not): chr2's gene is left out and said so, never
     built as all-reference; asked for by name, it is an error."""
-    rewrite_vcf(tiny_copy, [line for line in vcf_lines(tiny_copy) if not line.startswith("chr2\t")])
+    rewrite_vcf(tiny_copy, [line for line in vcf_lines(tiny_copy) if not line.startswith(("chr2\t", dropped))])
     store = tmp_path / "s.zarr"
     result = pstore(*build_args(tiny_copy, store))
     assert "left out 1 genes on contigs the VCF has no records on: chr2 (1)" in result.output
     assert "ENSG00000000002.4" not in complete_gene_ids(store) and len(complete_gene_ids(store)) == 3
     fails(build_args(tiny_copy, tmp_path / "named.zarr", "--gene", "GENE2"), str(tiny_copy.vcf),
           "has no records on contig chr2 (gene ENSG00000000002.4)", "bcftools concat")
+
+
+@pytest.mark.parametrize("suffix", [".tbi", ".csi"])
+@pytest.mark.parametrize("other", ["longer header", "other contig", "not an index"])
+def test_index_of_another_vcf(tiny_copy, tmp_path, suffix, other):
+    """An index made for another file (newer than the VCF, so not stale) is named as such, with the command that
+    re-indexes; htslib would read it silently or as noise and the build call the contig empty."""
+    lines = vcf_lines(tiny_copy)
+    if other == "longer header":
+        lines.insert(1, "##source=another_caller_version_2")
+    elif other == "other contig":
+        lines = [line for line in lines if not line.startswith("chr1\t")]
+    foreign = write_vcf(tmp_path / "other.vcf.gz", "\n".join(lines) + "\n", index=False)
+    index = Path(str(tiny_copy.vcf) + suffix)
+    if other == "not an index":
+        index.write_bytes(gzip.compress(b"neither TBI nor CSI"))
+        problem = "cannot be read (damaged, or not a"
+    else:
+        pysam.tabix_index(str(foreign), preset="vcf", csi=suffix == ".csi", force=True)
+        shutil.copy(str(foreign) + suffix, index)
+        problem = "does not match the file"
+    flag = {".tbi": "-t", ".csi": "-c"}[suffix]
+    fails(build_args(tiny_copy, tmp_path / "s.zarr"), f"VCF {tiny_copy.vcf}: index {index} {problem}",
+          f"re-index with `bcftools index -f {flag} {tiny_copy.vcf}`")
+
+
+@pytest.mark.parametrize("position,call,alts", [(1200, "0/3", 1), (1200, "2", 1), (1300, "3/1", 2)])
+def test_allele_index_beyond_the_alts(tiny_copy, tmp_path, position, call, alts):
+    """A GT allele index beyond the record's ALTs is a malformed VCF: one line naming the record and the sample,
+    not a silent reference call."""
+    lines = vcf_lines(tiny_copy)
+    row = next(i for i, line in enumerate(lines) if line.startswith(f"chr1\t{position}\t"))
+    fields = lines[row].split("\t")
+    assert len(fields[4].split(",")) == alts
+    fields[9 + 2] = call  # sample S3
+    lines[row] = "\t".join(fields)
+    rewrite_vcf(tiny_copy, lines)
+    fails(build_args(tiny_copy, tmp_path / "s.zarr"), f"VCF {tiny_copy.vcf}: record chr1:{position} gives sample S3 GT {call}",
+          f"{alts} ALT allele(s)", f"bcftools view -t ^chr1:{position} ")
 
 
 def test_unversioned_ids_pick_the_chrx_copy_of_a_par_gene():

@@ -69,9 +69,13 @@ def gene_rows():
 @pytest.mark.parametrize("gene_id,contig,tss", gene_rows())
 def test_onehot_equals_python_consensus(tiny, tiny_store, gene_id, contig, tss):
     """Every person's stored dosage one-hot equals the mean of their two consensus one-hots."""
-    store = Store(tiny_store)
+    assert_python_consensus(Store(tiny_store), tiny, gene_id, contig, tss)
+
+
+def assert_python_consensus(store: Store, tiny, gene_id: str, contig: str, tss: int) -> None:
+    """A gene's stored dosage one-hots against the consensus of the VCF's records that have GT (the others call nobody)."""
     samples, records = parse_vcf(tiny.vcf)
-    records = [r for r in records if r[0] == contig]
+    records = [r for r in records if r[0] == contig and "GT" in r[8].split(":")]
     start = tss - WINDOW // 2
     assert store.genes.loc[gene_id, "gene_window_start"] == start
     reference = window_sequence(tiny, contig, start)
@@ -81,6 +85,27 @@ def test_onehot_equals_python_consensus(tiny, tiny_store, gene_id, contig, tss):
         column = samples.index(person)
         haplotypes = [encode(python_consensus(reference, start, records, column, h)) for h in (0, 1)]
         np.testing.assert_array_equal(stored[row], (haplotypes[0] + haplotypes[1]) / 2, err_msg=f"{gene_id} {person}")
+
+
+def test_record_without_gt_calls_nobody(tiny_copy, tmp_path):
+    """A record whose FORMAT lacks GT (optional per record; here DS only) is uncalled for everyone: it leaves every
+    one-hot at the reference and is counted, in the gene and in the build's summary."""
+    from tiny import write_vcf
+
+    lines = gzip.open(tiny_copy.vcf, "rt").read().splitlines()
+    row = next(i for i, line in enumerate(lines) if line.startswith("chr1\t1200\t"))
+    fields = lines[row].split("\t")
+    lines[row] = "\t".join([*fields[:8], "DS", *["0.5"] * (len(fields) - 9)])
+    lines.insert(1, '##FORMAT=<ID=DS,Number=1,Type=Float,Description="Dosage">')
+    Path(str(tiny_copy.vcf) + ".tbi").unlink()
+    write_vcf(tiny_copy.vcf, "\n".join(lines) + "\n")
+    store = tmp_path / "nogt.zarr"
+    result = pstore(*build_args(tiny_copy, store, "--gene", "GENE1"))
+    assert "1 records without GT (uncalled)" in result.output
+    gene_id, contig, tss = gene_rows()[0]
+    gene = Store(store).gene(gene_id)
+    assert gene.attrs["counts"]["records_without_gt"] == 1 and 1200 not in gene["variant_position"][:]
+    assert_python_consensus(Store(store), tiny_copy, gene_id, contig, tss)
 
 
 def test_onehot_equals_bcftools_consensus(tiny, tiny_store, tmp_path):
