@@ -100,26 +100,36 @@ def publish(staging: Path, final: Path) -> None:
 
 
 @contextmanager
-def store_lock(path: Path, wait: bool = False) -> Iterator[None]:
-    """Hold an exclusive lock on the store directory while writing it (released even on kill -9), and first delete the
-    leftovers of killed writers (`clear_staging`): every command that writes a store cleans up after interrupted ones.
-
-    Builds refuse to wait (two builds of one store are a mistake); short writes of results wait their turn.
-    """
-    path.mkdir(parents=True, exist_ok=True)
+def directory_lock(path: Path, busy: str, wait: bool = False) -> Iterator[None]:
+    """Hold an exclusive lock on a directory (released even on kill -9); when another process holds it, wait for it or,
+    without `wait`, raise the one-line error `busy`."""
     descriptor = os.open(path, os.O_RDONLY)
     try:
         fcntl.flock(descriptor, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
     except BlockingIOError:
         os.close(descriptor)
-        raise InputError(f"store {path}: another pstore command is writing it; wait for it or stop it") from None
+        raise InputError(busy) from None
     try:
-        clear_staging(path)
         yield
-    except OSError as error:
-        raise write_error(path, error) from None
     finally:
         os.close(descriptor)
+
+
+@contextmanager
+def store_lock(path: Path, wait: bool = False) -> Iterator[None]:
+    """Hold the store's lock while writing it, and first delete the leftovers of killed writers (`clear_staging`):
+    every command that writes a store cleans up after interrupted ones. A write the store refuses (full disk,
+    read-only) is one line (`write_error`).
+
+    Builds refuse to wait (two builds of one store are a mistake); short writes of results wait their turn.
+    """
+    path.mkdir(parents=True, exist_ok=True)
+    with directory_lock(path, f"store {path}: another pstore command is writing it; wait for it or stop it", wait):
+        try:
+            clear_staging(path)
+            yield
+        except OSError as error:
+            raise write_error(path, error) from None
 
 
 WRITE_FIXES = {errno.ENOSPC: "free space on its disk", errno.EDQUOT: "free space within your disk quota",

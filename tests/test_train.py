@@ -404,6 +404,30 @@ def test_a_failed_start_leaves_no_directory(sim_store, tmp_path):
     assert not run.exists()
 
 
+def test_a_second_trainer_of_a_run_is_refused_and_partial_files_of_killed_ones_are_deleted(sim_store, uninterrupted, tmp_path):
+    """While one `pstore train` holds a run directory, another (a --resume started twice) is refused with one line and
+    writes nothing; the partial checkpoint a killed save left ('.last.pt.<pid>.tmp', as large as the model) is deleted
+    by the next run of it. (Both trainers used to run every remaining epoch and replace each other's checkpoints.)"""
+    import fcntl
+
+    from performer_store.results import temporary_path
+
+    run = tmp_path / "busy"
+    shutil.copytree(uninterrupted, run)
+    partial = temporary_path(run / "last.pt").with_name(".last.pt.4194304.tmp")
+    partial.write_bytes(b"half a checkpoint")
+    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    held = os.open(run, os.O_RDONLY)  # the lock another trainer holds
+    fcntl.flock(held, fcntl.LOCK_EX)
+    with pytest.raises(InputError) as refused:
+        train(tiny_config(sim_store, run, name="whole", max_epochs=4, resume=True))
+    os.close(held)
+    assert str(refused.value) == f"--out {run}: another pstore train is running in it; wait for it or stop it"
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == before
+    train(tiny_config(sim_store, run, name="whole", resume=True))
+    assert not partial.exists() and history(run) == history(uninterrupted)
+
+
 def test_out_holding_a_run_is_not_overwritten(sim_store, uninterrupted, tmp_path):
     run = tmp_path / "taken"
     shutil.copytree(uninterrupted, run)
