@@ -17,10 +17,11 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+import pandas as pd
 import zarr
 
 from . import __version__, schemas
-from .encode import base_codes, dosage_changes, haplotype_carriers, onehot, scatter_changes
+from .encode import base_codes, dosage_changes, haplotype_carriers, minor_allele_frequency, onehot, scatter_changes
 from .inputs import (
     Expression,
     Gene,
@@ -28,6 +29,7 @@ from .inputs import (
     Reference,
     VariantSource,
     check_vcf_file,
+    contig_alias,
     match_samples,
     read_expression,
     read_gtf_genes,
@@ -51,6 +53,7 @@ from .store import (
     write_array,
 )
 
+SHOWN_IDS = 5  # gene IDs a warning names before "and N more"
 N_GROUPS = 10  # the method's people are cut into 10 disjoint test sets; folds 0-2 use the first three
 FINGERPRINT_BYTES = 8 << 20
 
@@ -104,7 +107,7 @@ class BuildReport:
     samples: dict
     built: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
-    left_out: dict[str, int] = field(default_factory=dict)  # genes per contig the VCF has no records on
+    left_out: list[str] = field(default_factory=list)  # warnings: genes the default build left out, one line per reason
     counts: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
 
@@ -141,7 +144,7 @@ class Plan:
     people: np.ndarray
     samples_report: dict
     tasks: list[GeneTask]
-    left_out: dict[str, int]  # genes left out per contig the VCF has no records on
+    left_out: list[str]  # warnings: genes the default build left out, one line per reason
 
 
 def plan_build(config: BuildConfig) -> Plan:
@@ -156,12 +159,12 @@ def plan_build(config: BuildConfig) -> Plan:
         raise InputError(f"only {len(matched)} people have both genotypes (VCF {config.vcf}) and expression (BED {config.expression}); 3 folds of 80/10/10 need at least {N_GROUPS}")
     people = store_order(list(matched), config.seed)
     gtf = read_gtf_genes(config.gtf)
-    requested = config.genes or _expression_genes(expression, gtf)
-    genes = select_genes(gtf, requested, config.gtf)
+    requested, not_in_gtf = (config.genes, []) if config.genes else _expression_genes(expression, gtf, config)
+    genes, not_in_fasta = _in_fasta(select_genes(gtf, requested, config.gtf), reference, config)
     columns = [matched[p] for p in people]
     means = read_mean_expression(config.mean_expression) if config.mean_expression else {}
     tasks = [_gene_task(config, gene, reference, vcf, expression, columns, people, means) for gene in genes]
-    tasks, left_out = _covered_by_vcf(tasks, vcf, config)
+    tasks, not_in_vcf = _covered_by_vcf(tasks, vcf, config)
     report = {
         "vcf_samples": len(vcf.samples),
         "expression_samples": len(expression.samples),
@@ -171,12 +174,30 @@ def plan_build(config: BuildConfig) -> Plan:
         "expression_only": sorted(set(expression.samples) - set(matched.values()))[:20],
         "n_expression_only": len(set(expression.samples) - set(matched.values())),
     }
-    return Plan(people, report, tasks, left_out)
+    return Plan(people, report, tasks, not_in_gtf + not_in_fasta + not_in_vcf)
 
 
-def _covered_by_vcf(tasks: list[GeneTask], vcf: VariantSource, config: BuildConfig) -> tuple[list[GeneTask], dict[str, int]]:
-    """Genes on contigs the VCF has records for; the others (a per-chromosome VCF) are left out and counted
-    per contig, or refused when asked for by name (all-reference windows would pass for real data)."""
+def _left_out_on_contigs(contigs: list[str], which: str, fix: str) -> list[str]:
+    """The warning on genes left out for their contig (one contig name per gene), counted per contig; none if none."""
+    per_contig = ", ".join(f"{contig} ({n})" for contig, n in Counter(contigs).items())
+    return [f"left out {len(contigs)} genes on contigs {which}: {per_contig}; {fix}"] if contigs else []
+
+
+def _in_fasta(genes: list[Gene], reference: Reference, config: BuildConfig) -> tuple[list[Gene], list[str]]:
+    """Genes on contigs the FASTA has; the others (chrM, alt contigs of another release) are left out with a
+    warning, or refused when asked for by name or when no gene is left (contig naming or genome build differ)."""
+    found, missing = [], []
+    for gene in genes:
+        (found if contig_alias(gene.contig, reference.lengths) else missing).append(gene)
+    if missing and (config.genes or not found):
+        reference.contig(missing[0].contig, f"gene {missing[0].gene_id} in GTF {config.gtf}")  # raises, naming the fix
+    return found, _left_out_on_contigs([g.contig for g in missing], f"FASTA {config.fasta} lacks",
+                                       "build them with a FASTA of the same genome build that has those contigs")
+
+
+def _covered_by_vcf(tasks: list[GeneTask], vcf: VariantSource, config: BuildConfig) -> tuple[list[GeneTask], list[str]]:
+    """Genes on contigs the VCF has records for; the others (a per-chromosome VCF) are left out with a warning
+    counting them per contig, or refused when asked for by name (all-reference windows would pass for real data)."""
     covered, missing = [], []
     for task in tasks:
         (covered if vcf.has_records(task.vcf_contig) else missing).append(task)
@@ -185,23 +206,28 @@ def _covered_by_vcf(tasks: list[GeneTask], vcf: VariantSource, config: BuildConf
         task = missing[0]
         raise InputError(f"VCF {config.vcf}: has no records on contig {task.vcf_contig} (gene {task.gene.gene_id}); {fix}"
                          + (", or leave the gene out" if config.genes else ""))
-    return covered, dict(Counter(t.vcf_contig for t in missing))
+    return covered, _left_out_on_contigs([t.vcf_contig for t in missing], "the VCF has no records on",
+                                         "build them from a VCF that covers those contigs")
 
 
-def _expression_genes(expression: Expression, gtf) -> list[str]:
-    """All genes of the expression BED that the GTF knows (the default gene list)."""
+def _expression_genes(expression: Expression, gtf: pd.DataFrame, config: BuildConfig) -> tuple[list[str], list[str]]:
+    """All genes of the expression BED that the GTF knows (the default gene list), and the warning on the others
+    (another GENCODE release, retired genes); an error when the GTF knows none."""
     known = {strip_version(g) for g in gtf.index}
-    return [gene for gene in expression.gene_rows if strip_version(gene) in known]
+    missing = [gene for gene in expression.gene_rows if strip_version(gene) not in known]
+    found = [gene for gene in expression.gene_rows if strip_version(gene) in known]
+    shown = ", ".join(missing[:SHOWN_IDS]) + (f" and {len(missing) - SHOWN_IDS} more" if len(missing) > SHOWN_IDS else "")
+    fix = "use the GTF the expression was quantified with (GTEx v8: GENCODE v26)"
+    if not found:
+        raise InputError(f"GTF {config.gtf}: has none of the {len(missing)} genes of expression BED {config.expression} ({shown}); {fix}")
+    return found, [f"left out {len(missing)} genes of expression BED {config.expression} that GTF {config.gtf} lacks: {shown}; {fix}"] * bool(missing)
 
 
 def _gene_task(config: BuildConfig, gene: Gene, reference: Reference, vcf: VariantSource, expression: Expression,
                columns: list[str], people: np.ndarray, means: dict[str, float]) -> GeneTask:
-    """Resolve a gene's contig names and targets, and check its window fits its contig."""
+    """Resolve a gene's contig names and targets (a window running off a contig end is padded with N)."""
     what = f"gene {gene.gene_id} in GTF {config.gtf}"
     fasta_contig = reference.contig(gene.contig, what)
-    length = reference.lengths[fasta_contig]
-    if config.window > length:
-        raise InputError(f"--window {config.window} is wider than contig {fasta_contig} ({length} bp, FASTA {config.fasta}) of gene {gene.gene_id}; use a smaller --window or drop the gene")
     return GeneTask(
         gene=gene,
         fasta_contig=fasta_contig,
@@ -254,7 +280,7 @@ def build_gene(task: GeneTask) -> dict[str, int]:
     write_array(group, spec("variant_position"), variants.position)
     write_array(group, spec("variant_allele"), variants.allele)
     write_array(group, spec("variant_id"), variants.variant_id)
-    write_array(group, spec("variant_maf"), _maf(variants.call_genotype))
+    write_array(group, spec("variant_maf"), minor_allele_frequency(variants.call_genotype))
     write_array(group, spec("call_genotype"), variants.call_genotype)
     delta = create_array(group, spec("dosage_onehot_delta"), (len(task.samples), width, 4))
     flat, changes = dosage_changes(reference_onehot, offsets, alt_codes, carriers)
@@ -271,15 +297,6 @@ def build_gene(task: GeneTask) -> dict[str, int]:
     group.attrs["complete"] = True  # written last: the gene counts only once everything above is on disk
     publish(staging, gene_path(task.store, gene.gene_id))
     return counts
-
-
-def _maf(call_genotype: np.ndarray) -> np.ndarray:
-    """Minor-allele frequency per row among called alleles (NaN where nobody is called)."""
-    called = (call_genotype >= 0).sum(axis=(1, 2))
-    alt = (call_genotype == 1).sum(axis=(1, 2))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        frequency = alt / called
-    return np.minimum(frequency, 1 - frequency).astype(np.float32)
 
 
 # --- the store as a whole ------------------------------------------------------------------------------

@@ -117,7 +117,8 @@ def simulate(out_dir: Path, demo: bool, individuals: int, n_genes: int, seed: in
 @main.command()
 @click.option("--store", required=True, type=PathArg, help="Zarr store directory to create or complete (e.g. whole_blood.zarr).")
 @click.option("--fasta", required=True, type=PathArg, help="Reference FASTA (plain or bgzipped, .fai made if missing).")
-@click.option("--vcf", required=True, type=PathArg, help="Multi-sample VCF/BCF, bgzipped and indexed (.tbi/.csi).")
+@click.option("--vcf", required=True, type=PathArg, help="Multi-sample VCF/BCF, bgzipped and indexed (.tbi/.csi); SNVs only are used, whatever "
+              "their FILTER (`bcftools view -f PASS` first to keep PASS records only).")
 @click.option("--gtf", required=True, type=PathArg, help="GENCODE-style GTF with gene records (plain or gzip).")
 @click.option("--expression", required=True, type=PathArg, help="GTEx-style normalized expression BED: #chr start end gene_id sample...")
 @click.option("--tissue", required=True, help="Tissue name recorded in the store (e.g. whole_blood).")
@@ -154,14 +155,12 @@ def build(store: Path, fasta: Path, vcf: Path, gtf: Path, expression: Path, tiss
                f"{len(report.built)} genes, {len(report.skipped)} already complete, in {report.seconds:.1f} s")
     if report.built:
         counts = report.counts
-        click.echo(f"variants: {counts['variants']} SNV rows; left out {counts['indel_alleles']} indel and "
-                   f"{counts['symbolic_alleles']} symbolic alleles, {counts['ref_mismatch_skipped']} REF mismatches, "
-                   f"{counts['records_without_gt']} records without GT (uncalled); "
+        click.echo(f"variants: {counts['variants']} SNV rows; left out {counts['indel_alleles']} indel, {counts['mnp_alleles']} MNP, "
+                   f"{counts['non_acgt_alleles']} non-ACGT (N, IUPAC) and {counts['symbolic_alleles']} symbolic alleles, "
+                   f"{counts['ref_mismatch_skipped']} REF mismatches, {counts['records_without_gt']} records without GT (uncalled); "
                    f"{counts['multiallelic_sites']} multi-allelic sites split; {counts['nan_targets']} NaN targets")
-    if report.left_out:
-        contigs = ", ".join(f"{contig} ({n})" for contig, n in report.left_out.items())
-        click.echo(f"Warning: left out {sum(report.left_out.values())} genes on contigs the VCF has no records on: "
-                   f"{contigs}; build them from a VCF that covers those contigs", err=True)
+    for warning in report.left_out:
+        click.echo(f"Warning: {warning}", err=True)
 
 
 @main.command()

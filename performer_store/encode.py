@@ -64,6 +64,19 @@ def haplotype_carriers(call_genotype: np.ndarray, offsets: np.ndarray) -> np.nda
     return carries
 
 
+def minor_allele_frequency(call_genotype: np.ndarray) -> np.ndarray:
+    """Minor-allele frequency per variant row among called alleles (a haploid call is one allele; NaN where nobody
+    is called), float32: `variant_maf`, written by the build and recomputed by `pstore validate --deep`.
+
+    call_genotype: (variants, samples, ploidy) int8, 1 this row's ALT, 0 another allele, -1 missing, -2 no call.
+    """
+    called = (call_genotype >= 0).sum(axis=(1, 2))
+    alt = (call_genotype == 1).sum(axis=(1, 2))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        frequency = alt / called
+    return np.minimum(frequency, 1 - frequency).astype(np.float32)
+
+
 def sharing_rows(offsets: np.ndarray) -> np.ndarray:
     """Which variant rows share their position with another row (split multi-allelic sites, duplicates)."""
     _, group_of, counts = np.unique(offsets, return_inverse=True, return_counts=True)

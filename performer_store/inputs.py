@@ -685,8 +685,8 @@ class VariantSource:
     def window(self, contig: str, start: int, stop: int, reference: Reference, ref_contig: str,
                skip_ref_mismatch: bool) -> WindowVariants:
         """SNV rows with POS in [start, stop) (0-based), REF checked against the FASTA (`ref_contig`)."""
-        counts = dict.fromkeys(("records", "snv_alleles", "indel_alleles", "symbolic_alleles", "multiallelic_sites",
-                                "ref_mismatch_skipped", "records_without_gt", "missing_calls"), 0)
+        counts = dict.fromkeys(("records", "snv_alleles", "indel_alleles", "mnp_alleles", "non_acgt_alleles", "symbolic_alleles",
+                                "multiallelic_sites", "ref_mismatch_skipped", "records_without_gt", "missing_calls"), 0)
         sequence = reference.fetch(ref_contig, start, stop + REF_MARGIN).decode()
         kept: list[tuple[int, str, list[str], str, np.ndarray]] = []
         last = (-1, "")
@@ -741,15 +741,20 @@ class VariantSource:
             )
 
     def _split(self, kept: list[tuple[int, str, list[str], str, np.ndarray]], counts: dict[str, int]) -> WindowVariants:
-        """One row per SNV ALT (multi-allelic sites split, as bcftools norm -m-); other ALTs are counted."""
+        """One row per SNV ALT (multi-allelic sites split, as bcftools norm -m-); other ALTs are counted by kind:
+        symbolic, indel (REF and ALT lengths differ), MNP (same length, 2+ bases), non-ACGT (one base, e.g. N)."""
         rows = []  # (record index, allele index)
         for index, (_, ref, alts, _, _) in enumerate(kept):
             counts["multiallelic_sites"] += len(alts) > 1
             for allele, alt in enumerate(alts, 1):
                 if alt.startswith("<") or alt in ("*", ".") or "[" in alt or "]" in alt:
                     counts["symbolic_alleles"] += 1
-                elif len(ref) != 1 or len(alt) != 1 or ref not in SNV_BASES or alt not in SNV_BASES:
+                elif len(ref) != len(alt):
                     counts["indel_alleles"] += 1
+                elif len(ref) > 1:
+                    counts["mnp_alleles"] += 1
+                elif ref not in SNV_BASES or alt not in SNV_BASES:
+                    counts["non_acgt_alleles"] += 1
                 else:
                     rows.append((index, allele))
         counts["snv_alleles"] = len(rows)

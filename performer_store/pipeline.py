@@ -533,10 +533,12 @@ def run_build(config: PipelineConfig) -> None:
     from .build import BuildConfig, build_store
 
     inputs, step = config.inputs, config.build
-    build_store(BuildConfig(store=config.store, fasta=inputs.fasta, vcf=inputs.vcf, gtf=inputs.gtf, expression=inputs.expression,
-                            tissue=inputs.tissue, genes=tuple(step.genes), window=step.window, seed=step.seed,
-                            sample_map=inputs.sample_map, mean_expression=inputs.mean_expression, workers=step.workers, scheduler=step.scheduler,
-                            command_line=f"pstore run {config.path}"))
+    report = build_store(BuildConfig(store=config.store, fasta=inputs.fasta, vcf=inputs.vcf, gtf=inputs.gtf, expression=inputs.expression,
+                                     tissue=inputs.tissue, genes=tuple(step.genes), window=step.window, seed=step.seed,
+                                     sample_map=inputs.sample_map, mean_expression=inputs.mean_expression, workers=step.workers, scheduler=step.scheduler,
+                                     command_line=f"pstore run {config.path}"))
+    for warning in report.left_out:
+        print(f"Warning: {warning}", file=sys.stderr, flush=True)
 
 
 def run_enet_step(config: PipelineConfig) -> None:

@@ -175,8 +175,9 @@ GENE = GroupSpec(
         "tss": "TSS, 0-based.",
         "window_start": "Window start, 0-based inclusive.",
         "window_stop": "Window stop, 0-based exclusive.",
-        "counts": "What the build left out or found: indels, symbolic alleles, REF mismatches skipped, "
-        "records without GT (uncalled for everyone), multi-allelic sites, missing calls, NaN targets.",
+        "counts": "What the build left out or found: ALTs that are not SNVs (`indel_alleles`: REF and ALT lengths "
+        "differ; `mnp_alleles`: same length, 2+ bases; `non_acgt_alleles`: one base, N or IUPAC; `symbolic_alleles`), "
+        "REF mismatches skipped, records without GT (uncalled for everyone), multi-allelic sites, missing calls, NaN targets.",
     },
     optional={
         "mean_expression": "The gene's mean expression across people on a raw scale (e.g. mean log TPM) from "

@@ -15,10 +15,13 @@ from numcodecs import Zstd
 from zarr.codecs import ZstdCodec
 
 from . import schemas
-from .encode import base_codes, dosage_onehot_delta, haplotype_carriers
+from .encode import N_VALUE, base_codes, dosage_onehot_delta, haplotype_carriers, minor_allele_frequency
 from .results import NOT_RUN
 from .store import EMPTIED, GENE_INDEX, RETIRED, Store, complete_gene_ids, directory_size, is_complete
 
+
+LETTERS = schemas.BASES + "N?"
+"""Base codes (`encode.base_codes`, `_reference_codes`) as letters: 4 is N or another letter, -1 neither base nor N."""
 
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 """The first bytes of a zstd frame (RFC 8878)."""
@@ -128,29 +131,73 @@ def _check_splits(splits: np.ndarray) -> list[str]:
 
 
 def _check_gene_values(group: zarr.Group, where: str, deep: bool) -> list[str]:
-    """Value rules of a gene: positions inside the window and sorted, calls coded, one-hot rows sum to one."""
+    """Value rules of a gene: positions inside the window and sorted, calls coded, reference rows a base or N;
+    deep: the variant table agrees with the reference and the calls, and the dosage one-hots with all three."""
     problems = []
     attrs = group.attrs
     position = group["variant_position"][:].astype(np.int64)
     start, stop = attrs["window_start"], attrs["window_stop"]
-    if len(position) and (position.min() <= start or position.max() > stop or (np.diff(position) < 0).any()):
+    placed = not len(position) or (position.min() > start and position.max() <= stop and (np.diff(position) >= 0).all())
+    if not placed:
         problems.append(f"{where}/variant_position: positions must be sorted and inside ({start}, {stop}] (1-based)")
     calls = group["call_genotype"][:]
     if not set(np.unique(calls)) <= {-2, -1, 0, 1}:
         problems.append(f"{where}/call_genotype: values other than -2, -1, 0, 1")
     reference = group["reference_onehot"][:]
-    if not np.allclose(reference.astype(np.float32).sum(axis=1), 1.0):
-        problems.append(f"{where}/reference_onehot: rows do not sum to 1")
+    problems += _check_reference_rows(reference, start, where)
     if deep and not problems:
-        carriers = haplotype_carriers(calls, position - 1 - start)
-        alt = base_codes(group["variant_allele"][:, 1]) if len(position) else np.zeros(0, np.int8)
-        delta = group["dosage_onehot_delta"]
-        for first in range(0, delta.shape[0], schemas.PEOPLE_PER_CHUNK):
-            block = slice(first, first + schemas.PEOPLE_PER_CHUNK)
-            expected = dosage_onehot_delta(reference, position - 1 - start, alt, carriers[:, block])
-            if not np.array_equal(delta[block], expected):
-                problems.append(f"{where}/dosage_onehot_delta: people {first}-{first + expected.shape[0] - 1} differ from the variant table")
-                break
+        problems += _check_delta(group, reference, position - 1 - start, calls, where)
+    if deep and placed:
+        problems += _check_variant_table(group, reference, position, start, calls, where)
+    return problems
+
+
+def _reference_codes(rows: np.ndarray) -> np.ndarray:
+    """Per reference_onehot row: its base code 0-3 (one 1, three 0), 4 for N (0.25 in all four channels), -1 for neither."""
+    base = ((rows == 1).sum(axis=-1) == 1) & ((rows == 0).sum(axis=-1) == 3)
+    return np.where(base, rows.argmax(axis=-1), np.where((rows == N_VALUE).all(axis=-1), 4, -1))
+
+
+def _check_reference_rows(reference: np.ndarray, start: int, where: str) -> list[str]:
+    """Every reference_onehot row is a base or N."""
+    bad = np.flatnonzero(_reference_codes(reference) < 0)
+    if not len(bad):
+        return []
+    return [f"{where}/reference_onehot: {len(bad)} rows are neither a base (one 1, three 0) nor N (0.25 x 4); "
+            f"first at position {start + bad[0] + 1}: {reference[bad[0]].astype(np.float32).tolist()}"]
+
+
+def _check_delta(group: zarr.Group, reference: np.ndarray, offsets: np.ndarray, calls: np.ndarray, where: str) -> list[str]:
+    """The stored dosage one-hot differences equal those recomputed from the variant table, a chunk of people at a time."""
+    carriers = haplotype_carriers(calls, offsets)
+    alt = base_codes(group["variant_allele"][:, 1]) if len(offsets) else np.zeros(0, np.int8)
+    delta = group["dosage_onehot_delta"]
+    for first in range(0, delta.shape[0], schemas.PEOPLE_PER_CHUNK):
+        block = slice(first, first + schemas.PEOPLE_PER_CHUNK)
+        expected = dosage_onehot_delta(reference, offsets, alt, carriers[:, block])
+        if not np.array_equal(delta[block], expected):
+            return [f"{where}/dosage_onehot_delta: people {first}-{first + expected.shape[0] - 1} differ from the variant table"]
+    return []
+
+
+def _check_variant_table(group: zarr.Group, reference: np.ndarray, position: np.ndarray, start: int, calls: np.ndarray,
+                         where: str) -> list[str]:
+    """Each REF is the reference base at its position (any REF where the reference is N, as the build accepts), and
+    variant_maf is the minor-allele frequency of call_genotype as the build computes it."""
+    problems = []
+    ref = base_codes(group["variant_allele"][:, 0] if len(position) else np.zeros(0, "S1"))
+    found = _reference_codes(reference[position - 1 - start])
+    wrong = np.flatnonzero((found != ref) & (found != 4))
+    if len(wrong):
+        i = wrong[0]
+        problems.append(f"{where}/variant_allele: the REF of {len(wrong)} rows is not reference_onehot's base at their "
+                        f"position; first row {i} at {position[i]}: REF {LETTERS[ref[i]]}, reference {LETTERS[found[i]]}")
+    maf, expected = group["variant_maf"][:], minor_allele_frequency(calls)
+    wrong = np.flatnonzero(~np.isclose(maf, expected, rtol=1e-6, atol=0, equal_nan=True))
+    if len(wrong):
+        i = wrong[0]
+        problems.append(f"{where}/variant_maf: {len(wrong)} rows disagree with call_genotype (minor-allele frequency "
+                        f"among called alleles); first row {i} at {position[i]}: {maf[i]:.6g}, expected {expected[i]:.6g}")
     return problems
 
 

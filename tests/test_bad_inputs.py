@@ -236,6 +236,50 @@ def test_allele_index_beyond_the_alts(tiny_copy, tmp_path, position, call, alts)
           f"{alts} ALT allele(s)", f"bcftools view -t ^chr1:{position} ")
 
 
+def add_bed_rows(cohort, contig: str, gene_ids: list[str]) -> None:
+    """Append expression rows for these gene IDs (a copy of the first row's values) to the cohort's BED."""
+    lines = cohort.expression.read_text().splitlines()
+    values = lines[1].split("\t")[4:]
+    rows = ["\t".join([contig, "100", "101", gene_id, *values]) for gene_id in gene_ids]
+    cohort.expression.write_text("\n".join([*lines, *rows]) + "\n")
+
+
+def test_bed_genes_the_gtf_lacks_are_left_out_with_a_warning(tiny_copy, tmp_path):
+    """The default build names the BED genes the GTF lacks (another GENCODE release): their count and the first 5;
+    a BED none of whose genes the GTF has is an error."""
+    add_bed_rows(tiny_copy, "chr1", [f"ENSG0000099999{i}.1" for i in range(7)])
+    gtf_ids = {line.split('gene_id "')[1].split('"')[0] for line in gzip.open(tiny_copy.gtf, "rt") if "gene_id" in line}
+    bed_ids = list(pd.read_csv(tiny_copy.expression, sep="\t")["gene_id"])
+    missing = [g for g in bed_ids if g not in gtf_ids]
+    store = tmp_path / "s.zarr"
+    result = pstore(*build_args(tiny_copy, store))
+    assert (f"Warning: left out {len(missing)} genes of expression BED {tiny_copy.expression} that GTF {tiny_copy.gtf} "
+            f"lacks: {', '.join(missing[:5])} and {len(missing) - 5} more; use the GTF the expression was quantified with") in result.output
+    assert sorted(complete_gene_ids(store)) == sorted(gtf_ids)
+    tiny_copy.gtf.write_bytes(gzip.compress(b"chr1\tX\tgene\t10\t20\t.\t+\t.\tgene_id \"ENSG00000000077.1\";\n"))
+    fails(build_args(tiny_copy, tmp_path / "none.zarr"), f"GTF {tiny_copy.gtf}: has none of the {len(bed_ids)} genes of expression BED",
+          missing[0], "use the GTF the expression was quantified with")
+
+
+def test_genes_on_contigs_the_fasta_lacks(tiny_copy, tmp_path):
+    """The default build leaves a gene on a contig the FASTA lacks (chrM) out with a warning counting it per contig;
+    asked for by name it is an error, and so is a FASTA that has no gene's contig (another naming or build)."""
+    with gzip.open(tiny_copy.gtf, "at") as handle:
+        handle.write('chrM\tENSEMBL\tgene\t3307\t4262\t.\t+\t.\tgene_id "ENSG00000198888.2"; gene_name "MT-ND1";\n')
+    add_bed_rows(tiny_copy, "chrM", ["ENSG00000198888.2"])
+    store = tmp_path / "s.zarr"
+    result = pstore(*build_args(tiny_copy, store))
+    assert (f"Warning: left out 1 genes on contigs FASTA {tiny_copy.fasta} lacks: chrM (1); build them with a FASTA of "
+            "the same genome build that has those contigs") in result.output
+    assert len(complete_gene_ids(store)) == 4
+    fails(build_args(tiny_copy, tmp_path / "named.zarr", "--gene", "MT-ND1"), str(tiny_copy.fasta),
+          "no contig 'chrM' (gene ENSG00000198888.2", "use a FASTA of the same genome build")
+    tiny_copy.fasta.write_text(tiny_copy.fasta.read_text().replace(">chr", ">chrom"))
+    Path(f"{tiny_copy.fasta}.fai").unlink(missing_ok=True)
+    fails(build_args(tiny_copy, tmp_path / "renamed.zarr"), str(tiny_copy.fasta), "no contig 'chr", "chrom1",
+          "use a FASTA of the same genome build")
+
+
 def test_unversioned_ids_pick_the_chrx_copy_of_a_par_gene():
     """GENCODE lists a PAR gene twice (ENSG...N on chrX, ENSG...N_PAR_Y on chrY): a bare ID means the chrX one."""
     from performer_store.inputs import select_genes
@@ -304,12 +348,6 @@ def test_expression_without_rows(tiny_copy, tmp_path, keep_header, problem):
 def test_damaged_gzip_gtf(tiny_copy, tmp_path, damage, problem):
     tiny_copy.gtf.write_bytes(damage(tiny_copy.gtf.read_bytes()))
     fails(build_args(tiny_copy, tmp_path / "s.zarr"), str(tiny_copy.gtf), problem, "copy or download it again")
-
-
-def test_window_wider_than_contig(tiny_copy, tmp_path):
-    args = build_args(tiny_copy, tmp_path / "s.zarr")
-    args[args.index("--window") + 1] = "8192"
-    fails(args, "--window 8192", "contig chr", str(tiny_copy.fasta))
 
 
 @pytest.mark.parametrize("change", ["rewrapped", "truncated"])

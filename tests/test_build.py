@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import shutil
 import subprocess
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,9 @@ import pytest
 import zarr
 
 from conftest import build_args, pstore
+from test_bad_inputs import rewrite_vcf, vcf_lines
 from performer_store.store import Store
+from performer_store.validate import validate_store
 from tiny import GENES, WINDOW
 
 BASE_ROWS = {"A": [1, 0, 0, 0], "C": [0, 1, 0, 0], "G": [0, 0, 1, 0], "T": [0, 0, 0, 1]}
@@ -55,10 +58,10 @@ def encode(sequence: str) -> np.ndarray:
     return np.array([BASE_ROWS.get(b.upper(), [0.25] * 4) for b in sequence], dtype=np.float32)
 
 
-def window_sequence(tiny, contig: str, start: int) -> str:
+def window_sequence(tiny, contig: str, start: int, window: int = WINDOW) -> str:
     """The FASTA window with N beyond contig edges."""
     seq = tiny.sequences[contig]
-    return "".join(seq[i] if 0 <= i < len(seq) else "N" for i in range(start, start + WINDOW))
+    return "".join(seq[i] if 0 <= i < len(seq) else "N" for i in range(start, start + window))
 
 
 def gene_rows():
@@ -66,19 +69,15 @@ def gene_rows():
     return [(g[0], g[2], g[4] - 1 if g[3] == "+" else g[5] - 1) for g in GENES]
 
 
-@pytest.mark.parametrize("gene_id,contig,tss", gene_rows())
-def test_onehot_equals_python_consensus(tiny, tiny_store, gene_id, contig, tss):
-    """Every person's stored dosage one-hot equals the mean of their two consensus one-hots."""
-    assert_python_consensus(Store(tiny_store), tiny, gene_id, contig, tss)
-
-
-def assert_python_consensus(store: Store, tiny, gene_id: str, contig: str, tss: int) -> None:
-    """A gene's stored dosage one-hots against the consensus of the VCF's records that have GT (the others call nobody)."""
+def assert_python_consensus(tiny, path: Path, gene_id: str, contig: str, tss: int, window: int = WINDOW) -> None:
+    """Every person's stored dosage one-hot of a gene equals the mean of their two consensus one-hots, made from the
+    VCF's records that have GT (the others call nobody)."""
+    store = Store(path)
     samples, records = parse_vcf(tiny.vcf)
     records = [r for r in records if r[0] == contig and "GT" in r[8].split(":")]
-    start = tss - WINDOW // 2
+    start = tss - window // 2
     assert store.genes.loc[gene_id, "gene_window_start"] == start
-    reference = window_sequence(tiny, contig, start)
+    reference = window_sequence(tiny, contig, start, window)
     stored = store.dosage_onehot(gene_id).astype(np.float32)
     np.testing.assert_array_equal(store.gene(gene_id)["reference_onehot"][:], encode(reference))
     for row, person in enumerate(store.sample_id):
@@ -105,7 +104,26 @@ def test_record_without_gt_calls_nobody(tiny_copy, tmp_path):
     gene_id, contig, tss = gene_rows()[0]
     gene = Store(store).gene(gene_id)
     assert gene.attrs["counts"]["records_without_gt"] == 1 and 1200 not in gene["variant_position"][:]
-    assert_python_consensus(Store(store), tiny_copy, gene_id, contig, tss)
+    assert_python_consensus(tiny_copy, store, gene_id, contig, tss)
+
+
+@pytest.mark.parametrize("gene_id,contig,tss", gene_rows())
+def test_onehot_equals_python_consensus(tiny, tiny_store, gene_id, contig, tss):
+    """Every person's stored dosage one-hot equals the mean of their two consensus one-hots."""
+    assert_python_consensus(tiny, tiny_store, gene_id, contig, tss, WINDOW)
+
+
+def test_window_wider_than_its_contig_is_padded_with_n_on_both_sides(tiny, tmp_path):
+    """A contig shorter than the window (chrM, 16,569 bp, in 49,152; here 8,192 bp on contigs of 4,000 and 2,500 bp)
+    builds: the window runs off both ends, N-padded, and every one-hot equals the consensus; the store validates."""
+    store, window = tmp_path / "wide.zarr", 8192
+    args = build_args(tiny, store)
+    args[args.index("--window") + 1] = str(window)
+    pstore(*args)
+    for gene_id, contig, tss in gene_rows():
+        assert tss - window // 2 < 0 and tss + window // 2 > len(tiny.sequences[contig])
+        assert_python_consensus(tiny, store, gene_id, contig, tss, window)
+    assert validate_store(store, deep=True) == []
 
 
 def test_onehot_equals_bcftools_consensus(tiny, tiny_store, tmp_path):
@@ -167,6 +185,47 @@ def test_variant_table_matches_vcf(tiny, tiny_store):
     np.testing.assert_allclose(gene["variant_maf"][:], np.minimum(frequency, 1 - frequency), rtol=1e-6)
     counts = gene.attrs["counts"]
     assert (counts["indel_alleles"], counts["symbolic_alleles"], counts["multiallelic_sites"]) == (2, 1, 1)
+
+
+def allele_kind(ref: str, alt: str) -> str:
+    """What an ALT is, by the method's rule that only SNVs enter the store (written independently of the package)."""
+    if alt.startswith("<") or alt in ("*", "."):
+        return "symbolic"
+    if len(ref) != len(alt):
+        return "indel"
+    if len(ref) > 1:
+        return "MNP"
+    return "SNV" if ref in BASE_ROWS and alt in BASE_ROWS else "non-ACGT"
+
+
+def test_mnps_and_n_alleles_are_counted_apart_from_indels_and_filter_is_not_applied(tiny_copy, tmp_path):
+    """An MNP (REF GG, ALT TC) and an ALT N are left out and counted as such, not as indels; a LowQual record is used
+    like any other (the method applies no FILTER; --help says how to filter beforehand)."""
+    sequence, swap = tiny_copy.sequences["chr1"].upper(), str.maketrans("ACGT", "CGTA")
+    lines = vcf_lines(tiny_copy)
+    people = len(lines[-1].split("\t")) - 9
+    added = [(1700, sequence[1699:1701], sequence[1699:1701].translate(swap), "PASS"), (1800, sequence[1799], "N", "PASS"),
+             (1900, sequence[1899], sequence[1899].translate(swap), "LowQual")]
+    records = [f"chr1\t{pos}\t.\t{ref}\t{alt}\t.\t{flag}\t.\tGT" + "\t0/1" * people for pos, ref, alt, flag in added]
+    header = [line for line in lines if line.startswith("#")]
+    header.insert(1, '##FILTER=<ID=LowQual,Description="Low quality">')
+    body = sorted([line for line in lines if not line.startswith("#")] + records, key=lambda r: (r.split("\t")[0], int(r.split("\t")[1])))
+    rewrite_vcf(tiny_copy, header + body)
+    store = tmp_path / "s.zarr"
+    result = pstore(*build_args(tiny_copy, store, "--gene", "GENE1"))
+    start = int(Store(store).genes.loc["ENSG00000000001.1", "gene_window_start"])
+    _, parsed = parse_vcf(tiny_copy.vcf)
+    kinds = Counter(allele_kind(ref, alt) for contig, pos, _, ref, alts, *_ in parsed
+                    if contig == "chr1" and start < int(pos) <= start + WINDOW for alt in alts.split(","))
+    assert (kinds["MNP"], kinds["non-ACGT"]) == (1, 1)
+    assert (f"left out {kinds['indel']} indel, {kinds['MNP']} MNP, {kinds['non-ACGT']} non-ACGT (N, IUPAC) and "
+            f"{kinds['symbolic']} symbolic alleles") in result.output
+    counts = Store(store).gene("ENSG00000000001.1").attrs["counts"]
+    assert [counts[k] for k in ("indel_alleles", "mnp_alleles", "non_acgt_alleles", "symbolic_alleles", "snv_alleles")] == [
+        kinds["indel"], kinds["MNP"], kinds["non-ACGT"], kinds["symbolic"], kinds["SNV"]]
+    positions = set(Store(store).gene("ENSG00000000001.1")["variant_position"][:].tolist())
+    assert 1900 in positions and not positions & {1700, 1800}
+    assert "bcftools view -f PASS" in " ".join(pstore("build", "--help").output.split())
 
 
 def test_people_and_splits(tiny, tiny_store):

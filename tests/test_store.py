@@ -64,6 +64,32 @@ def test_validate_names_each_problem(tiny_store, tmp_path):
     assert "variant_maf is missing" in result.output
 
 
+def test_validate_deep_checks_the_variant_table_against_the_reference_and_the_calls(tiny, tiny_store, tmp_path):
+    """A REF that is not the reference base at its position, a variant_maf that is not the calls' minor-allele frequency
+    (0.9, above 0.5) and a reference_onehot row that is neither a base nor N are each one line; the row needs no --deep."""
+    broken = tmp_path / "broken.zarr"
+    shutil.copytree(tiny_store, broken)
+    gene1, gene2, _, gene4 = (zarr.open_group(str(broken / "genes" / g), mode="r+") for g in Store(broken).genes.index)
+    alleles = gene1["variant_allele"][:]
+    position = int(gene1["variant_position"][1])
+    base = tiny.sequences["chr1"][position - 1].upper()
+    alleles[1, 0] = "A" if base != "A" else "C"
+    gene1["variant_allele"][:] = alleles
+    calls = gene2["call_genotype"][:].astype(int)
+    frequency = (calls[0] == 1).sum() / (calls[0] >= 0).sum()
+    gene2["variant_maf"][0] = 0.9
+    gene4["reference_onehot"][100] = np.array([0.5, 0.5, 0, 0], np.float16)
+    row = ("genes/ENSG00000000004.1/reference_onehot: 1 rows are neither a base (one 1, three 0) nor N (0.25 x 4); "
+           f"first at position {gene4.attrs['window_start'] + 101}: [0.5, 0.5, 0.0, 0.0]")
+    assert validate_store(broken) == [row]
+    assert validate_store(broken, deep=True) == [
+        f"genes/ENSG00000000001.1/variant_allele: the REF of 1 rows is not reference_onehot's base at their position; "
+        f"first row 1 at {position}: REF {alleles[1, 0]}, reference {base}",
+        "genes/ENSG00000000002.4/variant_maf: 1 rows disagree with call_genotype (minor-allele frequency among called "
+        f"alleles); first row 0 at {gene2['variant_position'][0]}: 0.9, expected {min(frequency, 1 - frequency):.6g}",
+        row]
+
+
 def test_leftovers_of_interrupted_writes_are_warnings_and_the_next_writer_deletes_them(tiny_store, tmp_path):
     """What a kill -9 leaves (staging directories named as the writers name them, a zarr partial file) is listed by
     `pstore validate`, one line each saying what it is and the fix, as warnings: nothing reads them, so the store
