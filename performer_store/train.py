@@ -383,6 +383,8 @@ def train(config: TrainConfig) -> TrainState:
         distributed.barrier()  # every rank has checked --out before rank 0 writes into it
         if distributed.main:  # only once every check passed: a refused start leaves the directory as it was
             write_atomically(config.out / "run.json", json.dumps({**meta, "config": _jsonable(asdict(config))}, indent=1))
+            if state.history:  # resumed: a kill between the saves of last.pt and of the log left the log an epoch behind
+                write_log(config.out, state)
         chunk = schemas.PEOPLE_PER_CHUNK if config.read_path == "stored" else None  # stored reads: chunk-local draws
         train_loader = BatchLoader(reader, config.workers, distributed.device)
         tune_loader = BatchLoader(reader, config.workers, distributed.device)
@@ -478,7 +480,12 @@ def record_epoch(state: TrainState, loss: float, tune_r: float, tune_r2: float, 
             save_checkpoint(config.out / "best.pt", model, {**meta, "epoch": entry["epoch"], "tune_r2": tune_r2})
         save_checkpoint(config.out / "last.pt", model, meta,
                         {"optimizer": optimizer.state_dict(), "state": json.dumps(asdict(state))})
-        write_atomically(config.out / "metrics.jsonl", "".join(json.dumps(e) + "\n" for e in state.history))
+        write_log(config.out, state)
+
+
+def write_log(out: Path, state: TrainState) -> None:
+    """metrics.jsonl: one line per epoch of the run's history (the history `last.pt` saves too)."""
+    write_atomically(out / "metrics.jsonl", "".join(json.dumps(e) + "\n" for e in state.history))
 
 
 def advance(state: TrainState, tune_r2: float) -> bool:

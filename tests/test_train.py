@@ -97,6 +97,17 @@ def test_resume_equals_an_uninterrupted_run(sim_store, uninterrupted, tmp_path):
     assert same_weights(run / "best.pt", uninterrupted / "best.pt")
 
 
+def test_resume_restores_a_log_that_a_kill_left_an_epoch_behind(sim_store, uninterrupted, tmp_path):
+    """A kill between the final epoch's save of last.pt and of metrics.jsonl leaves the log one line short; the
+    --resume that finds the run finished writes it whole again (it used to exit with the epoch missing for good)."""
+    run = tmp_path / "short_log"
+    shutil.copytree(uninterrupted, run)
+    lines = (run / "metrics.jsonl").read_text().splitlines(keepends=True)
+    (run / "metrics.jsonl").write_text("".join(lines[:-1]))
+    train(tiny_config(sim_store, run, name="whole", resume=True))
+    assert history(run) == history(uninterrupted)
+
+
 def test_loader_workers_do_not_change_the_run(sim_store, uninterrupted, tmp_path):
     """A run with a DataLoader worker process ends with the weights and history of the in-process one (so
     `--resume` may change --workers)."""
