@@ -401,17 +401,23 @@ def check_masks(runs: list[Run], store: Store) -> None:
 
 
 def existing_store(config: PipelineConfig, steps: tuple[str, ...]) -> Store | None:
-    """The config's store; None when there is none yet and the build step makes it, else a one-line error that says
-    to run the build step."""
-    from .store import NoStore, Store
+    """The config's store; None when the build step will make it or finish it (none yet, or a killed build left its
+    gene index behind its genes), else a one-line error that says to run the build step."""
+    from .store import NoStore, StaleIndex, Store
 
+    build = f"run the build step first: `pstore run {config.path} --steps build` (or without --steps)"
     try:
-        return Store(config.store)
+        store = Store(config.store)
+        store.genes  # noqa: B018 (read here: a stale index is for the build step to refresh)
+        return store
     except NoStore:
         if "build" in steps:
             return None
-        raise InputError(f"config {config.path}: store {config.store}: not a Zarr store (no zarr.json); run the build step "
-                         f"first: `pstore run {config.path} --steps build` (or without --steps)") from None
+        raise InputError(f"config {config.path}: store {config.store}: not a Zarr store (no zarr.json); {build}") from None
+    except StaleIndex as error:
+        if "build" in steps:
+            return None
+        raise InputError(f"config {config.path}: {error.facts}; {build}") from None
 
 
 GENE_KEYS = (("train", "genes"), ("train", "held_out_genes"), ("enet", "genes"), ("report", "genes"))

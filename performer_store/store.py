@@ -189,6 +189,15 @@ class NoStore(InputError):
     """The path holds no Zarr store (no zarr.json)."""
 
 
+class StaleIndex(InputError):
+    """The store's gene index does not list the genes on disk."""
+
+    def __init__(self, path: Path, listed: int, on_disk: int) -> None:
+        self.facts = (f"store {path}: its gene index lists {listed} genes but {on_disk} are on disk (a `pstore build` was "
+                      "interrupted, or is running)")
+        super().__init__(f"{self.facts}; run that build again (or let it finish)")
+
+
 @dataclass
 class Store:
     """A store opened for reading: people, splits, gene index and per-gene arrays by schema name."""
@@ -225,14 +234,24 @@ class Store:
         return splits[fold]
 
     @cached_property
-    def genes(self) -> pd.DataFrame:
-        """The gene index (one row per complete gene, indexed by gene_id)."""
+    def gene_index(self) -> pd.DataFrame:
+        """The gene index as stored (one row per gene complete when it was written, indexed by gene_id)."""
         columns = [spec.name for spec in schemas.ROOT.arrays if spec.dims == ("genes",)]
         try:
             frame = pd.DataFrame({name: self.root[name][:] for name in columns})
         except (KeyError, ValueError):
             raise InputError(f"store {self.path}: its gene index is missing or half-written (an interrupted build?); run `pstore build` again") from None
         return frame.astype({c: object for c in columns if frame[c].dtype.kind == "T"}).set_index("gene_id", drop=False)
+
+    @cached_property
+    def genes(self) -> pd.DataFrame:
+        """The gene index, refused (`StaleIndex`) when it does not count the gene groups on disk: a build killed
+        before it rewrote the index (or one still running) would hide its genes from every command."""
+        genes_dir = self.path / schemas.GENES_GROUP  # groups appear there only complete (`publish`)
+        on_disk = sum(entry.is_dir() for entry in os.scandir(genes_dir)) if genes_dir.is_dir() else 0
+        if on_disk != len(self.gene_index):
+            raise StaleIndex(self.path, len(self.gene_index), on_disk)
+        return self.gene_index
 
     def other_versions(self, gene_ids: Sequence[str]) -> dict[str, str]:
         """Of gene IDs the store lacks, those it holds under another version (or none): ID given -> the store's ID

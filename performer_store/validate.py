@@ -280,7 +280,7 @@ def validate_store(path: Path, deep: bool = False) -> list[str]:
     if "sample_split" in store.root:
         problems += _check_splits(store.root["sample_split"][:])
     on_disk = set(complete_gene_ids(store.path))
-    indexed = set(store.genes.index) if not problems else on_disk
+    indexed = set(store.gene_index.index) if not problems else on_disk
     if on_disk != indexed:
         problems.append(f"gene index lists {len(indexed)} genes but {len(on_disk)} are complete on disk; run `pstore build` again to refresh it")
     fix = "(an interrupted build?); run `pstore build` again to finish it"

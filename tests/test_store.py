@@ -306,3 +306,24 @@ def test_a_full_disk_stops_enet_with_one_line_and_a_valid_store(tiny_store, tmp_
     assert validate_store(store, deep=True) == [] and not (store / "genes" / gene / "results" / "enet").exists()
     pstore("enet", "--store", str(store), "--gene", gene, "--folds", "0", "--quiet")
     assert (store / "genes" / gene / "results" / "enet" / "zarr.json").is_file()
+
+
+def test_a_gene_index_behind_the_genes_on_disk_stops_readers_until_the_build_runs_again(tiny, tiny_store, tmp_path):
+    """A build killed after publishing genes but before rewriting the gene index: `validate` lists it, and commands
+    that read genes refuse with one line saying to run the build again (enet used to fit 0 genes with exit 0, info
+    to say 0 genes, evaluate to end in a KeyError); the build run again refreshes the index."""
+    from performer_store.store import complete_gene_ids
+
+    first, *others = complete_gene_ids(tiny_store)
+    store = tmp_path / "stale.zarr"
+    pstore(*build_args(tiny, store, "--gene", first))
+    for gene in others:  # what the killed build had published
+        shutil.copytree(tiny_store / "genes" / gene, store / "genes" / gene)
+    stale = (f"Error: store {store}: its gene index lists 1 genes but {1 + len(others)} are on disk (a `pstore build` was "
+             "interrupted, or is running); run that build again (or let it finish)")
+    for command in (["info", str(store)], ["enet", "--store", str(store), "--folds", "0", "--quiet"]):
+        assert pstore(*command, expect=1).output.splitlines()[-1] == stale
+    assert validate_store(store) == [f"gene index lists 1 genes but {1 + len(others)} are complete on disk; run `pstore "
+                                     "build` again to refresh it"]
+    pstore(*build_args(tiny, store, "--gene", first))
+    assert list(Store(store).genes.index) == sorted([first, *others]) and validate_store(store) == []
