@@ -245,12 +245,15 @@ class Store:
 
     @cached_property
     def genes(self) -> pd.DataFrame:
-        """The gene index, refused (`StaleIndex`) when it does not count the gene groups on disk: a build killed
-        before it rewrote the index (or one still running) would hide its genes from every command."""
-        genes_dir = self.path / schemas.GENES_GROUP  # groups appear there only complete (`publish`)
-        on_disk = sum(entry.is_dir() for entry in os.scandir(genes_dir)) if genes_dir.is_dir() else 0
-        if on_disk != len(self.gene_index):
-            raise StaleIndex(self.path, len(self.gene_index), on_disk)
+        """The gene index, refused (`StaleIndex`) when it does not list the complete gene groups on disk: a build
+        killed before it rewrote the index (or one still running) would hide its genes from every command. Folders
+        that are no complete gene group (`.ipynb_checkpoints`) are not genes, as for the index (`validate` lists them)."""
+        genes_dir = self.path / schemas.GENES_GROUP
+        folders = {entry.name for entry in os.scandir(genes_dir) if entry.is_dir()} if genes_dir.is_dir() else set()
+        listed = set(self.gene_index.index)
+        unlisted = [name for name in folders - listed if is_complete(genes_dir / name)]  # only the few folders not listed
+        if unlisted or listed - folders:
+            raise StaleIndex(self.path, len(listed), len(listed & folders) + len(unlisted))
         return self.gene_index
 
     def other_versions(self, gene_ids: Sequence[str]) -> dict[str, str]:

@@ -327,3 +327,9 @@ def test_a_gene_index_behind_the_genes_on_disk_stops_readers_until_the_build_run
                                      "build` again to refresh it"]
     pstore(*build_args(tiny, store, "--gene", first))
     assert list(Store(store).genes.index) == sorted([first, *others]) and validate_store(store) == []
+    (store / "genes" / ".ipynb_checkpoints").mkdir()  # folders that are no gene group are no genes, as for the index
+    assert list(Store(store).genes.index) == sorted([first, *others])
+    shutil.rmtree(store / "genes" / others[0])  # as many folders as listed genes, but not the same ones
+    shutil.copytree(tiny_store / "genes" / others[0], store / "genes" / "ENSG00000009999.1")
+    assert pstore("info", str(store), expect=1).output.splitlines()[-1] == stale.replace(f"lists 1 genes but {1 + len(others)}",
+                                                                                       f"lists {1 + len(others)} genes but {1 + len(others)}")
