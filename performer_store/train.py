@@ -362,51 +362,56 @@ def train(config: TrainConfig) -> TrainState:
     check_run_name(config)
     distributed = Distributed(config.device)
     with run_directory(config.out, distributed.main):
-        store = Store(config.store)
-        window = config.window or store.window
-        backbone(config.backbone).check_window(window)
-        check_mode(config.mode)
-        check_checkpointing(config.backbone, config.gradient_checkpointing)
-        genes = list(config.genes)
-        if not genes:
-            raise InputError("no genes to train on; give --gene or --genes")
-        mask = parse_mask(config.mask_variants) if config.mask_variants else None
-        masked = resolve_mask(store, genes, config.fold, mask)
-        reader = GeneReader(config.store, window, config.read_path, masked)
-        chosen = train_people(store, config.fold, config.train_fraction, config.seed)
-        train_rows = {g: np.intersect1d(split_rows(store, g, config.fold, "train"), chosen) for g in genes}
-        tune_rows = {g: split_rows(store, g, config.fold, "tune") for g in genes}
-        check_train_people(train_rows, config)
-        check_fresh_out(config)
-        meta = run_meta(config, store, mask, masked)
-        model, optimizer, state = build_model(config, meta, distributed)
-        distributed.barrier()  # every rank has checked --out before rank 0 writes into it
-        if distributed.main:  # only once every check passed: a refused start leaves the directory as it was
-            write_atomically(config.out / "run.json", json.dumps({**meta, "config": _jsonable(asdict(config))}, indent=1))
-            if state.history:  # resumed: a kill between the saves of last.pt and of the log left the log an epoch behind
-                write_log(config.out, state)
-        chunk = schemas.PEOPLE_PER_CHUNK if config.read_path == "stored" else None  # stored reads: chunk-local draws
-        train_loader = BatchLoader(reader, config.workers, distributed.device)
-        tune_loader = BatchLoader(reader, config.workers, distributed.device)
-        if config.gradient_checkpointing:
-            recompute_activations(model.enformer)
-        step_model = torch.nn.parallel.DistributedDataParallel(model) if distributed.world_size > 1 else model
-        bar = tqdm(total=config.max_epochs, initial=state.epoch, desc="epochs", unit="epoch", file=sys.stderr,
-                   disable=not (config.progress and distributed.main))
-        while not stopped(state, config):
-            torch.manual_seed(config.seed * 100_003 + state.epoch)  # dropout draws depend only on (seed, epoch)
-            started = time.perf_counter()
-            blocks = rank_blocks(epoch_blocks(train_rows, state.epoch, config.seed, config.block_size, chunk),
-                                 distributed.rank, distributed.world_size)
-            loss = run_epoch(step_model, optimizer, train_loader, micro_batches(blocks, config.micro_batch), config, distributed)
-            tune_r, tune_r2 = validate(model, tune_loader, tune_rows, config, distributed, state.epoch)
-            record_epoch(state, loss, tune_r, tune_r2, time.perf_counter() - started, model, optimizer, config, meta, distributed)
-            bar.set_postfix(loss=f"{loss:.4f}", tune_r=f"{tune_r:.3f}", tune_r2=f"{tune_r2:.4f}")
-            bar.update()
-        bar.close()
-        del step_model
-        distributed.close()
-        return state
+        return fit(config, distributed)
+
+
+def fit(config: TrainConfig, distributed: Distributed) -> TrainState:
+    """Check the run's inputs, then train until early stopping or max epochs (inside the run directory's lock)."""
+    store = Store(config.store)
+    window = config.window or store.window
+    backbone(config.backbone).check_window(window)
+    check_mode(config.mode)
+    check_checkpointing(config.backbone, config.gradient_checkpointing)
+    genes = list(config.genes)
+    if not genes:
+        raise InputError("no genes to train on; give --gene or --genes")
+    mask = parse_mask(config.mask_variants) if config.mask_variants else None
+    masked = resolve_mask(store, genes, config.fold, mask)
+    reader = GeneReader(config.store, window, config.read_path, masked)
+    chosen = train_people(store, config.fold, config.train_fraction, config.seed)
+    train_rows = {g: np.intersect1d(split_rows(store, g, config.fold, "train"), chosen) for g in genes}
+    tune_rows = {g: split_rows(store, g, config.fold, "tune") for g in genes}
+    check_train_people(train_rows, config)
+    check_fresh_out(config)
+    meta = run_meta(config, store, mask, masked)
+    model, optimizer, state = build_model(config, meta, distributed)
+    distributed.barrier()  # every rank has checked --out before rank 0 writes into it
+    if distributed.main:  # only once every check passed: a refused start leaves the directory as it was
+        write_atomically(config.out / "run.json", json.dumps({**meta, "config": _jsonable(asdict(config))}, indent=1))
+        if state.history:  # resumed: a kill between the saves of last.pt and of the log left the log an epoch behind
+            write_log(config.out, state)
+    chunk = schemas.PEOPLE_PER_CHUNK if config.read_path == "stored" else None  # stored reads: chunk-local draws
+    train_loader = BatchLoader(reader, config.workers, distributed.device)
+    tune_loader = BatchLoader(reader, config.workers, distributed.device)
+    if config.gradient_checkpointing:
+        recompute_activations(model.enformer)
+    step_model = torch.nn.parallel.DistributedDataParallel(model) if distributed.world_size > 1 else model
+    bar = tqdm(total=config.max_epochs, initial=state.epoch, desc="epochs", unit="epoch", file=sys.stderr,
+               disable=not (config.progress and distributed.main))
+    while not stopped(state, config):
+        torch.manual_seed(config.seed * 100_003 + state.epoch)  # dropout draws depend only on (seed, epoch)
+        started = time.perf_counter()
+        blocks = rank_blocks(epoch_blocks(train_rows, state.epoch, config.seed, config.block_size, chunk),
+                             distributed.rank, distributed.world_size)
+        loss = run_epoch(step_model, optimizer, train_loader, micro_batches(blocks, config.micro_batch), config, distributed)
+        tune_r, tune_r2 = validate(model, tune_loader, tune_rows, config, distributed, state.epoch)
+        record_epoch(state, loss, tune_r, tune_r2, time.perf_counter() - started, model, optimizer, config, meta, distributed)
+        bar.set_postfix(loss=f"{loss:.4f}", tune_r=f"{tune_r:.3f}", tune_r2=f"{tune_r2:.4f}")
+        bar.update()
+    bar.close()
+    del step_model
+    distributed.close()
+    return state
 
 
 def run_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, loader: BatchLoader, batches: list,
