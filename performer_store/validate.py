@@ -306,6 +306,7 @@ STAGED_RESULT = re.compile(
 ZARR_PARTIAL = re.compile(r".+\.[0-9a-f]{32}\.partial")
 """A file zarr-python writes before renaming it into place ('<key>.<uuid hex>.partial'); a kill leaves it behind."""
 
+
 def _staged_writer(entry: Path, group: str) -> str:
     """The command that was writing a staged result group: by its kind when its attributes got written, else by group."""
     try:
@@ -321,14 +322,13 @@ def _staged(entry: Path) -> str:
     """One line on an entry of the staging directory: what its writer was writing, and the fix."""
     match = STAGED.fullmatch(entry.name)
     key = match["key"] if match else entry.name
-    again = "run that command again to finish its work (any command that writes this store deletes this), or delete it"
+    cleared = "(any command that writes this store deletes this), or delete it"
+    again = f"run that command again to finish its work {cleared}"
     if key == RETIRED:
         return (f"{entry}: the previous version of a gene's group or gene-index array, moved aside by an interrupted "
-                "replacement; nothing reads it: run the interrupted command again (any command that writes this store "
-                "deletes this), or delete it")
+                f"replacement; nothing reads it: run the interrupted command again {cleared}")
     if key == EMPTIED:
-        return (f"{entry}: what an interrupted `pstore build --force` was deleting; nothing reads it: run that build "
-                "again (any command that writes this store deletes this), or delete it")
+        return f"{entry}: what an interrupted `pstore build --force` was deleting; nothing reads it: run that build again {cleared}"
     if key == GENE_INDEX:
         return f"{entry}: an unfinished gene index of an interrupted `pstore build`; nothing reads it: {again}"
     result = STAGED_RESULT.fullmatch(key)
